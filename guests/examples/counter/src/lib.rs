@@ -1,0 +1,28 @@
+//! Counts ticks and says so every `EVERY` ticks (args: `--every N`, default 50).
+
+struct Counter {
+    ticks: u64,
+    every: u64,
+}
+
+impl edgeward::Module for Counter {
+    fn init() -> Result<Self, i32> {
+        let args: Vec<String> = std::env::args().collect();
+        let every = args
+            .windows(2)
+            .find(|w| w[0] == "--every")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(50);
+        Ok(Counter { ticks: 0, every })
+    }
+
+    fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> {
+        self.ticks += 1;
+        if self.ticks % self.every == 0 {
+            edgeward::info(&format!("ticks={}", self.ticks));
+        }
+        Ok(())
+    }
+}
+
+edgeward::module!(Counter);

@@ -1,0 +1,139 @@
+//! The Rust SDK for edgeward modules.
+//!
+//! A reactor module is a type implementing [`Module`], exported with
+//! [`module!`]:
+//!
+//! ```ignore
+//! struct Counter { ticks: u64 }
+//! impl edgeward::Module for Counter {
+//!     fn init() -> Result<Self, i32> { Ok(Counter { ticks: 0 }) }
+//!     fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> { self.ticks += 1; Ok(()) }
+//! }
+//! edgeward::module!(Counter);
+//! ```
+//!
+//! Build it as a `cdylib` for `wasm32-wasip1`. The ABI underneath is in
+//! `docs/guest-abi.md`; this crate is the only place a Rust module needs to
+//! know it.
+
+/// Raw imports from the `edgeward` module. Use the safe wrappers instead.
+pub mod sys {
+    #[link(wasm_import_module = "edgeward")]
+    extern "C" {
+        /// `log(level, ptr, len) -> i32`
+        pub fn log(level: i32, ptr: *const u8, len: usize) -> i32;
+        /// `now_ns() -> i64`
+        pub fn now_ns() -> i64;
+    }
+}
+
+/// Error codes returned by edgeward imports (negative `i32`s).
+pub mod error {
+    /// The policy does not grant it.
+    pub const DENIED: i32 = -1;
+    /// A pointer, length or handle is out of range.
+    pub const INVALID: i32 = -2;
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Level {
+    /// Something failed.
+    Error = 0,
+    /// Something is wrong but the module goes on.
+    Warn = 1,
+    /// Normal operation.
+    Info = 2,
+    /// Detail for debugging.
+    Debug = 3,
+}
+
+/// Sends one line to the supervisor's output, prefixed with the module name.
+/// Lines longer than 1 KiB are cut.
+pub fn log(level: Level, message: &str) {
+    // SAFETY: the pointer and length describe `message`, which is live and
+    // readable for the duration of the call; the host only reads it.
+    unsafe { sys::log(level as i32, message.as_ptr(), message.len()) };
+}
+
+/// [`log`] at [`Level::Info`].
+pub fn info(message: &str) {
+    log(Level::Info, message);
+}
+
+/// [`log`] at [`Level::Warn`].
+pub fn warn(message: &str) {
+    log(Level::Warn, message);
+}
+
+/// [`log`] at [`Level::Error`].
+pub fn error(message: &str) {
+    log(Level::Error, message);
+}
+
+/// Monotonic time in nanoseconds (the clock `on_tick` receives).
+pub fn now_ns() -> u64 {
+    // SAFETY: a plain import call without pointers.
+    unsafe { sys::now_ns() as u64 }
+}
+
+/// A reactor module: edgeward calls these handlers, each to completion.
+/// A returned `Err(code)` is reported by the host (codes are yours; use
+/// negative values).
+pub trait Module: Sized + 'static {
+    /// Called once when the module starts. `Err` refuses to start (the
+    /// supervisor reports the code and applies the restart policy).
+    fn init() -> Result<Self, i32>;
+
+    /// Called every `[schedule] tick_us` microseconds with [`now_ns`].
+    fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> {
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use core::cell::RefCell;
+
+    /// Holds the one module instance. Wasm guests are single-threaded.
+    pub struct Slot<M>(pub RefCell<Option<M>>);
+    // SAFETY: wasm32-wasip1 modules run on one thread; the host never calls
+    // into a module concurrently.
+    unsafe impl<M> Sync for Slot<M> {}
+
+    pub fn code(result: Result<(), i32>) -> i32 {
+        match result {
+            Ok(()) => 0,
+            Err(code) => code,
+        }
+    }
+}
+
+/// Exports the `ew_*` handlers for a [`Module`] type.
+#[macro_export]
+macro_rules! module {
+    ($ty:ty) => {
+        static __EDGEWARD_MODULE: $crate::__private::Slot<$ty> =
+            $crate::__private::Slot(::core::cell::RefCell::new(None));
+
+        #[no_mangle]
+        pub extern "C" fn ew_init() -> i32 {
+            match <$ty as $crate::Module>::init() {
+                Ok(module) => {
+                    *__EDGEWARD_MODULE.0.borrow_mut() = Some(module);
+                    0
+                }
+                Err(code) => code,
+            }
+        }
+
+        #[no_mangle]
+        pub extern "C" fn ew_on_tick(now_ns: i64) -> i32 {
+            match __EDGEWARD_MODULE.0.borrow_mut().as_mut() {
+                Some(module) => $crate::__private::code($crate::Module::on_tick(module, now_ns as u64)),
+                None => $crate::error::INVALID,
+            }
+        }
+    };
+}

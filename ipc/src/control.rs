@@ -1,0 +1,168 @@
+//! Supervisor ⇄ worker control messages.
+//!
+//! The conversation is:
+//!
+//! 1. worker → [`FromWorker::Hello`] (protocol version, pid);
+//! 2. supervisor → [`ToWorker::Init`] (everything the module is granted);
+//! 3. worker → [`FromWorker::Ready`] once the module is instantiated and its
+//!    `ew_init` returned 0 (a command module: once it is instantiated), or
+//!    [`FromWorker::Fault`] and exit;
+//! 4. then any number of [`FromWorker::Log`] / [`FromWorker::Heartbeat`], until the
+//!    supervisor sends [`ToWorker::Stop`] or the worker faults.
+//!
+//! Fields may be added only together with a [`crate::PROTOCOL_VERSION`] bump.
+
+use serde::{Deserialize, Serialize};
+
+/// A message from the supervisor to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Load and start the module. Sent once, after the worker's `Hello`.
+    Init(Init),
+    /// Stop gracefully: finish the current guest call and exit 0.
+    Stop,
+}
+
+/// Everything a worker needs to run its one module. Nothing outside this
+/// message is granted to the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Init {
+    /// Protocol version the supervisor speaks; must equal the worker's.
+    pub protocol_version: u32,
+    /// Module name (the policy file's stem), used in logs and fault reports.
+    pub module: String,
+    /// Absolute path of the precompiled artifact (`.cwasm`) to map.
+    pub artifact: String,
+    /// WASI argv, without argv\[0\] (the worker passes the module name there).
+    pub args: Vec<String>,
+    /// WASI environment, exactly as granted.
+    pub env: Vec<(String, String)>,
+    /// WASI preopened directories, exactly as granted.
+    pub dirs: Vec<DirGrant>,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_limit_bytes: u64,
+    /// Period of `ew_on_tick` in microseconds; 0 disables ticks.
+    pub tick_us: u64,
+    /// Time budget of one guest call, in milliseconds.
+    pub call_budget_ms: u32,
+}
+
+/// One preopened directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    /// Host path (absolute).
+    pub host: String,
+    /// Path the guest sees (absolute).
+    pub guest: String,
+    /// `true` for `rw`, `false` for `ro`.
+    pub writable: bool,
+}
+
+/// Which entry points a module has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModuleKind {
+    /// Exports `ew_*` handlers the worker calls.
+    Reactor,
+    /// A plain WASI program (`_start`) running as a long-lived service.
+    Command,
+}
+
+/// A message from a worker to the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// First message of every worker.
+    Hello {
+        /// Protocol version the worker speaks.
+        protocol_version: u32,
+        /// The worker's pid as it sees it.
+        pid: u32,
+    },
+    /// The module is instantiated and initialised; it now counts as running.
+    Ready {
+        /// Reactor or command.
+        kind: ModuleKind,
+    },
+    /// A line the guest logged with the `log` import.
+    Log {
+        /// Severity the guest gave.
+        level: LogLevel,
+        /// The text (lossily UTF-8 decoded, bounded in length).
+        text: String,
+    },
+    /// Periodic counters.
+    Heartbeat(Stats),
+    /// Why the worker is about to exit abnormally. The supervisor shows
+    /// `message` as the module's `last_error`.
+    Fault(Fault),
+}
+
+/// Severity of a guest log line; the guest passes it as an `i32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogLevel {
+    /// 0
+    Error,
+    /// 1
+    Warn,
+    /// 2
+    Info,
+    /// 3
+    Debug,
+}
+
+impl LogLevel {
+    /// Maps the guest's `level` argument; unknown values count as `Info`.
+    pub fn from_guest(level: i32) -> Self {
+        match level {
+            0 => LogLevel::Error,
+            1 => LogLevel::Warn,
+            3 => LogLevel::Debug,
+            _ => LogLevel::Info,
+        }
+    }
+
+    /// Lower-case name used in the supervisor's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+/// Counters a worker reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Ticks delivered to the guest.
+    pub ticks: u64,
+    /// Messages handled by the guest.
+    pub msgs_in: u64,
+    /// Messages sent by the guest.
+    pub msgs_out: u64,
+}
+
+/// What went wrong in a worker, in words an operator understands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Machine-readable class.
+    pub kind: FaultKind,
+    /// One line for `last_error`, e.g. `trap: unreachable in counter::on_tick`.
+    pub message: String,
+}
+
+/// Class of a worker fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// The artifact could not be loaded or the module not instantiated
+    /// (missing import, bad artifact, start function trapped).
+    Load,
+    /// `ew_init` returned non-zero.
+    InitFailed,
+    /// A guest call trapped.
+    Trap,
+    /// A command module's `_start` returned or called `proc_exit` with a non-zero code.
+    Exit,
+    /// The supervisor broke the protocol (unexpected message, version mismatch).
+    Protocol,
+}

@@ -1,0 +1,318 @@
+//! One message per `SOCK_SEQPACKET` datagram, with optional file descriptors.
+//!
+//! Every received frame is untrusted: a frame that is truncated, carries
+//! truncated ancillary data, does not decode, or has bytes left over after
+//! decoding is rejected with a [`FrameError`] and its fds are closed. The
+//! caller decides what a bad frame means (the supervisor kills the worker).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{MAX_FDS_PER_FRAME, MAX_FRAME_BYTES};
+
+/// Why a frame could not be sent or received.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed its end.
+    #[error("peer closed the control socket")]
+    Closed,
+    /// Nothing to read on a non-blocking socket.
+    #[error("no frame ready")]
+    WouldBlock,
+    /// The datagram was larger than [`MAX_FRAME_BYTES`].
+    #[error("frame larger than {MAX_FRAME_BYTES} bytes")]
+    TooLarge,
+    /// More fds arrived than the receiver accepts, or the kernel truncated them.
+    #[error("frame carried too many file descriptors")]
+    TooManyFds,
+    /// The bytes are not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A system call failed.
+    #[error("control socket: {0}")]
+    Os(#[from] Errno),
+    /// The message could not be encoded.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Creates a connected `SOCK_SEQPACKET` pair, close-on-exec.
+///
+/// # Errors
+/// The `socketpair(2)` errno (e.g. `EMFILE`).
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), FrameError> {
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// Encodes `message` and sends it as one datagram, with `fds` attached.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] if the encoding exceeds [`MAX_FRAME_BYTES`];
+/// [`FrameError::Closed`] if the peer is gone; otherwise the errno.
+pub fn send<T: Serialize>(sock: impl AsFd, message: &T, fds: &[RawFd]) -> Result<(), FrameError> {
+    let bytes = postcard::to_stdvec(message).map_err(|e| FrameError::Encode(e.to_string()))?;
+    send_bytes(sock, &bytes, fds)
+}
+
+/// Sends raw bytes as one datagram. Exposed for tests that need to send a
+/// frame no well-behaved peer would produce.
+///
+/// # Errors
+/// As [`send`].
+pub fn send_bytes(sock: impl AsFd, bytes: &[u8], fds: &[RawFd]) -> Result<(), FrameError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge);
+    }
+    if fds.len() > MAX_FDS_PER_FRAME {
+        return Err(FrameError::TooManyFds);
+    }
+    let iov = [IoSlice::new(bytes)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(FrameError::Closed),
+            Err(e) => return Err(FrameError::Os(e)),
+        }
+    }
+}
+
+/// Receives one datagram and decodes it, returning the fds that came with it.
+///
+/// # Errors
+/// [`FrameError::Closed`] on end of stream, [`FrameError::WouldBlock`] on an
+/// empty non-blocking socket, and the rejections listed in the module docs.
+pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), FrameError> {
+    let (bytes, fds) = recv_bytes(sock)?;
+    Ok((decode(&bytes)?, fds))
+}
+
+/// Decodes one message, requiring that it uses every byte.
+///
+/// # Errors
+/// [`FrameError::Malformed`] if the bytes are not exactly one `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((message, [])) => Ok(message),
+        Ok((_, rest)) => Err(FrameError::Malformed(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        ))),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// Receives one datagram without decoding it.
+///
+/// # Errors
+/// As [`recv`], without the decoding errors.
+pub fn recv_bytes(sock: impl AsFd) -> Result<(Vec<u8>, Vec<OwnedFd>), FrameError> {
+    // One byte more than the limit, so an oversized frame is seen as truncated.
+    let mut buf = vec![0u8; MAX_FRAME_BYTES + 1];
+    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_FRAME]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Err(FrameError::WouldBlock),
+            Err(Errno::ECONNRESET) => return Err(FrameError::Closed),
+            Err(e) => return Err(FrameError::Os(e)),
+        };
+        // Take ownership of every fd first, so that any rejection below closes them.
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                for fd in raw {
+                    // SAFETY: the kernel just installed `fd` in our table for this
+                    // message and nothing else refers to it; we are its only owner.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > MAX_FDS_PER_FRAME {
+            return Err(FrameError::TooManyFds);
+        }
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge);
+        }
+        let len = msg.bytes;
+        if len == 0 && fds.is_empty() {
+            return Err(FrameError::Closed);
+        }
+        buf.truncate(len);
+        return Ok((buf, fds));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{DirGrant, Fault, FaultKind, FromWorker, Init, LogLevel, ToWorker};
+    use crate::zygote::{FromZygote, ToZygote};
+    use crate::PROTOCOL_VERSION;
+    use std::io::{Read, Write};
+
+    fn sample_init() -> Init {
+        Init {
+            protocol_version: PROTOCOL_VERSION,
+            module: "temp-alert".into(),
+            artifact: "/var/lib/edgeward/cache/ab.cwasm".into(),
+            args: vec!["--threshold".into(), "85".into()],
+            env: vec![("LINE".into(), "3".into())],
+            dirs: vec![DirGrant {
+                host: "/srv/data".into(),
+                guest: "/data".into(),
+                writable: false,
+            }],
+            memory_limit_bytes: 32 << 20,
+            tick_us: 1000,
+            call_budget_ms: 20,
+        }
+    }
+
+    #[test]
+    fn every_control_message_round_trips() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let to_worker = [ToWorker::Init(sample_init()), ToWorker::Stop];
+        for m in &to_worker {
+            send(&a, m, &[]).unwrap();
+            let (got, fds): (ToWorker, _) = recv(&b).unwrap();
+            assert_eq!(&got, m);
+            assert!(fds.is_empty());
+        }
+        let from_worker = [
+            FromWorker::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                pid: 42,
+            },
+            FromWorker::Ready {
+                kind: crate::control::ModuleKind::Reactor,
+            },
+            FromWorker::Log {
+                level: LogLevel::Warn,
+                text: "high temperature: 91.5".into(),
+            },
+            FromWorker::Fault(Fault {
+                kind: FaultKind::Trap,
+                message: "trap: unreachable".into(),
+            }),
+        ];
+        for m in &from_worker {
+            send(&b, m, &[]).unwrap();
+            let (got, _): (FromWorker, _) = recv(&a).unwrap();
+            assert_eq!(&got, m);
+        }
+        let z = [
+            FromZygote::Hello {
+                protocol_version: 1,
+                engine_fingerprint: "abc".into(),
+            },
+            FromZygote::Spawned { pid: 7 },
+        ];
+        for m in &z {
+            send(&a, m, &[]).unwrap();
+            let (got, _): (FromZygote, _) = recv(&b).unwrap();
+            assert_eq!(&got, m);
+        }
+    }
+
+    #[test]
+    fn fds_travel_with_the_message() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        send(
+            &a,
+            &ToZygote::Spawn {
+                module: "counter".into(),
+                artifact: "/a.cwasm".into(),
+            },
+            &[w.as_raw_fd()],
+        )
+        .unwrap();
+        drop(w);
+        let (msg, mut fds): (ToZygote, _) = recv(&b).unwrap();
+        assert_eq!(
+            msg,
+            ToZygote::Spawn {
+                module: "counter".into(),
+                artifact: "/a.cwasm".into(),
+            }
+        );
+        assert_eq!(fds.len(), 1);
+        let mut writer = std::fs::File::from(fds.pop().unwrap());
+        writer.write_all(b"hi").unwrap();
+        drop(writer);
+        let mut got = String::new();
+        std::fs::File::from(r).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hi");
+    }
+
+    #[test]
+    fn garbage_frames_are_rejected() {
+        let (a, b) = seqpacket_pair().unwrap();
+        // An enum tag no message has.
+        send_bytes(&a, &[0xff, 0xff, 0xff, 0x0f], &[]).unwrap();
+        assert!(matches!(
+            recv::<FromWorker>(&b),
+            Err(FrameError::Malformed(_))
+        ));
+        // A valid message followed by junk.
+        let mut bytes = postcard::to_stdvec(&ToWorker::Stop).unwrap();
+        bytes.push(7);
+        send_bytes(&a, &bytes, &[]).unwrap();
+        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Malformed(_))));
+        // A string length pointing past the end.
+        send_bytes(&a, &[2, 0xff, 0x7f, b'x'], &[]).unwrap();
+        assert!(matches!(
+            recv::<FromWorker>(&b),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_both_ways() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let big = vec![0u8; MAX_FRAME_BYTES + 1];
+        assert!(matches!(send_bytes(&a, &big, &[]), Err(FrameError::TooLarge)));
+        // A peer that bypasses our sender: write the datagram directly.
+        let raw = nix::sys::socket::send(a.as_raw_fd(), &big, MsgFlags::empty());
+        if raw.is_ok() {
+            assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::TooLarge)));
+        }
+    }
+
+    #[test]
+    fn closed_peer_is_reported() {
+        let (a, b) = seqpacket_pair().unwrap();
+        drop(a);
+        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Closed)));
+        assert!(matches!(send(&b, &ToWorker::Stop, &[]), Err(FrameError::Closed)));
+    }
+}

@@ -1,0 +1,27 @@
+//! Shared vocabulary of the edgeward supervisor and its workers.
+//!
+//! The supervisor and every worker talk over a `SOCK_SEQPACKET` socketpair:
+//! one datagram is one postcard-encoded message, so message boundaries are
+//! kept by the kernel and no length framing is needed. File descriptors
+//! (ring memfds, pipes, sockets) travel beside a message with `SCM_RIGHTS`.
+//!
+//! - [`control`]: the supervisor ⇄ worker messages and their version handshake.
+//! - [`zygote`]: the supervisor ⇄ fork-server messages.
+//! - [`frame`]: sending and receiving one message (with fds) on a seqpacket socket,
+//!   treating every received byte as untrusted.
+
+pub mod control;
+pub mod frame;
+pub mod zygote;
+
+/// Version of the control protocol. Both sides send it first (in `Hello`) and
+/// refuse to talk to a peer with another version: the supervisor and its
+/// workers always come from one build, so a mismatch means a stale binary.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest control message, in bytes. Anything larger is refused by the
+/// sender and rejected as truncated by the receiver.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Most file descriptors accepted beside one message.
+pub const MAX_FDS_PER_FRAME: usize = 16;

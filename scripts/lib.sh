@@ -1,0 +1,11 @@
+# Shared by the scripts: paths and the build environment. Source, don't run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Build outputs live outside the clone, so a fresh CI clone reuses them.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/edgeward/target}
+export EDGEWARD_GUESTS_TARGET=${EDGEWARD_GUESTS_TARGET:-$HOME/.cache/edgeward/guests-target}
+export EDGEWARD_TOOLS=${EDGEWARD_TOOLS:-$HOME/.cache/edgeward/tools}
+export EDGEWARD_BIN_DIR="$CARGO_TARGET_DIR/release"
+export EDGEWARD_GUESTS_OUT="$ROOT/guests/out"
+export PATH="$EDGEWARD_TOOLS/venv/bin:$HOME/.cargo/bin:$PATH"
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -1,0 +1,107 @@
+//! `edgeward check`: every policy and every module's wasm, all errors at once.
+//!
+//! Policies are checked here; the wasm files are validated, link-checked and
+//! compiled by `edgeward-worker inspect` in a child process, so the
+//! supervisor binary never contains a compiler.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::policy;
+
+#[derive(Debug, Deserialize)]
+struct Inspection {
+    file: String,
+    ok: bool,
+    kind: Option<String>,
+    error: Option<String>,
+}
+
+/// Runs the check; prints one line per module (and one per error) and
+/// returns 0 if everything is valid, 1 otherwise.
+///
+/// # Errors
+/// If the policy directory cannot be read or the worker cannot be run.
+pub fn run(policies: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
+    let loaded = policy::load_dir(policies)
+        .with_context(|| format!("cannot read policy directory {}", policies.display()))?;
+    if loaded.is_empty() {
+        println!("no policies (*.toml) in {}", policies.display());
+        return Ok(1);
+    }
+    let wasm_files: Vec<PathBuf> = loaded
+        .iter()
+        .filter_map(|l| l.result.as_ref().ok().map(|p| p.wasm.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let inspections = inspect(worker_bin, &wasm_files)?;
+    let mut failures = 0;
+    for l in &loaded {
+        match &l.result {
+            Err(errors) => {
+                failures += 1;
+                println!("{:<20} INVALID  {} error(s)", l.name, errors.len());
+                for e in errors {
+                    println!("    {e}");
+                }
+            }
+            Ok(p) => match inspections.get(&p.wasm.to_string_lossy().into_owned()) {
+                Some(i) if i.ok => println!(
+                    "{:<20} ok       {} ({}, sha256 {})",
+                    l.name,
+                    p.wasm.display(),
+                    i.kind.as_deref().unwrap_or("?"),
+                    &p.wasm_sha256[..12]
+                ),
+                other => {
+                    failures += 1;
+                    let why = other
+                        .and_then(|i| i.error.clone())
+                        .unwrap_or_else(|| "not inspected".into());
+                    println!("{:<20} INVALID  1 error(s)", l.name);
+                    println!(
+                        "    {}: module {}: {why}; rebuild it for wasm32-wasip1 or fix [module] wasm",
+                        l.file.display(),
+                        p.wasm.display()
+                    );
+                }
+            },
+        }
+    }
+    println!(
+        "{} module(s), {} valid, {failures} invalid",
+        loaded.len(),
+        loaded.len() - failures
+    );
+    Ok(if failures == 0 { 0 } else { 1 })
+}
+
+fn inspect(worker_bin: &Path, files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Inspection>> {
+    if files.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let output = Command::new(worker_bin)
+        .arg("inspect")
+        .args(files)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} (install it beside edgeward or set EDGEWARD_WORKER)",
+                worker_bin.display()
+            )
+        })?;
+    let mut map = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let i: Inspection = serde_json::from_str(line)
+            .with_context(|| format!("unexpected output from edgeward-worker inspect: {line}"))?;
+        map.insert(i.file.clone(), i);
+    }
+    Ok(map)
+}

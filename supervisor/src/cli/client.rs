@@ -1,0 +1,86 @@
+//! Client commands: talk to a running supervisor over its control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::control::protocol::{Request, Response};
+use crate::status;
+
+/// Sends one request and returns the response.
+///
+/// # Errors
+/// No supervisor on `socket`, or a malformed answer.
+pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach edgeward at {} (is `edgeward run` running? set --control or EDGEWARD_CONTROL)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer).with_context(|| format!("malformed answer from edgeward: {answer:?}"))
+}
+
+/// `edgeward status [--json]`.
+///
+/// # Errors
+/// As [`request`].
+pub fn status(socket: &Path, json: bool) -> anyhow::Result<i32> {
+    let response = request(socket, &Request::Status)?;
+    let Some(report) = response.status else {
+        bail!("edgeward refused: {}", response.error.unwrap_or_default());
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", status::table(&report));
+    }
+    Ok(0)
+}
+
+/// `edgeward stop`: asks, then waits until the supervisor is gone.
+///
+/// # Errors
+/// As [`request`], or if it is still there after 30 s.
+pub fn stop(socket: &Path) -> anyhow::Result<i32> {
+    let response = request(socket, &Request::Stop)?;
+    if !response.ok {
+        bail!("edgeward refused: {}", response.error.unwrap_or_default());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(socket).is_ok() {
+        if Instant::now() > deadline {
+            bail!("edgeward is still running 30 s after stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("stopped");
+    Ok(0)
+}
+
+/// `edgeward restart MODULE`.
+///
+/// # Errors
+/// As [`request`], or if the supervisor refuses (unknown module).
+pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
+    let response = request(
+        socket,
+        &Request::Restart {
+            module: module.to_string(),
+        },
+    )?;
+    if !response.ok {
+        bail!("{}", response.error.unwrap_or_default());
+    }
+    println!("{}", response.message.unwrap_or_default());
+    Ok(0)
+}

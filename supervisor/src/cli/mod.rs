@@ -1,0 +1,84 @@
+//! The command line: `edgeward run | check | status | stop | restart`.
+
+pub mod check;
+pub mod client;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// edgeward: run many WebAssembly modules, each in its own hardened process.
+#[derive(Debug, Parser)]
+#[command(name = "edgeward", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the control socket is (client commands).
+#[derive(Debug, clap::Args)]
+pub struct ControlArg {
+    /// Control socket of the running supervisor.
+    #[arg(long, env = "EDGEWARD_CONTROL", default_value = "/run/edgeward/control.sock")]
+    pub control: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor in the foreground (it can be PID 1).
+    Run {
+        /// Directory of policy files (one *.toml per module).
+        #[arg(long, env = "EDGEWARD_POLICIES", default_value = "/etc/edgeward/policies")]
+        policies: PathBuf,
+        /// State directory (compile cache, snapshots).
+        #[arg(long, env = "EDGEWARD_STATE", default_value = "/var/lib/edgeward")]
+        state: PathBuf,
+        #[command(flatten)]
+        control: ControlArg,
+        /// Grace period between Stop and SIGKILL when stopping, in ms.
+        #[arg(long, env = "EDGEWARD_STOP_TIMEOUT_MS", default_value_t = 1000)]
+        stop_timeout_ms: u64,
+        /// How long a module may take to become ready, in ms.
+        #[arg(long, env = "EDGEWARD_READY_TIMEOUT_MS", default_value_t = 10_000)]
+        ready_timeout_ms: u64,
+    },
+    /// Validate every policy and module; exit 0 if all are valid, 1 otherwise.
+    Check {
+        /// Directory of policy files.
+        #[arg(long, env = "EDGEWARD_POLICIES", default_value = "/etc/edgeward/policies")]
+        policies: PathBuf,
+    },
+    /// Show every module: a table, or the stable JSON with --json.
+    Status {
+        /// Print JSON (the stable interface) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// Stop all modules and the supervisor (as SIGTERM); waits until done.
+    Stop {
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// Restart one module now (also clears a `failed` state).
+    Restart {
+        /// Module name (its policy file's stem).
+        module: String,
+        #[command(flatten)]
+        control: ControlArg,
+    },
+}
+
+/// The `edgeward-worker` binary: `EDGEWARD_WORKER`, else beside this binary.
+pub fn worker_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("EDGEWARD_WORKER") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("edgeward-worker")))
+        .unwrap_or_else(|| PathBuf::from("edgeward-worker"))
+}

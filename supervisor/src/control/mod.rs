@@ -1,0 +1,5 @@
+//! The control socket: how `edgeward status|stop|restart` reach a running
+//! supervisor. One JSON request line per connection, one JSON response line.
+
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,59 @@
+//! Requests and responses on the control socket (JSON, one line each).
+//! Human-debuggable: `echo '{"cmd":"status"}' | socat - UNIX:/run/edgeward/control.sock`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::StatusReport;
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Report every module.
+    Status,
+    /// Stop everything (as SIGTERM).
+    Stop,
+    /// Restart one module now (clears its failed state and intensity).
+    Restart {
+        /// Module name.
+        module: String,
+    },
+}
+
+/// The supervisor's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A human message for successful actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The report, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusReport>,
+}
+
+impl Response {
+    /// A success with a message.
+    pub fn done(message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            message: Some(message.into()),
+            status: None,
+        }
+    }
+
+    /// A refusal.
+    pub fn refused(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(error.into()),
+            message: None,
+            status: None,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Starting worker processes: through the fork server (the default) or by
+//! exec'ing `edgeward-worker serve` per module (`EDGEWARD_PROCESS_MODEL=exec`,
+//! kept for comparison in the bench). Either way the worker is a child of
+//! this process, with its control socket and output pipe as described in
+//! `docs/architecture.md`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use edgeward_ipc::frame;
+use edgeward_ipc::zygote::{FromZygote, ToZygote};
+use edgeward_ipc::PROTOCOL_VERSION;
+use nix::fcntl::OFlag;
+use nix::unistd::Pid;
+
+/// The fd number the worker expects its control socket on.
+const CHILD_CONTROL_FD: i32 = 3;
+
+/// How workers are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessModel {
+    /// One `edgeward-worker zygote` forks every worker (default).
+    Zygote,
+    /// `edgeward-worker serve` is exec'd per worker.
+    Exec,
+}
+
+impl ProcessModel {
+    /// From `EDGEWARD_PROCESS_MODEL` (`zygote` or `exec`).
+    ///
+    /// # Errors
+    /// On any other value.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("EDGEWARD_PROCESS_MODEL").as_deref() {
+            Err(_) | Ok("zygote") | Ok("") => Ok(Self::Zygote),
+            Ok("exec") => Ok(Self::Exec),
+            Ok(other) => bail!("EDGEWARD_PROCESS_MODEL={other}: use \"zygote\" or \"exec\""),
+        }
+    }
+}
+
+/// A started worker: our ends of its channels.
+pub struct Spawned {
+    /// Its pid (our child).
+    pub pid: Pid,
+    /// Our end of its control socketpair.
+    pub control: OwnedFd,
+    /// Read end of its stdout/stderr pipe.
+    pub output: OwnedFd,
+}
+
+/// A running fork server.
+pub struct Zygote {
+    /// Its pid (our child).
+    pub pid: Pid,
+    socket: OwnedFd,
+    /// Engine fingerprint it reported.
+    pub fingerprint: String,
+}
+
+/// Starts workers.
+pub struct Launcher {
+    model: ProcessModel,
+    worker_bin: PathBuf,
+    zygote: Option<Zygote>,
+}
+
+impl Launcher {
+    /// A launcher for `worker_bin`. Starts nothing yet.
+    pub fn new(model: ProcessModel, worker_bin: PathBuf) -> Self {
+        Self {
+            model,
+            worker_bin,
+            zygote: None,
+        }
+    }
+
+
+    /// Pid of the fork server, if one runs.
+    pub fn zygote_pid(&self) -> Option<Pid> {
+        self.zygote.as_ref().map(|z| z.pid)
+    }
+
+    /// The engine fingerprint (compile-cache key part). Starts the fork
+    /// server if needed; in the exec model asks `edgeward-worker fingerprint`.
+    ///
+    /// # Errors
+    /// If the worker binary cannot be started or answers nonsense.
+    pub fn fingerprint(&mut self) -> anyhow::Result<String> {
+        match self.model {
+            ProcessModel::Zygote => Ok(self.zygote()?.fingerprint.clone()),
+            ProcessModel::Exec => {
+                let out = Command::new(&self.worker_bin)
+                    .arg("fingerprint")
+                    .stdin(Stdio::null())
+                    .output()
+                    .with_context(|| format!("cannot run {}", self.worker_bin.display()))?;
+                let fp = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !out.status.success() || fp.is_empty() {
+                    bail!(
+                        "{} fingerprint failed: {}",
+                        self.worker_bin.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                Ok(fp)
+            }
+        }
+    }
+
+    /// Notes that `pid` was reaped; returns `true` if it was the fork server
+    /// (which is then started again on the next spawn).
+    pub fn reaped(&mut self, pid: Pid) -> bool {
+        if self.zygote_pid() == Some(pid) {
+            self.zygote = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Stops the fork server: closing its socket ends it.
+    pub fn shutdown(&mut self) {
+        self.zygote = None;
+    }
+
+    /// Starts a worker for `module`, which will load `artifact`.
+    ///
+    /// # Errors
+    /// If no socketpair, pipe or process can be made.
+    pub fn spawn(&mut self, module: &str, artifact: &Path) -> anyhow::Result<Spawned> {
+        let (ours, theirs) = frame::seqpacket_pair().context("socketpair")?;
+        let (output, output_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+        nix::fcntl::fcntl(&output, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .context("fcntl(O_NONBLOCK)")?;
+        nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .context("fcntl(O_NONBLOCK)")?;
+        let pid = match self.model {
+            ProcessModel::Zygote => {
+                let artifact = artifact.to_string_lossy().into_owned();
+                let zygote = self.zygote()?;
+                let request = ToZygote::Spawn {
+                    module: module.to_string(),
+                    artifact,
+                };
+                let sent = frame::send(
+                    &zygote.socket,
+                    &request,
+                    &[theirs.as_raw_fd(), output_write.as_raw_fd()],
+                );
+                let reply = sent.and_then(|()| frame::recv::<FromZygote>(&zygote.socket));
+                match reply {
+                    Ok((FromZygote::Spawned { pid }, _)) => Pid::from_raw(pid as i32),
+                    Ok((FromZygote::SpawnFailed { reason }, _)) => {
+                        bail!("fork server could not start the worker: {reason}")
+                    }
+                    Ok((other, _)) => {
+                        self.zygote = None;
+                        bail!("fork server sent {other:?} instead of Spawned")
+                    }
+                    Err(e) => {
+                        self.zygote = None;
+                        bail!("fork server unreachable: {e}")
+                    }
+                }
+            }
+            ProcessModel::Exec => {
+                let child = self
+                    .command("serve", theirs.as_raw_fd())
+                    .stdout(Stdio::from(output_write.try_clone()?))
+                    .stderr(Stdio::from(output_write.try_clone()?))
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", self.worker_bin.display()))?;
+                Pid::from_raw(child.id() as i32)
+            }
+        };
+        Ok(Spawned {
+            pid,
+            control: ours,
+            output,
+        })
+    }
+
+    fn zygote(&mut self) -> anyhow::Result<&Zygote> {
+        if self.zygote.is_none() {
+            self.zygote = Some(self.start_zygote()?);
+        }
+        Ok(self.zygote.as_ref().expect("just set"))
+    }
+
+    fn start_zygote(&self) -> anyhow::Result<Zygote> {
+        let (ours, theirs) = frame::seqpacket_pair().context("socketpair")?;
+        let child = self
+            .command("zygote", theirs.as_raw_fd())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.worker_bin.display()))?;
+        drop(theirs);
+        let pid = Pid::from_raw(child.id() as i32);
+        set_recv_timeout(&ours, Duration::from_secs(10))?;
+        let hello = frame::recv::<FromZygote>(&ours);
+        match hello {
+            Ok((
+                FromZygote::Hello {
+                    protocol_version,
+                    engine_fingerprint,
+                },
+                _,
+            )) if protocol_version == PROTOCOL_VERSION => Ok(Zygote {
+                pid,
+                socket: ours,
+                fingerprint: engine_fingerprint,
+            }),
+            Ok((FromZygote::Hello { protocol_version, .. }, _)) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                bail!(
+                    "{} speaks protocol {protocol_version}, edgeward {PROTOCOL_VERSION}: install matching binaries",
+                    self.worker_bin.display()
+                )
+            }
+            other => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                bail!(
+                    "fork server {} did not say hello: {:?}",
+                    self.worker_bin.display(),
+                    other.map(|(m, _)| m)
+                )
+            }
+        }
+    }
+
+    /// `edgeward-worker MODE` with `fd` as its fd 3 and no stdin.
+    fn command(&self, mode: &str, fd: i32) -> Command {
+        let mut command = Command::new(&self.worker_bin);
+        command.arg(mode).stdin(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls dup2/fcntl, which are async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                if fd == CHILD_CONTROL_FD {
+                    // Already in place: just clear close-on-exec.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, CHILD_CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        command
+    }
+}
+
+fn set_recv_timeout(fd: &OwnedFd, timeout: Duration) -> anyhow::Result<()> {
+    let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, 0);
+    nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+        .context("setsockopt(SO_RCVTIMEO)")?;
+    Ok(())
+}

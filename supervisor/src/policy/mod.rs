@@ -1,0 +1,152 @@
+//! Policy files: one TOML file per module, deny-by-default.
+//!
+//! A module's name is its file's stem (`policies/temp-alert.toml` →
+//! `temp-alert`). Every key is documented in `docs/policy.md`; unknown keys
+//! are errors. Loading a directory never stops at the first bad file: each
+//! file yields either a [`Policy`] or all the [`PolicyError`]s found in it.
+
+mod error;
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use error::PolicyError;
+pub use schema::{DirMode, OnFull, RestartPolicy, WaitMode};
+
+/// A validated policy, with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Module name (the file stem).
+    pub name: String,
+    /// The policy file.
+    pub file: PathBuf,
+    /// Absolute path of the module's wasm.
+    pub wasm: PathBuf,
+    /// sha256 of the wasm file as read at load time (hex).
+    pub wasm_sha256: String,
+    /// WASI argv (without argv\[0\]).
+    pub args: Vec<String>,
+    /// WASI environment.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories.
+    pub dirs: Vec<Dir>,
+    /// `[channels]`.
+    pub channels: Channels,
+    /// `[resources]`.
+    pub resources: Resources,
+    /// `[schedule] tick_us`.
+    pub tick_us: u64,
+    /// `[restart]`.
+    pub restart: Restart,
+    /// `[snapshot] interval_ms`.
+    pub snapshot_interval_ms: u64,
+}
+
+/// One granted directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dir {
+    /// Absolute host path (must exist).
+    pub host: PathBuf,
+    /// Absolute guest path.
+    pub guest: String,
+    /// Read-only or read-write.
+    pub mode: DirMode,
+}
+
+/// `[channels]` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channels {
+    /// Channels the module may send on.
+    pub publish: Vec<String>,
+    /// Channels the module receives.
+    pub subscribe: Vec<String>,
+    /// Ring size per (publisher, subscriber, channel), KiB.
+    pub capacity_kib: u32,
+    /// Largest message, KiB.
+    pub max_message_kib: u32,
+    /// What `send` does on a full ring.
+    pub on_full: OnFull,
+    /// How a consumer waits.
+    pub wait: WaitMode,
+}
+
+/// `[resources]` after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Linear memory cap, MiB.
+    pub memory_mib: u32,
+    /// CPU quota, percent of one core.
+    pub cpu_percent: u32,
+    /// Max processes/threads.
+    pub pids: u32,
+    /// Budget of one guest call, ms.
+    pub call_budget_ms: u32,
+}
+
+/// `[restart]` after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    /// When to restart.
+    pub policy: RestartPolicy,
+    /// First backoff, ms.
+    pub backoff_min_ms: u64,
+    /// Largest backoff, ms.
+    pub backoff_max_ms: u64,
+    /// Restarts allowed within `window_s` before the module is marked failed.
+    pub intensity_max: u32,
+    /// The intensity window, seconds.
+    pub intensity_window_s: u32,
+}
+
+/// The outcome of loading one policy file.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Module name (file stem), known even when the file is invalid.
+    pub name: String,
+    /// The policy file.
+    pub file: PathBuf,
+    /// The policy, or every error found in the file.
+    pub result: Result<Policy, Vec<PolicyError>>,
+}
+
+/// Loads every `*.toml` file in `dir`, sorted by name.
+///
+/// # Errors
+/// Only if the directory itself cannot be read; problems with single files
+/// are reported in each [`Loaded`].
+pub fn load_dir(dir: &Path) -> std::io::Result<Vec<Loaded>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files.iter().map(|f| load_file(f)).collect())
+}
+
+/// Loads and validates one policy file.
+pub fn load_file(file: &Path) -> Loaded {
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let result = match std::fs::read_to_string(file) {
+        Ok(text) => validate::parse(file, &name, &text),
+        Err(e) => Err(vec![PolicyError::whole_file(
+            file,
+            format!("cannot read policy: {e}"),
+            "check the path and its permissions",
+        )]),
+    };
+    Loaded {
+        name,
+        file: file.to_path_buf(),
+        result,
+    }
+}

@@ -1,0 +1,153 @@
+//! The policy file as written: serde types mirroring the TOML, unknown keys
+//! rejected. Fields whose values need checks beyond their type carry their
+//! source span (`Spanned`) so errors can point at them. Defaults are applied
+//! in `validate.rs`, where they are also documented.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    pub module: Spanned<ModuleSection>,
+    #[serde(default)]
+    pub wasi: WasiSection,
+    #[serde(default)]
+    pub channels: ChannelsSection,
+    #[serde(default)]
+    pub resources: ResourcesSection,
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    #[serde(default)]
+    pub restart: RestartSection,
+    #[serde(default)]
+    pub snapshot: SnapshotSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModuleSection {
+    pub wasm: Spanned<String>,
+    pub sha256: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WasiSection {
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    pub dirs: Vec<Spanned<DirEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DirEntry {
+    pub host: String,
+    pub guest: String,
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+/// Access a module has to a granted directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirMode {
+    /// Read-only (the default).
+    #[default]
+    Ro,
+    /// Read-write.
+    Rw,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChannelsSection {
+    #[serde(default)]
+    pub publish: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub subscribe: Vec<Spanned<String>>,
+    pub capacity_kib: Option<Spanned<u32>>,
+    pub max_message_kib: Option<Spanned<u32>>,
+    pub on_full: Option<OnFull>,
+    pub wait: Option<Spanned<String>>,
+}
+
+/// What a `send` does when a subscriber's ring is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// Wait for space, up to the call budget, then return an error code.
+    #[default]
+    Block,
+    /// Drop the new message and count it.
+    Drop,
+    /// Return an error code at once.
+    Error,
+}
+
+/// How a consumer waits for messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Sleep in the kernel until woken (the default).
+    #[default]
+    Park,
+    /// Busy-wait this many microseconds before sleeping.
+    Spin {
+        /// Microseconds.
+        micros: u32,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResourcesSection {
+    pub memory_mib: Option<Spanned<u32>>,
+    pub cpu_percent: Option<Spanned<u32>>,
+    pub pids: Option<Spanned<u32>>,
+    pub call_budget_ms: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleSection {
+    pub tick_us: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RestartSection {
+    pub policy: Option<RestartPolicy>,
+    pub backoff_ms: Option<Spanned<Vec<u64>>>,
+    pub intensity: Option<Spanned<Intensity>>,
+}
+
+/// When a module's worker is restarted after it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After any end, even a clean exit.
+    Always,
+    /// After a trap, a crash, a kill or a non-zero exit (the default).
+    #[default]
+    OnFailure,
+    /// Never; the module stays stopped or failed.
+    Never,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Intensity {
+    pub max: u32,
+    pub window_s: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnapshotSection {
+    pub interval_ms: Option<Spanned<u64>>,
+}

@@ -1,0 +1,448 @@
+//! From TOML text to a [`Policy`]: syntax and schema errors first (the
+//! first one stops parsing), then every value check, collecting all errors.
+//!
+//! Defaults (also in `docs/policy.md`): no args, env or dirs; no channels;
+//! `capacity_kib = 64`, `max_message_kib = 16`, `on_full = "block"`,
+//! `wait = "park"`; `memory_mib = 32`, `cpu_percent = 25`, `pids = 8`,
+//! `call_budget_ms = 20`; `tick_us = 0`; `policy = "on-failure"`,
+//! `backoff_ms = [5, 5000]`, `intensity = { max = 5, window_s = 60 }`;
+//! `interval_ms = 0`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::error::{did_you_mean, PolicyError};
+use super::schema::{self, WaitMode};
+use super::{Channels, Dir, Policy, Resources, Restart};
+
+/// Parses and validates the policy `text` read from `file`.
+pub(super) fn parse(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    if !valid_name(name) {
+        errors.push(PolicyError::whole_file(
+            file,
+            format!("module name \"{name}\" (the file name) is not allowed"),
+            "rename the file to lower-case letters, digits, '-' and '_' (at most 63, starting with a letter or digit), e.g. temp-alert.toml",
+        ));
+    }
+    let raw: schema::File = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            errors.push(from_toml_error(file, text, &e));
+            return Err(errors);
+        }
+    };
+    let mut v = Validator {
+        file,
+        text,
+        errors,
+    };
+    let policy = v.policy(name, raw);
+    if v.errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(v.errors)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<PolicyError>,
+}
+
+impl Validator<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, key: &str, reason: String, fix: &str) {
+        self.errors.push(PolicyError::at(
+            self.file,
+            self.text,
+            at.span().start,
+            key,
+            reason,
+            fix,
+        ));
+    }
+
+    /// Checks an optional number against `range`, returning it or `default`.
+    fn number<N>(
+        &mut self,
+        value: Option<Spanned<N>>,
+        key: &str,
+        default: N,
+        range: std::ops::RangeInclusive<N>,
+        fix: &str,
+    ) -> N
+    where
+        N: Copy + PartialOrd + std::fmt::Display,
+    {
+        match value {
+            None => default,
+            Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                let reason = format!(
+                    "{key} = {} is out of range {}..={}",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                );
+                self.error(&v, key, reason, fix);
+                default
+            }
+        }
+    }
+
+    fn policy(&mut self, name: &str, raw: schema::File) -> Policy {
+        let module = raw.module.into_inner();
+        let (wasm, wasm_sha256) = self.wasm(&module);
+        let env = self.env(raw.wasi.env);
+        let dirs = self.dirs(raw.wasi.dirs);
+        let channels = self.channels(raw.channels);
+        let resources = self.resources(raw.resources);
+        let tick_us = match raw.schedule.tick_us {
+            Some(t) if *t.get_ref() != 0 && !(100..=3_600_000_000).contains(t.get_ref()) => {
+                let reason = format!("schedule.tick_us = {} is out of range", t.get_ref());
+                self.error(
+                    &t,
+                    "schedule.tick_us",
+                    reason,
+                    "use 0 (no ticks) or 100..=3600000000 microseconds",
+                );
+                0
+            }
+            Some(t) => t.into_inner(),
+            None => 0,
+        };
+        let restart = self.restart(raw.restart);
+        let snapshot_interval_ms = match raw.snapshot.interval_ms {
+            Some(i) if *i.get_ref() != 0 && *i.get_ref() < 10 => {
+                let reason = format!("snapshot.interval_ms = {} is too short", i.get_ref());
+                self.error(
+                    &i,
+                    "snapshot.interval_ms",
+                    reason,
+                    "use 0 (only on stop, upgrade or request) or at least 10",
+                );
+                0
+            }
+            Some(i) => i.into_inner(),
+            None => 0,
+        };
+        Policy {
+            name: name.to_string(),
+            file: self.file.to_path_buf(),
+            wasm,
+            wasm_sha256,
+            args: raw.wasi.args,
+            env,
+            dirs,
+            channels,
+            resources,
+            tick_us,
+            restart,
+            snapshot_interval_ms,
+        }
+    }
+
+    fn wasm(&mut self, module: &schema::ModuleSection) -> (PathBuf, String) {
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let wasm = base.join(module.wasm.get_ref());
+        let wasm = std::fs::canonicalize(&wasm)
+            .or_else(|_| std::path::absolute(&wasm))
+            .unwrap_or(wasm);
+        let bytes = match std::fs::read(&wasm) {
+            Ok(b) => b,
+            Err(e) => {
+                let reason = format!("cannot read module file {}: {e}", wasm.display());
+                self.error(
+                    &module.wasm,
+                    "module.wasm",
+                    reason,
+                    "build it (scripts/setup builds the examples) or fix the path; it is relative to the policy file",
+                );
+                return (wasm, String::new());
+            }
+        };
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if let Some(pin) = &module.sha256 {
+            let want = pin.get_ref().to_ascii_lowercase();
+            if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.error(
+                    pin,
+                    "module.sha256",
+                    "module.sha256 is not 64 hex digits".into(),
+                    "put the output of `sha256sum FILE.wasm` here, or remove the pin",
+                );
+            } else if want != sha {
+                let reason = format!(
+                    "sha256 pin mismatch: {} has sha256 {sha}, the policy pins {want}",
+                    wasm.display()
+                );
+                self.error(
+                    pin,
+                    "module.sha256",
+                    reason,
+                    "deploy the pinned build, or update the pin if this file is the one you mean to run",
+                );
+            }
+        }
+        (wasm, sha)
+    }
+
+    fn env(
+        &mut self,
+        raw: std::collections::BTreeMap<Spanned<String>, String>,
+    ) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for (key, value) in raw {
+            let k = key.get_ref();
+            if k.is_empty() || k.contains('=') || k.contains('\0') || value.contains('\0') {
+                self.error(
+                    &key,
+                    "wasi.env",
+                    format!("environment variable name \"{k}\" is not valid"),
+                    "use a non-empty name without '=' or NUL",
+                );
+                continue;
+            }
+            env.push((k.clone(), value));
+        }
+        env
+    }
+
+    fn dirs(&mut self, raw: Vec<Spanned<schema::DirEntry>>) -> Vec<Dir> {
+        let mut dirs = Vec::new();
+        let mut guests = BTreeSet::new();
+        for entry in raw {
+            let d = entry.get_ref();
+            // Relative host paths are relative to the policy file, like `wasm`.
+            let base = self.file.parent().unwrap_or(Path::new("."));
+            let host = base.join(&d.host);
+            let host = std::fs::canonicalize(&host).unwrap_or(host);
+            if !host.is_dir() {
+                let reason = format!("wasi.dirs host \"{}\" is not an existing directory", d.host);
+                self.error(&entry, "wasi.dirs.host", reason, "create it (mkdir -p) or fix the path");
+                continue;
+            }
+            if !d.guest.starts_with('/') || d.guest.split('/').any(|c| c == "..") {
+                let reason = format!("wasi.dirs guest \"{}\" must be an absolute path without \"..\"", d.guest);
+                self.error(&entry, "wasi.dirs.guest", reason, "use a path such as /data");
+                continue;
+            }
+            if !guests.insert(d.guest.clone()) {
+                let reason = format!("wasi.dirs guest \"{}\" is granted twice", d.guest);
+                self.error(&entry, "wasi.dirs.guest", reason, "keep one entry per guest path");
+                continue;
+            }
+            dirs.push(Dir {
+                host,
+                guest: d.guest.clone(),
+                mode: d.mode,
+            });
+        }
+        dirs
+    }
+
+    fn channels(&mut self, raw: schema::ChannelsSection) -> Channels {
+        let publish = self.channel_names(raw.publish, "channels.publish");
+        let subscribe = self.channel_names(raw.subscribe, "channels.subscribe");
+        let capacity_kib = match raw.capacity_kib {
+            Some(c) if !(4..=65536).contains(c.get_ref()) || !c.get_ref().is_power_of_two() => {
+                let reason = format!("channels.capacity_kib = {} is not a power of two in 4..=65536", c.get_ref());
+                self.error(&c, "channels.capacity_kib", reason, "use e.g. 64");
+                64
+            }
+            Some(c) => c.into_inner(),
+            None => 64,
+        };
+        let max_message_kib = match raw.max_message_kib {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > capacity_kib / 2 => {
+                let reason = format!(
+                    "channels.max_message_kib = {} must be between 1 and half of capacity_kib ({capacity_kib})",
+                    m.get_ref()
+                );
+                self.error(&m, "channels.max_message_kib", reason, "lower it or raise capacity_kib");
+                16.min(capacity_kib / 2)
+            }
+            Some(m) => m.into_inner(),
+            None => 16.min(capacity_kib / 2),
+        };
+        let wait = match raw.wait {
+            None => WaitMode::Park,
+            Some(w) => match parse_wait(w.get_ref()) {
+                Some(mode) => mode,
+                None => {
+                    let reason = format!("channels.wait = \"{}\" is not a wait mode", w.get_ref());
+                    self.error(&w, "channels.wait", reason, "use \"park\" or \"spin:<µs>\" with 1..=10000 µs, e.g. \"spin:50\"");
+                    WaitMode::Park
+                }
+            },
+        };
+        Channels {
+            publish,
+            subscribe,
+            capacity_kib,
+            max_message_kib,
+            on_full: raw.on_full.unwrap_or_default(),
+            wait,
+        }
+    }
+
+    fn channel_names(&mut self, raw: Vec<Spanned<String>>, key: &str) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut names = Vec::new();
+        for name in raw {
+            if !valid_name(name.get_ref()) {
+                let reason = format!("channel name \"{}\" is not allowed", name.get_ref());
+                self.error(&name, key, reason, "use lower-case letters, digits, '-' and '_' (at most 63)");
+            } else if !seen.insert(name.get_ref().clone()) {
+                let reason = format!("channel \"{}\" is listed twice", name.get_ref());
+                self.error(&name, key, reason, "list each channel once");
+            } else {
+                names.push(name.into_inner());
+            }
+        }
+        names
+    }
+
+    fn resources(&mut self, raw: schema::ResourcesSection) -> Resources {
+        Resources {
+            memory_mib: self.number(raw.memory_mib, "resources.memory_mib", 32, 1..=65536, "give the guest's memory cap in MiB, e.g. 32"),
+            cpu_percent: self.number(raw.cpu_percent, "resources.cpu_percent", 25, 1..=6400, "give percent of one core, e.g. 25 (200 = two cores)"),
+            pids: self.number(raw.pids, "resources.pids", 8, 1..=4096, "give the number of processes/threads, e.g. 8"),
+            call_budget_ms: self.number(raw.call_budget_ms, "resources.call_budget_ms", 20, 1..=60_000, "give the budget of one guest call in ms, e.g. 20"),
+        }
+    }
+
+    fn restart(&mut self, raw: schema::RestartSection) -> Restart {
+        let (backoff_min_ms, backoff_max_ms) = match raw.backoff_ms {
+            None => (5, 5000),
+            Some(b) => match b.get_ref().as_slice() {
+                [min, max] if 1 <= *min && min <= max && *max <= 3_600_000 => (*min, *max),
+                other => {
+                    let reason = format!("restart.backoff_ms = {other:?} is not [min, max] with 1 <= min <= max <= 3600000");
+                    self.error(&b, "restart.backoff_ms", reason, "use two numbers of milliseconds, e.g. [5, 5000]");
+                    (5, 5000)
+                }
+            },
+        };
+        let (intensity_max, intensity_window_s) = match raw.intensity {
+            None => (5, 60),
+            Some(i) if i.get_ref().max >= 1 && i.get_ref().window_s >= 1 => {
+                (i.get_ref().max, i.get_ref().window_s)
+            }
+            Some(i) => {
+                self.error(&i, "restart.intensity", "restart.intensity needs max >= 1 and window_s >= 1".into(), "e.g. { max = 5, window_s = 60 }");
+                (5, 60)
+            }
+        };
+        Restart {
+            policy: raw.policy.unwrap_or_default(),
+            backoff_min_ms,
+            backoff_max_ms,
+            intensity_max,
+            intensity_window_s,
+        }
+    }
+}
+
+/// `park` or `spin:<µs>` with 1..=10000 µs.
+fn parse_wait(text: &str) -> Option<WaitMode> {
+    if text == "park" {
+        return Some(WaitMode::Park);
+    }
+    let micros: u32 = text.strip_prefix("spin:")?.parse().ok()?;
+    (1..=10_000).contains(&micros).then_some(WaitMode::Spin { micros })
+}
+
+/// Module and channel names: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub(super) fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && name.len() <= 63
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
+}
+
+/// Turns a TOML or schema error into a located, actionable error.
+fn from_toml_error(file: &Path, text: &str, e: &toml::de::Error) -> PolicyError {
+    let at = e.span().map_or(0, |s| s.start);
+    let message = e.message();
+    let section = section_at(text, at);
+    let place = if section.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in [{section}]")
+    };
+    let quoted = backticked(message);
+    let dotted = |k: &str| {
+        if section.is_empty() {
+            k.to_string()
+        } else {
+            format!("{section}.{k}")
+        }
+    };
+    if message.starts_with("unknown field") {
+        let field = quoted.first().copied().unwrap_or("?");
+        let expected = &quoted[1.min(quoted.len())..];
+        let fix = match did_you_mean(field, expected) {
+            Some(s) => format!("did you mean \"{s}\"?"),
+            None if expected.is_empty() => "remove it (see docs/policy.md)".to_string(),
+            None => format!("remove it; known keys here: {}", expected.join(", ")),
+        };
+        return PolicyError::at(file, text, at, dotted(field), format!("unknown key \"{field}\" {place}"), fix);
+    }
+    if message.starts_with("missing field") {
+        let field = quoted.first().copied().unwrap_or("?");
+        let fix = if field == "module" {
+            "add a [module] table with wasm = \"path/to/module.wasm\"".to_string()
+        } else {
+            format!("add {field} = ... {place} (see docs/policy.md)")
+        };
+        return PolicyError::at(file, text, at, dotted(field), format!("missing key \"{field}\" {place}"), fix);
+    }
+    let key = key_at(text, at);
+    if message.starts_with("unknown variant") {
+        let value = quoted.first().copied().unwrap_or("?");
+        let expected = &quoted[1.min(quoted.len())..];
+        let fix = match did_you_mean(value, expected) {
+            Some(s) => format!("did you mean \"{s}\"?"),
+            None => format!("use one of: {}", expected.join(", ")),
+        };
+        return PolicyError::at(file, text, at, dotted(&key), format!("\"{value}\" is not a valid value for {}", dotted(&key)), fix);
+    }
+    if message.starts_with("invalid type") || message.starts_with("invalid value") || message.starts_with("invalid length") {
+        return PolicyError::at(file, text, at, dotted(&key), format!("wrong type for {}: {message}", dotted(&key)), "see docs/policy.md for the key's type and an example");
+    }
+    PolicyError::at(file, text, at, "", format!("not valid TOML: {}", message.trim()), "fix the syntax at this position")
+}
+
+/// The words between backticks in a serde message, in order.
+fn backticked(message: &str) -> Vec<&str> {
+    message.split('`').skip(1).step_by(2).collect()
+}
+
+/// Name of the `[table]` (or `[[array]]`) whose body contains byte offset `at`.
+fn section_at(text: &str, at: usize) -> String {
+    let before = &text[..text.floor_char_boundary(at.min(text.len()))];
+    before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The key on the line containing byte offset `at` (`key = value`).
+fn key_at(text: &str, at: usize) -> String {
+    let at = text.floor_char_boundary(at.min(text.len()));
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    line.split('=').next().unwrap_or("").trim().trim_matches('"').to_string()
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

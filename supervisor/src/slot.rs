@@ -1,0 +1,169 @@
+//! What the supervisor knows about one module: its policy, its state, its
+//! current worker (if any) and its history.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use edgeward_ipc::control::{ModuleKind, Stats};
+use nix::unistd::Pid;
+
+use crate::output::OutputPipe;
+use crate::policy::Policy;
+use crate::restart::RestartTracker;
+use crate::status::ModuleStatus;
+
+/// Lifecycle state, as shown in `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A worker exists but has not sent Ready.
+    Starting,
+    /// The worker sent Ready.
+    Running,
+    /// Waiting to restart.
+    Backoff,
+    /// Given up: bad policy, artifact, `never` policy, or intensity exceeded.
+    Failed,
+    /// Ended cleanly, or stopped on request.
+    Stopped,
+}
+
+impl State {
+    /// The word used in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// A live worker process.
+pub struct Worker {
+    /// Its pid.
+    pub pid: Pid,
+    /// Our end of the control socket; `None` once the worker closed it.
+    pub control: Option<OwnedFd>,
+    /// Its output; `None` at end of file.
+    pub output: Option<OutputPipe>,
+    /// When it was started.
+    pub spawned_at: Instant,
+    /// When it sent Ready.
+    pub ready_at: Option<Instant>,
+    /// Whether its Hello arrived.
+    pub said_hello: bool,
+    /// Stop was sent; SIGKILL follows at this instant.
+    pub kill_at: Option<Instant>,
+    /// An operator asked for a restart: start again as soon as it is gone.
+    pub restart_requested: bool,
+    /// The worker's own account of why it is ending.
+    pub fault: Option<String>,
+    /// The supervisor killed it, and why.
+    pub killed_because: Option<String>,
+}
+
+/// One module.
+pub struct Slot {
+    /// Module name.
+    pub name: String,
+    /// Its policy, if valid.
+    pub policy: Option<Policy>,
+    /// Its precompiled artifact, once available.
+    pub artifact: Option<PathBuf>,
+    /// Lifecycle state.
+    pub state: State,
+    /// Current worker.
+    pub worker: Option<Worker>,
+    /// Times restarted.
+    pub restarts: u32,
+    /// Why it last failed.
+    pub last_error: Option<String>,
+    /// Restart bookkeeping (present when the policy is valid).
+    pub tracker: Option<RestartTracker>,
+    /// When to restart, in `Backoff`.
+    pub restart_at: Option<Instant>,
+    /// Bumped for every worker, so stale events are recognisable.
+    pub generation: u32,
+    /// Reactor or command, once known.
+    pub kind: Option<ModuleKind>,
+    /// Counters from the last heartbeat.
+    pub stats: Stats,
+}
+
+impl Slot {
+    /// A module whose policy could not be used: failed from the start.
+    pub fn failed(name: String, reason: String) -> Self {
+        Self {
+            name,
+            policy: None,
+            artifact: None,
+            state: State::Failed,
+            worker: None,
+            restarts: 0,
+            last_error: Some(reason),
+            tracker: None,
+            restart_at: None,
+            generation: 0,
+            kind: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A module with a valid policy, not started yet.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            name: policy.name.clone(),
+            tracker: Some(RestartTracker::new(policy.restart)),
+            policy: Some(policy),
+            state: State::Stopped,
+            ..Self::failed(String::new(), String::new())
+        }
+        .with_no_error()
+    }
+
+    fn with_no_error(mut self) -> Self {
+        self.last_error = None;
+        self
+    }
+
+    /// The row for `status`.
+    pub fn status(&self, now: Instant) -> ModuleStatus {
+        let worker = self.worker.as_ref();
+        ModuleStatus {
+            name: self.name.clone(),
+            state: self.state.as_str().to_string(),
+            pid: worker.map(|w| w.pid.as_raw() as u32),
+            restarts: self.restarts,
+            uptime_ms: worker
+                .and_then(|w| w.ready_at)
+                .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+            rss_kib: worker.map_or(0, |w| rss_kib(w.pid)),
+            snapshot_epoch: None,
+            msgs_in: self.stats.msgs_in,
+            msgs_out: self.stats.msgs_out,
+            last_error: self.last_error.clone(),
+            kind: self.kind.map(|k| match k {
+                ModuleKind::Reactor => "reactor".to_string(),
+                ModuleKind::Command => "command".to_string(),
+            }),
+        }
+    }
+}
+
+/// Resident set size of `pid` in KiB, from `/proc/<pid>/statm`.
+fn rss_kib(pid: Pid) -> u64 {
+    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page / 1024
+}

@@ -1,0 +1,148 @@
+//! `status`: the stable JSON interface and the table for people.
+//!
+//! JSON: `{"modules":[{"name","state","pid","restarts","uptime_ms","rss_kib",
+//! "snapshot_epoch","msgs_in","msgs_out","last_error", ...}]}`. Fields may be
+//! added, never renamed or retyped.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// One entry per policy file, sorted by name.
+    pub modules: Vec<ModuleStatus>,
+}
+
+/// One module's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleStatus {
+    /// Module name (policy file stem).
+    pub name: String,
+    /// `starting`, `running`, `backoff`, `failed`, `stopped` or `upgrading`.
+    pub state: String,
+    /// Worker pid while one exists.
+    pub pid: Option<u32>,
+    /// Times the worker was restarted.
+    pub restarts: u32,
+    /// Milliseconds since the current worker became ready (0 if not running).
+    pub uptime_ms: u64,
+    /// Resident memory of the worker, KiB (0 if none).
+    pub rss_kib: u64,
+    /// Newest acknowledged (durable) snapshot epoch; `null` if none.
+    pub snapshot_epoch: Option<u64>,
+    /// Messages handled.
+    pub msgs_in: u64,
+    /// Messages sent.
+    pub msgs_out: u64,
+    /// Why it last failed, in words (cleared only by a later failure).
+    pub last_error: Option<String>,
+    /// `reactor` or `command` once known.
+    pub kind: Option<String>,
+}
+
+/// Renders the report as an aligned table.
+pub fn table(report: &StatusReport) -> String {
+    let mut rows = vec![[
+        "MODULE".to_string(),
+        "STATE".into(),
+        "PID".into(),
+        "RESTARTS".into(),
+        "UPTIME".into(),
+        "RSS".into(),
+        "LAST ERROR".into(),
+    ]];
+    for m in &report.modules {
+        rows.push([
+            m.name.clone(),
+            m.state.clone(),
+            m.pid.map_or("-".into(), |p| p.to_string()),
+            m.restarts.to_string(),
+            if m.uptime_ms > 0 {
+                human_duration(m.uptime_ms)
+            } else {
+                "-".into()
+            },
+            if m.rss_kib > 0 {
+                format!("{:.1}M", m.rss_kib as f64 / 1024.0)
+            } else {
+                "-".into()
+            },
+            m.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn human_duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{}s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{}h{}m", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_stable_fields() {
+        let report = StatusReport {
+            modules: vec![ModuleStatus {
+                name: "counter".into(),
+                state: "running".into(),
+                pid: Some(12),
+                restarts: 1,
+                uptime_ms: 1500,
+                rss_kib: 2048,
+                snapshot_epoch: None,
+                msgs_in: 0,
+                msgs_out: 0,
+                last_error: Some("killed by SIGKILL".into()),
+                kind: Some("reactor".into()),
+            }],
+        };
+        let v: serde_json::Value = serde_json::to_value(&report).unwrap();
+        let m = &v["modules"][0];
+        for key in [
+            "name",
+            "state",
+            "pid",
+            "restarts",
+            "uptime_ms",
+            "rss_kib",
+            "snapshot_epoch",
+            "msgs_in",
+            "msgs_out",
+            "last_error",
+        ] {
+            assert!(m.get(key).is_some(), "missing {key}");
+        }
+        let t = table(&report);
+        assert!(t.starts_with("MODULE"));
+        assert!(t.contains("counter  running  12"));
+        assert!(t.contains("1.5s"));
+    }
+}

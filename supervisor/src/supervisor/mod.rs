@@ -1,0 +1,368 @@
+//! The supervisor: a single-threaded event loop over one epoll set
+//! (signalfd, control socket, each worker's control socket and output pipe)
+//! and a set of deadlines (restarts, stop timeouts, readiness timeouts).
+//!
+//! - `mod.rs`: start-up and the loop;
+//! - `workers.rs`: spawning, worker messages, exits and restart decisions;
+//! - `requests.rs`: control-socket requests and shutdown.
+
+mod requests;
+mod workers;
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+
+use crate::compile_cache::{CompileCache, Outcome};
+use crate::control::server::ControlServer;
+use crate::launcher::{Launcher, ProcessModel};
+use crate::policy;
+use crate::slot::{Slot, State};
+
+/// How `edgeward run` was configured.
+pub struct Options {
+    /// Policy directory.
+    pub policies: PathBuf,
+    /// State directory (compile cache, later snapshots).
+    pub state: PathBuf,
+    /// Control socket path.
+    pub control: PathBuf,
+    /// Grace period between Stop and SIGKILL.
+    pub stop_timeout: Duration,
+    /// How long a worker may take to send Ready.
+    pub ready_timeout: Duration,
+    /// The `edgeward-worker` binary.
+    pub worker_bin: PathBuf,
+}
+
+/// epoll token layout: kind in bits 0..8, slot index in 8..32, generation in 32..64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Signal,
+    Control,
+    WorkerControl { slot: usize, generation: u32 },
+    WorkerOutput { slot: usize, generation: u32 },
+}
+
+impl Token {
+    fn encode(self) -> u64 {
+        let pack = |kind: u64, slot: usize, generation: u32| {
+            kind | ((slot as u64 & 0xff_ffff) << 8) | (u64::from(generation) << 32)
+        };
+        match self {
+            Token::Signal => 0,
+            Token::Control => 1,
+            Token::WorkerControl { slot, generation } => pack(2, slot, generation),
+            Token::WorkerOutput { slot, generation } => pack(3, slot, generation),
+        }
+    }
+
+    fn decode(raw: u64) -> Option<Self> {
+        let slot = ((raw >> 8) & 0xff_ffff) as usize;
+        let generation = (raw >> 32) as u32;
+        match raw & 0xff {
+            0 => Some(Token::Signal),
+            1 => Some(Token::Control),
+            2 => Some(Token::WorkerControl { slot, generation }),
+            3 => Some(Token::WorkerOutput { slot, generation }),
+            _ => None,
+        }
+    }
+}
+
+/// The running supervisor.
+pub struct Supervisor {
+    options: Options,
+    epoll: Epoll,
+    signals: SignalFd,
+    control: Option<ControlServer>,
+    launcher: Launcher,
+    slots: Vec<Slot>,
+    started: Instant,
+    /// Set once SIGTERM/SIGINT/stop arrived: the instant to SIGKILL stragglers.
+    shutdown_deadline: Option<Instant>,
+    /// Children that are not workers (the fork server) still to be reaped.
+    other_children: Vec<Pid>,
+    all_ready_logged: bool,
+}
+
+/// Prints a supervisor message on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("edgeward: {}", format_args!($($arg)*)) };
+}
+pub(crate) use say;
+
+/// Runs the supervisor until it is stopped. Returns the exit code.
+///
+/// # Errors
+/// Start-up failures: unreadable policy dir, unusable state dir, control
+/// socket in use, worker binary missing.
+pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
+    let signals = crate::signals::install()?;
+    let loaded = policy::load_dir(&options.policies).with_context(|| {
+        format!(
+            "cannot read policy directory {} (set --policies or EDGEWARD_POLICIES)",
+            options.policies.display()
+        )
+    })?;
+    std::fs::create_dir_all(&options.state).with_context(|| {
+        format!(
+            "cannot create state directory {} (set --state or EDGEWARD_STATE)",
+            options.state.display()
+        )
+    })?;
+    let control = ControlServer::bind(&options.control)?;
+    let model = ProcessModel::from_env()?;
+    if !options.worker_bin.is_file() {
+        anyhow::bail!(
+            "worker binary {} not found (install it beside edgeward or set EDGEWARD_WORKER)",
+            options.worker_bin.display()
+        );
+    }
+    let mut launcher = Launcher::new(model, options.worker_bin.clone());
+    let fingerprint = launcher.fingerprint()?;
+    let cache = CompileCache::open(&options.state, fingerprint)?;
+
+    let mut slots: Vec<Slot> = loaded
+        .into_iter()
+        .map(|l| match l.result {
+            Ok(policy) => Slot::new(policy),
+            Err(errors) => {
+                for e in &errors {
+                    say!("module {}: invalid policy: {e}", l.name);
+                }
+                let reason = errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                Slot::failed(l.name, format!("invalid policy: {reason}"))
+            }
+        })
+        .collect();
+    if slots.is_empty() {
+        say!(
+            "no policies (*.toml) in {}; running with no modules",
+            options.policies.display()
+        );
+    }
+
+    let wanted: Vec<(usize, (String, PathBuf))> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.policy
+                .as_ref()
+                .map(|p| (i, (p.wasm_sha256.clone(), p.wasm.clone())))
+        })
+        .collect();
+    let pairs: Vec<(String, PathBuf)> = wanted.iter().map(|(_, w)| w.clone()).collect();
+    for ((i, (sha, _)), outcome) in wanted.iter().zip(cache.ensure(&options.worker_bin, &pairs)) {
+        let slot = &mut slots[*i];
+        match outcome {
+            Outcome::Hit(path) => {
+                say!("module {}: compile cache hit ({})", slot.name, &sha[..12]);
+                slot.artifact = Some(path);
+            }
+            Outcome::Compiled(path, ms) => {
+                say!("module {}: compiled {} in {ms} ms", slot.name, &sha[..12]);
+                slot.artifact = Some(path);
+            }
+            Outcome::Failed(reason) => {
+                let wasm = slot.policy.as_ref().map(|p| p.wasm.display().to_string());
+                say!("module {}: {reason}", slot.name);
+                slot.state = State::Failed;
+                slot.last_error = Some(format!(
+                    "wasm {} {reason}",
+                    wasm.unwrap_or_default()
+                ));
+            }
+        }
+    }
+
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
+    epoll.add(signals.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.encode()))?;
+    epoll.add(control.fd(), EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()))?;
+
+    let mut supervisor = Supervisor {
+        options,
+        epoll,
+        signals,
+        control: Some(control),
+        launcher,
+        slots,
+        started,
+        shutdown_deadline: None,
+        other_children: Vec::new(),
+        all_ready_logged: false,
+    };
+    say!(
+        "supervising {} module(s) from {} ({} workers)",
+        supervisor.slots.len(),
+        supervisor.options.policies.display(),
+        match model {
+            ProcessModel::Zygote => "fork-server",
+            ProcessModel::Exec => "exec-per",
+        }
+    );
+    for i in 0..supervisor.slots.len() {
+        if supervisor.slots[i].artifact.is_some() {
+            supervisor.spawn(i);
+        }
+    }
+    supervisor.event_loop()
+}
+
+impl Supervisor {
+    fn event_loop(&mut self) -> anyhow::Result<i32> {
+        let mut events = [EpollEvent::empty(); 64];
+        loop {
+            if self.shutdown_deadline.is_some() && self.nothing_left() {
+                say!("all modules stopped; exiting");
+                return Ok(0);
+            }
+            let timeout = self.next_deadline().map_or(EpollTimeout::NONE, |d| {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis();
+                EpollTimeout::try_from(ms.min(60_000) as i32 + 1).unwrap_or(EpollTimeout::NONE)
+            });
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(e).context("epoll_wait"),
+            };
+            for event in &events[..n] {
+                match Token::decode(event.data()) {
+                    Some(Token::Signal) => self.on_signals(),
+                    Some(Token::Control) => self.on_control_socket(),
+                    Some(Token::WorkerControl { slot, generation }) => {
+                        if self.is_current(slot, generation) {
+                            self.on_worker_message(slot);
+                        }
+                    }
+                    Some(Token::WorkerOutput { slot, generation }) => {
+                        if self.is_current(slot, generation) {
+                            self.on_worker_output(slot);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            self.on_deadlines(Instant::now());
+        }
+    }
+
+    fn is_current(&self, slot: usize, generation: u32) -> bool {
+        self.slots
+            .get(slot)
+            .is_some_and(|s| s.generation == generation && s.worker.is_some())
+    }
+
+    fn nothing_left(&self) -> bool {
+        self.slots.iter().all(|s| s.worker.is_none()) && self.other_children.is_empty()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = self.shutdown_deadline;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for slot in &self.slots {
+            consider(slot.restart_at);
+            if let Some(w) = &slot.worker {
+                consider(w.kill_at);
+                if w.ready_at.is_none() && w.killed_because.is_none() {
+                    consider(Some(w.spawned_at + self.options.ready_timeout));
+                }
+            }
+        }
+        next
+    }
+
+    fn on_deadlines(&mut self, now: Instant) {
+        if let Some(deadline) = self.shutdown_deadline {
+            if now >= deadline {
+                self.kill_everything("did not stop within the stop timeout");
+                // Look again shortly, in case a SIGKILL did not land.
+                self.shutdown_deadline = Some(now + Duration::from_millis(100));
+            }
+        }
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if slot.restart_at.is_some_and(|t| now >= t) {
+                slot.restart_at = None;
+                slot.restarts += 1;
+                self.spawn(i);
+                continue;
+            }
+            let Some(worker) = &mut slot.worker else {
+                continue;
+            };
+            if worker.kill_at.is_some_and(|t| now >= t) {
+                worker.kill_at = None;
+                let _ = nix::sys::signal::kill(worker.pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            if worker.ready_at.is_none()
+                && worker.killed_because.is_none()
+                && now >= worker.spawned_at + self.options.ready_timeout
+            {
+                let reason = format!(
+                    "not ready within {} ms (ew_init or start-up stuck); worker killed",
+                    self.options.ready_timeout.as_millis()
+                );
+                say!("module {}: {reason}", slot.name);
+                worker.killed_because = Some(reason);
+                let _ = nix::sys::signal::kill(worker.pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match nix::sys::signal::Signal::try_from(info.ssi_signo as i32) {
+                Ok(nix::sys::signal::Signal::SIGCHLD) => self.reap(),
+                Ok(sig @ (nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGINT)) => {
+                    say!("{sig}: stopping all modules");
+                    self.begin_shutdown();
+                }
+                Ok(nix::sys::signal::Signal::SIGHUP) => {
+                    say!("SIGHUP: policy reload is not implemented in this version; ignored");
+                }
+                _ => {}
+            }
+        }
+        // Children may have ended between signals being coalesced.
+        self.reap();
+    }
+
+    fn on_control_socket(&mut self) {
+        let Some(control) = self.control.take() else {
+            return;
+        };
+        control.serve_pending(|request| self.handle_request(request));
+        self.control = Some(control);
+    }
+}
+
+/// Adds a worker fd to the epoll set.
+fn watch(epoll: &Epoll, fd: &impl AsRawFd, token: Token) {
+    // SAFETY: the fd is owned by a Worker in the supervisor's slots and stays
+    // open until `unwatch` removes it from the set, before it is closed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    if let Err(e) = epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token.encode())) {
+        say!("epoll_ctl(ADD) failed: {e}");
+    }
+}
+
+/// Removes a worker fd from the epoll set (before it is closed).
+fn unwatch(epoll: &Epoll, fd: &impl AsRawFd) {
+    // SAFETY: as in `watch`: the fd is still open here.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    let _ = epoll.delete(fd);
+}

@@ -1,0 +1,122 @@
+//! Control-socket requests, and stopping everything.
+
+use std::time::Instant;
+
+use edgeward_ipc::control::ToWorker;
+use edgeward_ipc::frame;
+use nix::sys::signal::{kill, Signal};
+
+use super::{say, Supervisor};
+use crate::control::protocol::{Request, Response};
+use crate::slot::State;
+use crate::status::StatusReport;
+
+impl Supervisor {
+    pub(super) fn handle_request(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => {
+                let now = Instant::now();
+                Response {
+                    status: Some(StatusReport {
+                        modules: self.slots.iter().map(|s| s.status(now)).collect(),
+                    }),
+                    ..Response::done("")
+                }
+            }
+            Request::Stop => {
+                if self.shutdown_deadline.is_none() {
+                    say!("stop requested over the control socket");
+                    self.begin_shutdown();
+                }
+                Response::done("stopping all modules")
+            }
+            Request::Restart { module } => self.restart(&module),
+        }
+    }
+
+    fn restart(&mut self, module: &str) -> Response {
+        if self.shutdown_deadline.is_some() {
+            return Response::refused("edgeward is stopping");
+        }
+        let Some(i) = self.slots.iter().position(|s| s.name == module) else {
+            let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+            return Response::refused(format!(
+                "no module named \"{module}\" (modules: {})",
+                known.join(", ")
+            ));
+        };
+        let slot = &mut self.slots[i];
+        if slot.artifact.is_none() {
+            return Response::refused(format!(
+                "module \"{module}\" cannot start: {}",
+                slot.last_error.as_deref().unwrap_or("no artifact")
+            ));
+        }
+        if let Some(tracker) = slot.tracker.as_mut() {
+            tracker.reset();
+        }
+        match slot.worker.as_mut() {
+            Some(worker) => {
+                worker.restart_requested = true;
+                stop_worker(worker, self.options.stop_timeout);
+            }
+            None => {
+                slot.restart_at = None;
+                slot.restarts += 1;
+                self.spawn(i);
+            }
+        }
+        say!("module {module}: restart requested");
+        Response::done(format!("restarting {module}"))
+    }
+
+    /// Asks every worker to stop; SIGKILL follows at the stop timeout.
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(Instant::now() + self.options.stop_timeout);
+        for slot in &mut self.slots {
+            slot.restart_at = None;
+            if slot.state == State::Backoff {
+                slot.state = State::Stopped;
+            }
+            if let Some(worker) = slot.worker.as_mut() {
+                stop_worker(worker, self.options.stop_timeout);
+            }
+        }
+        // Closing its socket ends the fork server.
+        if let Some(pid) = self.launcher.zygote_pid() {
+            self.other_children.push(pid);
+        }
+        self.launcher.shutdown();
+        // The control socket goes away with the supervisor; release it now so
+        // a new supervisor can bind while this one finishes.
+        self.control = None;
+    }
+
+    pub(super) fn kill_everything(&mut self, why: &str) {
+        for slot in &mut self.slots {
+            if let Some(worker) = slot.worker.as_mut() {
+                say!("module {}: {why}; SIGKILL", slot.name);
+                let _ = kill(worker.pid, Signal::SIGKILL);
+            }
+        }
+        for pid in &self.other_children {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Sends Stop and arms the SIGKILL deadline.
+fn stop_worker(worker: &mut crate::slot::Worker, timeout: std::time::Duration) {
+    let sent = worker
+        .control
+        .as_ref()
+        .is_some_and(|c| frame::send(c, &ToWorker::Stop, &[]).is_ok());
+    worker.kill_at = Some(if sent {
+        Instant::now() + timeout
+    } else {
+        Instant::now()
+    });
+}

@@ -1,0 +1,328 @@
+//! Spawning workers, reading what they say, and deciding after they end.
+
+use std::time::Instant;
+
+use edgeward_ipc::control::{DirGrant, FromWorker, Init, ToWorker};
+use edgeward_ipc::frame::{self, FrameError};
+use edgeward_ipc::PROTOCOL_VERSION;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{say, Supervisor, Token};
+use crate::output::OutputPipe;
+use crate::policy::{DirMode, Policy};
+use crate::restart::{Decision, Ending};
+use crate::slot::{State, Worker};
+
+impl Supervisor {
+    /// Starts a worker for slot `i` (which must have an artifact).
+    pub(super) fn spawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(artifact) = slot.artifact.clone() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
+        match self.launcher.spawn(&slot.name, &artifact) {
+            Ok(spawned) => {
+                let worker = Worker {
+                    pid: spawned.pid,
+                    control: Some(spawned.control),
+                    output: Some(OutputPipe::new(spawned.output)),
+                    spawned_at: Instant::now(),
+                    ready_at: None,
+                    said_hello: false,
+                    kill_at: None,
+                    restart_requested: false,
+                    fault: None,
+                    killed_because: None,
+                };
+                slot.state = State::Starting;
+                let slot_index = i;
+                if let Some(fd) = &worker.control {
+                    super::watch(&self.epoll, fd, Token::WorkerControl { slot: slot_index, generation });
+                }
+                if let Some(out) = &worker.output {
+                    super::watch(&self.epoll, &out.fd, Token::WorkerOutput { slot: slot_index, generation });
+                }
+                self.slots[i].worker = Some(worker);
+            }
+            Err(e) => {
+                let reason = format!("cannot start worker: {e:#}");
+                say!("module {}: {reason}", slot.name);
+                slot.last_error = Some(reason);
+                self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
+            }
+        }
+    }
+
+    /// Reads every pending message from slot `i`'s worker.
+    pub(super) fn on_worker_message(&mut self, i: usize) {
+        loop {
+            let Some(worker) = self.slots[i].worker.as_mut() else {
+                return;
+            };
+            let Some(control) = worker.control.as_ref() else {
+                return;
+            };
+            match frame::recv::<FromWorker>(control) {
+                Ok((message, _fds)) => self.on_message(i, message),
+                Err(FrameError::WouldBlock) => return,
+                Err(FrameError::Closed) => {
+                    self.close_control(i);
+                    return;
+                }
+                Err(e) => {
+                    self.violation(i, format!("malformed control frame ({e})"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, i: usize, message: FromWorker) {
+        let slot = &mut self.slots[i];
+        let Some(worker) = slot.worker.as_mut() else {
+            return;
+        };
+        match message {
+            FromWorker::Hello {
+                protocol_version,
+                pid,
+            } => {
+                if worker.said_hello {
+                    return self.violation(i, "second Hello".into());
+                }
+                if protocol_version != PROTOCOL_VERSION {
+                    return self.violation(
+                        i,
+                        format!("worker speaks protocol {protocol_version}, supervisor {PROTOCOL_VERSION}; install matching binaries"),
+                    );
+                }
+                let expected = worker.pid;
+                if pid as i32 != expected.as_raw() {
+                    return self.violation(i, format!("Hello from pid {pid}, expected {expected}"));
+                }
+                worker.said_hello = true;
+                let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
+                    return;
+                };
+                let init = init_message(policy, &artifact.to_string_lossy());
+                if let Some(control) = &worker.control {
+                    if let Err(e) = frame::send(control, &ToWorker::Init(init), &[]) {
+                        say!("module {}: cannot send Init: {e}", slot.name);
+                    }
+                }
+            }
+            FromWorker::Ready { kind } => {
+                if !worker.said_hello || worker.ready_at.is_some() {
+                    return self.violation(i, "Ready out of order".into());
+                }
+                worker.ready_at = Some(Instant::now());
+                slot.kind = Some(kind);
+                slot.state = State::Running;
+                self.log_all_ready();
+            }
+            FromWorker::Log { level, text } => {
+                for line in text.lines() {
+                    println!("[{}] {}: {line}", slot.name, level.as_str());
+                }
+            }
+            FromWorker::Heartbeat(stats) => slot.stats = stats,
+            FromWorker::Fault(fault) => {
+                say!("module {}: {}", slot.name, fault.message);
+                worker.fault = Some(fault.message);
+            }
+        }
+    }
+
+    fn log_all_ready(&mut self) {
+        if self.all_ready_logged {
+            return;
+        }
+        let startable = self.slots.iter().filter(|s| s.artifact.is_some());
+        if startable.clone().all(|s| s.state == State::Running) {
+            self.all_ready_logged = true;
+            say!(
+                "all {} module(s) ready in {:.1} ms",
+                startable.count(),
+                self.started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+    }
+
+    /// The worker broke the protocol: kill it, never trust it.
+    fn violation(&mut self, i: usize, what: String) {
+        let slot = &mut self.slots[i];
+        let Some(worker) = slot.worker.as_mut() else {
+            return;
+        };
+        let reason = format!("protocol violation: {what}; worker killed");
+        say!("module {}: {reason}", slot.name);
+        worker.killed_because = Some(reason);
+        let _ = kill(worker.pid, Signal::SIGKILL);
+        self.close_control(i);
+    }
+
+    fn close_control(&mut self, i: usize) {
+        if let Some(control) = self.slots[i].worker.as_mut().and_then(|w| w.control.take()) {
+            super::unwatch(&self.epoll, &control);
+        }
+    }
+
+    /// Prints what slot `i`'s worker wrote.
+    pub(super) fn on_worker_output(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(worker) = slot.worker.as_mut() else {
+            return;
+        };
+        let Some(output) = worker.output.as_mut() else {
+            return;
+        };
+        if !output.drain(&slot.name) {
+            if let Some(output) = worker.output.take() {
+                super::unwatch(&self.epoll, &output.fd);
+            }
+        }
+    }
+
+    /// Reaps every ended child (workers, the fork server, re-parented orphans).
+    pub(super) fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => status,
+            };
+            let Some(pid) = status.pid() else { continue };
+            if self.launcher.reaped(pid) {
+                say!("fork server (pid {pid}) ended: {}", describe(status));
+            }
+            self.other_children.retain(|p| *p != pid);
+            if let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
+            {
+                self.on_exit(i, status);
+            }
+        }
+    }
+
+    fn on_exit(&mut self, i: usize, status: WaitStatus) {
+        // Read what the worker said before it ended (its Fault, last lines).
+        self.on_worker_message(i);
+        self.on_worker_output(i);
+        let slot = &mut self.slots[i];
+        let Some(mut worker) = slot.worker.take() else {
+            return;
+        };
+        if let Some(control) = worker.control.take() {
+            super::unwatch(&self.epoll, &control);
+        }
+        if let Some(mut output) = worker.output.take() {
+            output.flush(&slot.name);
+            super::unwatch(&self.epoll, &output.fd);
+        }
+        let clean = matches!(status, WaitStatus::Exited(_, 0)) && worker.killed_because.is_none();
+        let ending = if clean { Ending::Clean } else { Ending::Failure };
+        if !clean {
+            slot.last_error = Some(
+                worker
+                    .killed_because
+                    .or(worker.fault)
+                    .unwrap_or_else(|| describe(status)),
+            );
+        }
+        let ran_for = worker
+            .ready_at
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        if self.shutdown_deadline.is_some() {
+            slot.state = State::Stopped;
+            return;
+        }
+        if worker.restart_requested {
+            slot.restarts += 1;
+            self.spawn(i);
+            return;
+        }
+        if !clean {
+            say!(
+                "module {}: worker {} ended: {}",
+                slot.name,
+                worker.pid,
+                slot.last_error.as_deref().unwrap_or("?")
+            );
+        }
+        self.after_end(i, ending, ran_for);
+    }
+
+    /// Applies the restart policy after a worker of slot `i` ended.
+    pub(super) fn after_end(&mut self, i: usize, ending: Ending, ran_for: std::time::Duration) {
+        let slot = &mut self.slots[i];
+        let Some(tracker) = slot.tracker.as_mut() else {
+            slot.state = State::Failed;
+            return;
+        };
+        match tracker.decide(ending, ran_for, Instant::now()) {
+            Decision::RestartAfter(delay) => {
+                slot.state = State::Backoff;
+                slot.restart_at = Some(Instant::now() + delay);
+            }
+            Decision::Stay => slot.state = State::Stopped,
+            Decision::Fail { intensity_exceeded } => {
+                slot.state = State::Failed;
+                if intensity_exceeded {
+                    let rules = slot.policy.as_ref().map(|p| p.restart);
+                    let (max, window) = rules.map_or((0, 0), |r| (r.intensity_max, r.intensity_window_s));
+                    let last = slot.last_error.take().unwrap_or_default();
+                    slot.last_error = Some(format!(
+                        "{last} (gave up: more than {max} restarts in {window} s; `edgeward restart {}` to try again)",
+                        slot.name
+                    ));
+                }
+                say!(
+                    "module {}: failed: {}",
+                    slot.name,
+                    slot.last_error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+}
+
+/// The Init message for a policy: exactly its grants.
+fn init_message(policy: &Policy, artifact: &str) -> Init {
+    Init {
+        protocol_version: PROTOCOL_VERSION,
+        module: policy.name.clone(),
+        artifact: artifact.to_string(),
+        args: policy.args.clone(),
+        env: policy.env.clone(),
+        dirs: policy
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: d.host.to_string_lossy().into_owned(),
+                guest: d.guest.clone(),
+                writable: d.mode == DirMode::Rw,
+            })
+            .collect(),
+        memory_limit_bytes: u64::from(policy.resources.memory_mib) << 20,
+        tick_us: policy.tick_us,
+        call_budget_ms: policy.resources.call_budget_ms,
+    }
+}
+
+/// An exit status in words.
+pub(super) fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("worker exited with code {code}"),
+        WaitStatus::Signaled(_, signal, core) => format!(
+            "killed by signal {} ({signal}){}",
+            signal as i32,
+            if core { ", core dumped" } else { "" }
+        ),
+        other => format!("{other:?}"),
+    }
+}

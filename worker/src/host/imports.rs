@@ -1,0 +1,85 @@
+//! The `edgeward` import module: what a guest can ask of edgeward beyond WASI.
+//!
+//! Guest pointers and lengths are untrusted: every access is bounds-checked
+//! against the guest's exported `memory`, and a bad range returns
+//! [`EW_ERR_INVALID`] instead of trapping the host.
+
+use edgeward_ipc::control::LogLevel;
+use wasmtime::{Caller, Linker};
+
+use super::HostState;
+
+/// Import module name.
+pub const MODULE: &str = "edgeward";
+
+/// Success.
+pub const EW_OK: i32 = 0;
+/// The policy does not grant what was asked for.
+pub const EW_ERR_DENIED: i32 = -1;
+/// A pointer, length or handle is out of range.
+pub const EW_ERR_INVALID: i32 = -2;
+
+/// Longest log line forwarded; longer ones are cut and marked with `…`.
+pub const MAX_LOG_BYTES: usize = 1024;
+
+/// Registers the `edgeward` imports.
+///
+/// # Errors
+/// Only on a programming error (a name defined twice).
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(MODULE, "log", log)?;
+    linker.func_wrap(MODULE, "now_ns", now_ns)?;
+    Ok(())
+}
+
+/// `log(level, ptr, len) -> i32`: one line to the supervisor's output.
+fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> i32 {
+    let text = match read_guest_bytes(&mut caller, ptr, len, MAX_LOG_BYTES) {
+        Some((bytes, cut)) => {
+            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+            if cut {
+                text.push('…');
+            }
+            text
+        }
+        None => return EW_ERR_INVALID,
+    };
+    caller
+        .data()
+        .reporter
+        .log(LogLevel::from_guest(level), text);
+    EW_OK
+}
+
+/// `now_ns() -> i64`: monotonic clock in nanoseconds (CLOCK_MONOTONIC), the
+/// same clock `ew_on_tick` receives.
+fn now_ns() -> i64 {
+    monotonic_ns()
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC.
+pub fn monotonic_ns() -> i64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() * 1_000_000_000 + ts.tv_nsec(),
+        Err(_) => 0,
+    }
+}
+
+/// Copies up to `max` bytes of `[ptr, ptr+len)` out of the guest's memory.
+/// Returns the bytes and whether they were cut, or `None` if the range is
+/// not inside the memory (or the module exports no memory).
+fn read_guest_bytes(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    max: usize,
+) -> Option<(Vec<u8>, bool)> {
+    let memory = caller.get_export("memory")?.into_memory()?;
+    let data = memory.data(&*caller);
+    let start = usize::try_from(ptr as u32).ok()?;
+    let len = usize::try_from(len as u32).ok()?;
+    let end = start.checked_add(len)?;
+    let range = data.get(start..end)?;
+    let cut = range.len() > max;
+    Some((range[..range.len().min(max)].to_vec(), cut))
+}

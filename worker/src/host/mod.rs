@@ -1,0 +1,38 @@
+//! The host side of one module: store state, the linker, and the imports
+//! edgeward gives a guest (WASI preview 1 as granted, plus module `edgeward`).
+
+pub mod imports;
+pub mod wasi;
+
+use std::sync::Arc;
+
+use edgeward_ipc::control::Stats;
+use wasmtime::{Engine, Linker, StoreLimits};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::report::Reporter;
+
+/// Per-store state of the one module a worker runs.
+pub struct HostState {
+    /// WASI preview 1 context holding exactly the policy's grants.
+    pub wasi: WasiP1Ctx,
+    /// Linear memory and table caps.
+    pub limits: StoreLimits,
+    /// Sends log lines and faults to the supervisor.
+    pub reporter: Arc<Reporter>,
+    /// Counters reported to the supervisor.
+    pub stats: Stats,
+}
+
+/// Builds a linker with every import a guest may use. The set is the same
+/// for all modules; what a module may *do* through them is decided by its
+/// [`HostState`].
+///
+/// # Errors
+/// Only on a programming error (a name defined twice).
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)?;
+    imports::add_to_linker(&mut linker)?;
+    Ok(linker)
+}

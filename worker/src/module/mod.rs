@@ -1,0 +1,185 @@
+//! Running one module: handshake, load, instantiate, then hand over to the
+//! reactor or command loop. Shared by `serve` (exec per worker) and the
+//! children of the fork server.
+
+mod command;
+mod reactor;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use wasmtime::error::Context;
+use edgeward_ipc::control::{FaultKind, FromWorker, Init, ModuleKind, Stats, ToWorker};
+use edgeward_ipc::{frame, PROTOCOL_VERSION};
+use wasmtime::{Engine, Instance, Linker, Module, Store, StoreLimitsBuilder};
+
+use crate::exit_code;
+use crate::host::{self, HostState};
+use crate::report::Reporter;
+
+/// What is set up once per worker-side process and reused for every module
+/// it runs: in the fork server, children inherit all of it copy-on-write.
+pub struct Prepared {
+    /// The engine (see [`crate::engine`]).
+    pub engine: Engine,
+    /// Linker with every import defined.
+    pub linker: Linker<HostState>,
+    /// Artifacts already mapped, by path.
+    pub artifacts: HashMap<String, Module>,
+}
+
+impl Prepared {
+    /// Builds the engine and linker.
+    ///
+    /// # Errors
+    /// If the engine cannot be configured on this host.
+    pub fn new() -> wasmtime::Result<Self> {
+        let engine = crate::engine::build()?;
+        let linker = host::linker(&engine)?;
+        Ok(Self {
+            engine,
+            linker,
+            artifacts: HashMap::new(),
+        })
+    }
+
+    /// Maps the artifact at `path` (once; later calls reuse the mapping).
+    ///
+    /// # Errors
+    /// If the file is missing or was compiled by another engine configuration.
+    pub fn artifact(&mut self, path: &str) -> wasmtime::Result<Module> {
+        if let Some(module) = self.artifacts.get(path) {
+            return Ok(module.clone());
+        }
+        // SAFETY: `deserialize_file` trusts the artifact's machine code. Only
+        // the supervisor writes the compile cache (in its state dir, through our
+        // own `compile` step) and it passes only paths inside that cache.
+        let module = unsafe { Module::deserialize_file(&self.engine, path) }
+            .with_context(|| format!("cannot load precompiled artifact {path}"))?;
+        self.artifacts.insert(path.to_string(), module.clone());
+        Ok(module)
+    }
+}
+
+/// Runs the module the supervisor describes on `control`, to the end.
+/// Returns the process exit code.
+pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
+    let hello = FromWorker::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    };
+    if frame::send(&control, &hello, &[]).is_err() {
+        return exit_code::SUPERVISOR_GONE;
+    }
+    let init = match frame::recv::<ToWorker>(&control) {
+        Ok((ToWorker::Init(init), _)) => init,
+        Ok((other, _)) => {
+            let reporter = Reporter::new(control, String::from("?"));
+            reporter.fault(
+                FaultKind::Protocol,
+                format!("protocol: expected Init, got {other:?}"),
+            );
+            return exit_code::LOAD_FAILED;
+        }
+        Err(_) => return exit_code::SUPERVISOR_GONE,
+    };
+    let reporter = Arc::new(Reporter::new(control, init.module.clone()));
+    if init.protocol_version != PROTOCOL_VERSION {
+        reporter.fault(
+            FaultKind::Protocol,
+            format!(
+                "protocol: supervisor speaks version {}, worker {PROTOCOL_VERSION}; install matching binaries",
+                init.protocol_version
+            ),
+        );
+        return exit_code::LOAD_FAILED;
+    }
+    // Keep the runtime alive (and entered) for as long as the guest runs.
+    let runtime = match host::wasi::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            reporter.fault(FaultKind::Load, format!("{e:#}"));
+            return exit_code::LOAD_FAILED;
+        }
+    };
+    let _entered = runtime.enter();
+    match load(prepared, &init, &reporter) {
+        Ok(loaded) => match loaded.kind {
+            ModuleKind::Reactor => reactor::run(loaded, &init, &reporter),
+            ModuleKind::Command => command::run(loaded, &reporter),
+        },
+        Err(fault) => {
+            reporter.fault(fault.0, fault.1);
+            exit_code::LOAD_FAILED
+        }
+    }
+}
+
+/// An instantiated module, ready for its first call.
+pub(crate) struct Loaded {
+    store: Store<HostState>,
+    instance: Instance,
+    kind: ModuleKind,
+}
+
+fn load(
+    prepared: &mut Prepared,
+    init: &Init,
+    reporter: &Arc<Reporter>,
+) -> Result<Loaded, (FaultKind, String)> {
+    let load_fault = |e: wasmtime::Error| (FaultKind::Load, format!("{e:#}"));
+    let module = prepared.artifact(&init.artifact).map_err(load_fault)?;
+    let wasi = host::wasi::context(init).map_err(load_fault)?;
+    let memory_limit = usize::try_from(init.memory_limit_bytes).unwrap_or(usize::MAX);
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(memory_limit)
+        .instances(1)
+        .memories(1)
+        .build();
+    let mut store = Store::new(
+        &prepared.engine,
+        HostState {
+            wasi,
+            limits,
+            reporter: Arc::clone(reporter),
+            stats: Stats::default(),
+        },
+    );
+    store.limiter(|state| &mut state.limits);
+    let instance = prepared
+        .linker
+        .instantiate(&mut store, &module)
+        .map_err(|e| {
+            let (headline, _) = crate::fault::describe_trap("instantiation", &e);
+            if e.downcast_ref::<wasmtime::Trap>().is_some() {
+                (FaultKind::Trap, headline)
+            } else {
+                (FaultKind::Load, format!("cannot instantiate: {e:#}"))
+            }
+        })?;
+    let kind = if module.get_export("_start").is_some() {
+        ModuleKind::Command
+    } else {
+        ModuleKind::Reactor
+    };
+    Ok(Loaded {
+        store,
+        instance,
+        kind,
+    })
+}
+
+/// Calls a guest function, turning a trap into a reported fault.
+/// On a trap, reports it and returns the exit code the worker should use.
+pub(crate) fn report_trap(reporter: &Reporter, export: &str, error: &wasmtime::Error) -> i32 {
+    let (headline, detail) = crate::fault::describe_trap(export, error);
+    if !detail.is_empty() {
+        reporter.log(
+            edgeward_ipc::control::LogLevel::Error,
+            format!("{headline}\n{detail}"),
+        );
+    }
+    reporter.fault(FaultKind::Trap, headline);
+    exit_code::TRAPPED
+}
