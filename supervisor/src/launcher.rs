@@ -238,21 +238,23 @@ impl Launcher {
     fn command(&self, mode: &str, fd: i32) -> Command {
         let mut command = Command::new(&self.worker_bin);
         command.arg(mode).stdin(Stdio::null());
+        let keep_control_fd = move || {
+            let rc = if fd == CHILD_CONTROL_FD {
+                // Already in place: just clear close-on-exec.
+                // SAFETY: fcntl on an fd we own; async-signal-safe.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
+            } else {
+                // SAFETY: dup2 of an fd we own onto fd 3; async-signal-safe.
+                unsafe { libc::dup2(fd, CHILD_CONTROL_FD) }
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
         // SAFETY: the closure runs in the forked child before exec and only
         // calls dup2/fcntl, which are async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                if fd == CHILD_CONTROL_FD {
-                    // Already in place: just clear close-on-exec.
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, CHILD_CONTROL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        unsafe { command.pre_exec(keep_control_fd) };
         command
     }
 }

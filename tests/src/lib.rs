@@ -1,1 +1,337 @@
-//! x
+//! Test kit for the end-to-end suite and the bench: start the real
+//! `edgeward` binary on policies in a temporary directory, query it through
+//! the real CLI, and clean up every process afterwards.
+//!
+//! Binaries come from `EDGEWARD_BIN_DIR` (set by `scripts/test`), else
+//! `$CARGO_TARGET_DIR/release`, else `target/release`; guest modules from
+//! `EDGEWARD_GUESTS_OUT`, else `guests/out`. Build both with `scripts/setup`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Directory holding the release `edgeward` and `edgeward-worker`.
+///
+/// # Panics
+/// If `edgeward` is not there: the message says how to build it.
+pub fn bin_dir() -> PathBuf {
+    let dir = std::env::var_os("EDGEWARD_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("release")))
+        .unwrap_or_else(|| repo_root().join("target/release"));
+    assert!(
+        dir.join("edgeward").is_file() && dir.join("edgeward-worker").is_file(),
+        "release binaries not found in {}: run scripts/setup (or set EDGEWARD_BIN_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// Path of a built binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Path of a built guest module, e.g. `guest("counter")`.
+///
+/// # Panics
+/// If it has not been built.
+pub fn guest(name: &str) -> PathBuf {
+    let dir = std::env::var_os("EDGEWARD_GUESTS_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("guests/out"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "guest {} not built: run scripts/build-guests",
+        path.display()
+    );
+    path
+}
+
+/// A policy for guest `name` with extra TOML appended (sections after `[module]`).
+pub fn policy(guest_name: &str, extra: &str) -> String {
+    format!(
+        "[module]\nwasm = \"{}\"\n{extra}\n",
+        guest(guest_name).display()
+    )
+}
+
+/// A temporary gateway directory: `policies/`, `state/`, `control.sock`, `log`.
+pub struct GatewayDir {
+    /// The temporary directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl GatewayDir {
+    /// An empty gateway directory.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("edgeward-test-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir policies");
+        Self { dir }
+    }
+
+    /// Writes `policies/<name>.toml`.
+    pub fn add_policy(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.policies().join(format!("{name}.toml")), text).expect("write policy");
+        self
+    }
+
+    /// The policy directory.
+    pub fn policies(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The control socket path.
+    pub fn control(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Starts `edgeward run` here, with extra environment variables.
+    pub fn start_with(&self, env: &[(&str, &str)]) -> Gateway {
+        self.start_on(&self.policies(), env)
+    }
+
+    /// Starts `edgeward run` on another policy directory, with state and
+    /// control socket here.
+    pub fn start_on(&self, policies: &Path, env: &[(&str, &str)]) -> Gateway {
+        let log_path = self.dir.path().join(format!("log-{}", unique()));
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let mut command = Command::new(bin("edgeward"));
+        command
+            .arg("run")
+            .arg("--policies")
+            .arg(policies)
+            .arg("--state")
+            .arg(self.state())
+            .arg("--control")
+            .arg(self.control())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start edgeward run");
+        Gateway {
+            child,
+            control: self.control(),
+            log_path,
+        }
+    }
+
+    /// Starts `edgeward run` here.
+    pub fn start(&self) -> Gateway {
+        self.start_with(&[])
+    }
+}
+
+impl Default for GatewayDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A running `edgeward run`. Dropping it kills the supervisor; its workers
+/// follow (they die with their parent).
+pub struct Gateway {
+    /// The supervisor process.
+    pub child: Child,
+    control: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Gateway {
+    /// The supervisor's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything the supervisor printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Runs `edgeward ARGS --control <ours>` and returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin("edgeward"))
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .expect("run edgeward CLI");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `edgeward status --json`, parsed; `None` while the supervisor is not
+    /// answering yet.
+    pub fn try_status(&self) -> Option<Value> {
+        let (code, stdout, _) = self.cli(&["status", "--json"]);
+        if code != 0 {
+            return None;
+        }
+        serde_json::from_str(&stdout).ok()
+    }
+
+    /// Polls status until `done` holds, or panics after `timeout` with the
+    /// last status and the log.
+    pub fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(status) = self.try_status() {
+                if done(&status) {
+                    return status;
+                }
+                last = Some(status);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\nlast status: {}\nlog:\n{}",
+                    last.map_or("none".into(), |s| s.to_string()),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every listed module is `running`.
+    pub fn wait_running(&self, modules: &[&str], timeout: Duration) -> Value {
+        self.wait_for(timeout, &format!("{modules:?} running"), |s| {
+            modules.iter().all(|m| module(s, m)["state"] == "running")
+        })
+    }
+
+    /// Waits for log text to appear.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?} within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the supervisor.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
+    }
+
+    /// Waits up to `timeout` for the supervisor to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Pids of the supervisor's live children (workers and fork server).
+    pub fn children(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let children = self.children();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            for pid in children {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// The module named `name` in a status report.
+///
+/// # Panics
+/// If it is not there.
+pub fn module<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["modules"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("module {name} not in status {status}"))
+}
+
+/// Pids whose parent is `parent`, from /proc.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The ppid is the second field after the parenthesised command.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next();
+        if state == Some("Z") {
+            continue;
+        }
+        if fields.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether a process exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .map(|i| &stat[i + 2..])
+            .is_some_and(|s| !s.starts_with('Z')),
+        Err(_) => false,
+    }
+}

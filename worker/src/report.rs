@@ -23,11 +23,6 @@ impl Reporter {
         &self.socket
     }
 
-    /// Module name.
-    pub fn module(&self) -> &str {
-        &self.module
-    }
-
     /// Sends one message. A send failure means the supervisor is gone; the
     /// worker then has no reason to live.
     pub fn send(&self, message: &FromWorker) {

@@ -64,8 +64,9 @@ pub fn run(policies: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
                         .and_then(|i| i.error.clone())
                         .unwrap_or_else(|| "not inspected".into());
                     println!("{:<20} INVALID  1 error(s)", l.name);
+                    let (line, col) = p.wasm_location;
                     println!(
-                        "    {}: module {}: {why}; rebuild it for wasm32-wasip1 or fix [module] wasm",
+                        "    {}:{line}:{col}: module {}: {why}; rebuild it for wasm32-wasip1 or fix [module] wasm",
                         l.file.display(),
                         p.wasm.display()
                     );

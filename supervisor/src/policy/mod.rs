@@ -5,7 +5,7 @@
 //! are errors. Loading a directory never stops at the first bad file: each
 //! file yields either a [`Policy`] or all the [`PolicyError`]s found in it.
 
-mod error;
+pub(crate) mod error;
 mod schema;
 mod validate;
 
@@ -23,6 +23,8 @@ pub struct Policy {
     pub file: PathBuf,
     /// Absolute path of the module's wasm.
     pub wasm: PathBuf,
+    /// Line and column of the `wasm` key's value, for errors about the module.
+    pub wasm_location: (usize, usize),
     /// sha256 of the wasm file as read at load time (hex).
     pub wasm_sha256: String,
     /// WASI argv (without argv\[0\]).

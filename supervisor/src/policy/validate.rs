@@ -97,6 +97,7 @@ impl Validator<'_> {
     fn policy(&mut self, name: &str, raw: schema::File) -> Policy {
         let module = raw.module.into_inner();
         let (wasm, wasm_sha256) = self.wasm(&module);
+        let wasm_location = super::error::line_col(self.text, module.wasm.span().start);
         let env = self.env(raw.wasi.env);
         let dirs = self.dirs(raw.wasi.dirs);
         let channels = self.channels(raw.channels);
@@ -134,6 +135,7 @@ impl Validator<'_> {
             name: name.to_string(),
             file: self.file.to_path_buf(),
             wasm,
+            wasm_location,
             wasm_sha256,
             args: raw.wasi.args,
             env,

@@ -1,1 +1,272 @@
+//! Policy parsing: each error kind, with its line and column.
 
+use std::path::PathBuf;
+
+use super::super::PolicyError;
+use super::super::Policy;
+use crate::policy::{load_file, DirMode, OnFull, RestartPolicy, WaitMode};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        Self { dir }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn errors(&self, name: &str, text: &str) -> Vec<PolicyError> {
+        let path = self.write(name, text);
+        load_file(&path).result.expect_err("policy should be rejected")
+    }
+
+    fn ok(&self, name: &str, text: &str) -> Policy {
+        let path = self.write(name, text);
+        load_file(&path).result.expect("policy should be valid")
+    }
+}
+
+const MINIMAL: &str = "[module]\nwasm = \"m.wasm\"\n";
+
+#[test]
+fn minimal_policy_gets_documented_defaults() {
+    let f = Fixture::new();
+    let p = f.ok("alarm.toml", MINIMAL);
+    assert_eq!(p.name, "alarm");
+    assert_eq!(p.wasm, std::fs::canonicalize(f.dir.path().join("m.wasm")).unwrap());
+    assert_eq!(p.wasm_sha256.len(), 64);
+    assert!(p.args.is_empty() && p.env.is_empty() && p.dirs.is_empty());
+    assert_eq!(p.resources.memory_mib, 32);
+    assert_eq!(p.resources.cpu_percent, 25);
+    assert_eq!(p.resources.pids, 8);
+    assert_eq!(p.resources.call_budget_ms, 20);
+    assert_eq!(p.tick_us, 0);
+    assert_eq!(p.restart.policy, RestartPolicy::OnFailure);
+    assert_eq!((p.restart.backoff_min_ms, p.restart.backoff_max_ms), (5, 5000));
+    assert_eq!((p.restart.intensity_max, p.restart.intensity_window_s), (5, 60));
+    assert_eq!(p.channels.capacity_kib, 64);
+    assert_eq!(p.channels.max_message_kib, 16);
+    assert_eq!(p.channels.on_full, OnFull::Block);
+    assert_eq!(p.channels.wait, WaitMode::Park);
+    assert_eq!(p.snapshot_interval_ms, 0);
+}
+
+#[test]
+fn full_policy_parses_every_key() {
+    let f = Fixture::new();
+    let p = f.ok(
+        "temp-alert.toml",
+        r#"
+[module]
+wasm = "m.wasm"
+
+[wasi]
+args = ["--threshold", "85"]
+env = { LINE = "3" }
+dirs = [{ host = "data", guest = "/data", mode = "rw" }]
+
+[channels]
+publish = ["alerts"]
+subscribe = ["temperature"]
+capacity_kib = 128
+max_message_kib = 32
+on_full = "drop"
+wait = "spin:50"
+
+[resources]
+memory_mib = 40
+cpu_percent = 50
+pids = 4
+call_budget_ms = 30
+
+[schedule]
+tick_us = 1000
+
+[restart]
+policy = "always"
+backoff_ms = [10, 2000]
+intensity = { max = 3, window_s = 30 }
+
+[snapshot]
+interval_ms = 500
+"#,
+    );
+    assert_eq!(p.args, vec!["--threshold", "85"]);
+    assert_eq!(p.env, vec![("LINE".to_string(), "3".to_string())]);
+    assert_eq!(p.dirs.len(), 1);
+    assert_eq!(p.dirs[0].guest, "/data");
+    assert_eq!(p.dirs[0].mode, DirMode::Rw);
+    assert!(p.dirs[0].host.is_absolute());
+    assert_eq!(p.channels.publish, vec!["alerts"]);
+    assert_eq!(p.channels.on_full, OnFull::Drop);
+    assert_eq!(p.channels.wait, WaitMode::Spin { micros: 50 });
+    assert_eq!(p.resources.memory_mib, 40);
+    assert_eq!(p.tick_us, 1000);
+    assert_eq!(p.restart.policy, RestartPolicy::Always);
+    assert_eq!(p.restart.intensity_max, 3);
+    assert_eq!(p.snapshot_interval_ms, 500);
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_suggests() {
+    let f = Fixture::new();
+    let text = "[module]\nwasm = \"m.wasm\"\n\n[resources]\ncpu_percent = 10\n\nmemroy_mib = 32\n";
+    let errors = f.errors("alarm.toml", text);
+    assert_eq!(errors.len(), 1);
+    let e = &errors[0];
+    assert_eq!((e.line, e.col), (7, 1));
+    assert_eq!(e.key, "resources.memroy_mib");
+    let path = f.dir.path().join("alarm.toml");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:7:1: unknown key \"memroy_mib\" in [resources]; did you mean \"memory_mib\"?",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn unknown_section_is_reported() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\"\n[resorces]\npids = 2\n");
+    assert_eq!(errors[0].line, 3);
+    assert!(errors[0].reason.contains("unknown key \"resorces\""), "{}", errors[0]);
+    assert!(errors[0].fix.contains("did you mean \"resources\""), "{}", errors[0]);
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\"\n[resources]\nmemory_mib = \"lots\"\n");
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].line, errors[0].col), (4, 14));
+    assert_eq!(errors[0].key, "resources.memory_mib");
+    assert!(errors[0].reason.starts_with("wrong type for resources.memory_mib"), "{}", errors[0]);
+}
+
+#[test]
+fn unknown_enum_value_lists_the_choices() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\"\n[restart]\npolicy = \"on_failure\"\n");
+    assert_eq!(errors[0].line, 4);
+    assert!(errors[0].fix.contains("did you mean \"on-failure\""), "{}", errors[0]);
+}
+
+#[test]
+fn missing_module_table_says_what_to_add() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "[resources]\npids = 2\n");
+    assert!(errors[0].reason.contains("missing key \"module\""), "{}", errors[0]);
+    assert!(errors[0].fix.contains("[module]"), "{}", errors[0]);
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\n");
+    assert_eq!(errors[0].line, 2);
+    assert!(errors[0].reason.starts_with("not valid TOML"), "{}", errors[0]);
+}
+
+#[test]
+fn missing_wasm_file_points_at_the_key() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "# comment\n[module]\nwasm = \"nope.wasm\"\n");
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].line, errors[0].col), (3, 8));
+    assert_eq!(errors[0].key, "module.wasm");
+    assert!(errors[0].reason.contains("nope.wasm"), "{}", errors[0]);
+    assert!(errors[0].fix.contains("relative to the policy file"), "{}", errors[0]);
+}
+
+#[test]
+fn sha256_pin_mismatch_is_refused() {
+    let f = Fixture::new();
+    let pin = "0".repeat(64);
+    let errors = f.errors("a.toml", &format!("[module]\nwasm = \"m.wasm\"\nsha256 = \"{pin}\"\n"));
+    assert_eq!(errors[0].line, 3);
+    assert!(errors[0].reason.starts_with("sha256 pin mismatch"), "{}", errors[0]);
+    // The right pin is accepted.
+    let good = f.ok("b.toml", MINIMAL).wasm_sha256;
+    f.ok("c.toml", &format!("[module]\nwasm = \"m.wasm\"\nsha256 = \"{good}\"\n"));
+}
+
+#[test]
+fn every_value_error_is_reported_not_just_the_first() {
+    let f = Fixture::new();
+    let text = r#"[module]
+wasm = "m.wasm"
+[wasi]
+dirs = [{ host = "missing-dir", guest = "/data" }, { host = "data", guest = "relative" }]
+[channels]
+publish = ["Bad Name"]
+capacity_kib = 100
+wait = "spin:forever"
+[resources]
+memory_mib = 0
+cpu_percent = 100000
+[restart]
+backoff_ms = [500, 5]
+intensity = { max = 0, window_s = 60 }
+[schedule]
+tick_us = 5
+"#;
+    let errors = f.errors("a.toml", text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "wasi.dirs.host",
+        "wasi.dirs.guest",
+        "channels.publish",
+        "channels.capacity_kib",
+        "channels.wait",
+        "resources.memory_mib",
+        "resources.cpu_percent",
+        "restart.backoff_ms",
+        "restart.intensity",
+        "schedule.tick_us",
+    ] {
+        assert!(keys.contains(&key), "no error for {key}: {keys:?}");
+    }
+    let memory = errors.iter().find(|e| e.key == "resources.memory_mib").unwrap();
+    assert_eq!(memory.line, 10);
+    assert!(errors.iter().all(|e| e.line > 0 && !e.fix.is_empty()));
+}
+
+#[test]
+fn bad_file_name_is_an_error() {
+    let f = Fixture::new();
+    let errors = f.errors("Bad Name.toml", MINIMAL);
+    assert!(errors[0].reason.contains("module name"), "{}", errors[0]);
+}
+
+#[test]
+fn load_dir_reads_only_toml_files_in_order() {
+    let f = Fixture::new();
+    f.write("b.toml", MINIMAL);
+    f.write("a.toml", "[module]\n");
+    f.write("notes.txt", "not a policy");
+    f.write(".hidden.toml", "garbage");
+    let loaded = crate::policy::load_dir(f.dir.path()).unwrap();
+    let names: Vec<&str> = loaded.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    assert!(loaded[0].result.is_err());
+    assert!(loaded[1].result.is_ok());
+}
+
+#[test]
+fn suggestions_need_a_close_match() {
+    use crate::policy::error::did_you_mean;
+    assert_eq!(did_you_mean("memroy_mib", &["memory_mib", "pids"]), Some("memory_mib"));
+    assert_eq!(did_you_mean("tick", &["tick_us"]), None);
+    assert_eq!(did_you_mean("zzzz", &["memory_mib", "pids"]), None);
+}

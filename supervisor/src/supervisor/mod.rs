@@ -239,17 +239,17 @@ impl Supervisor {
                 match Token::decode(event.data()) {
                     Some(Token::Signal) => self.on_signals(),
                     Some(Token::Control) => self.on_control_socket(),
-                    Some(Token::WorkerControl { slot, generation }) => {
-                        if self.is_current(slot, generation) {
-                            self.on_worker_message(slot);
-                        }
+                    Some(Token::WorkerControl { slot, generation })
+                        if self.is_current(slot, generation) =>
+                    {
+                        self.on_worker_message(slot);
                     }
-                    Some(Token::WorkerOutput { slot, generation }) => {
-                        if self.is_current(slot, generation) {
-                            self.on_worker_output(slot);
-                        }
+                    Some(Token::WorkerOutput { slot, generation })
+                        if self.is_current(slot, generation) =>
+                    {
+                        self.on_worker_output(slot);
                     }
-                    None => {}
+                    _ => {}
                 }
             }
             self.on_deadlines(Instant::now());

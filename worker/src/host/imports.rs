@@ -14,8 +14,6 @@ pub const MODULE: &str = "edgeward";
 
 /// Success.
 pub const EW_OK: i32 = 0;
-/// The policy does not grant what was asked for.
-pub const EW_ERR_DENIED: i32 = -1;
 /// A pointer, length or handle is out of range.
 pub const EW_ERR_INVALID: i32 = -2;
 

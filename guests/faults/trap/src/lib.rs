@@ -1,5 +1,6 @@
 //! Fault injection: runs `--ticks N` ticks (default 3), then executes
 //! `unreachable`. Under a restart policy it is a crash loop.
+//! `--init-code C` makes `ew_init` refuse to start with code C instead.
 
 struct Trap {
     left: u32,
@@ -13,6 +14,9 @@ fn on_tick_fails() -> ! {
 impl edgeward::Module for Trap {
     fn init() -> Result<Self, i32> {
         let args: Vec<String> = std::env::args().collect();
+        if let Some(code) = args.windows(2).find(|w| w[0] == "--init-code").and_then(|w| w[1].parse().ok()) {
+            return Err(code);
+        }
         let left = args.windows(2).find(|w| w[0] == "--ticks").and_then(|w| w[1].parse().ok()).unwrap_or(3);
         Ok(Trap { left })
     }
