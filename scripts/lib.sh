@@ -7,5 +7,5 @@ export EDGEWARD_GUESTS_TARGET=${EDGEWARD_GUESTS_TARGET:-$HOME/.cache/edgeward/gu
 export EDGEWARD_TOOLS=${EDGEWARD_TOOLS:-$HOME/.cache/edgeward/tools}
 export EDGEWARD_BIN_DIR="$CARGO_TARGET_DIR/release"
 export EDGEWARD_GUESTS_OUT="$ROOT/guests/out"
-export PATH="$EDGEWARD_TOOLS/venv/bin:$HOME/.cargo/bin:$PATH"
+export PATH="$EDGEWARD_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -287,7 +287,10 @@ mod tests {
         let mut bytes = postcard::to_stdvec(&ToWorker::Stop).unwrap();
         bytes.push(7);
         send_bytes(&a, &bytes, &[]).unwrap();
-        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            recv::<ToWorker>(&b),
+            Err(FrameError::Malformed(_))
+        ));
         // A string length pointing past the end.
         send_bytes(&a, &[2, 0xff, 0x7f, b'x'], &[]).unwrap();
         assert!(matches!(
@@ -300,7 +303,10 @@ mod tests {
     fn oversized_frames_are_refused_both_ways() {
         let (a, b) = seqpacket_pair().unwrap();
         let big = vec![0u8; MAX_FRAME_BYTES + 1];
-        assert!(matches!(send_bytes(&a, &big, &[]), Err(FrameError::TooLarge)));
+        assert!(matches!(
+            send_bytes(&a, &big, &[]),
+            Err(FrameError::TooLarge)
+        ));
         // A peer that bypasses our sender: write the datagram directly.
         let raw = nix::sys::socket::send(a.as_raw_fd(), &big, MsgFlags::empty());
         if raw.is_ok() {
@@ -313,6 +319,9 @@ mod tests {
         let (a, b) = seqpacket_pair().unwrap();
         drop(a);
         assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Closed)));
-        assert!(matches!(send(&b, &ToWorker::Stop, &[]), Err(FrameError::Closed)));
+        assert!(matches!(
+            send(&b, &ToWorker::Stop, &[]),
+            Err(FrameError::Closed)
+        ));
     }
 }

@@ -42,7 +42,8 @@ impl CompileCache {
 
     /// The artifact path for a wasm with this sha256.
     pub fn path_for(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.fingerprint))
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", self.fingerprint))
     }
 
     /// Makes sure an artifact exists for each `(sha256, wasm path)`; returns

@@ -79,7 +79,6 @@ impl Launcher {
         }
     }
 
-
     /// Pid of the fork server, if one runs.
     pub fn zygote_pid(&self) -> Option<Pid> {
         self.zygote.as_ref().map(|z| z.pid)
@@ -216,7 +215,12 @@ impl Launcher {
                 socket: ours,
                 fingerprint: engine_fingerprint,
             }),
-            Ok((FromZygote::Hello { protocol_version, .. }, _)) => {
+            Ok((
+                FromZygote::Hello {
+                    protocol_version, ..
+                },
+                _,
+            )) => {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 bail!(
                     "{} speaks protocol {protocol_version}, edgeward {PROTOCOL_VERSION}: install matching binaries",

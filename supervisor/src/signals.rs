@@ -8,7 +8,12 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 /// SIGCHLD (reap), SIGTERM/SIGINT (stop all), SIGHUP (reload).
 pub fn handled() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     set

@@ -30,25 +30,53 @@ fn the_example_policies_are_valid() {
 fn every_broken_policy_and_module_is_listed_and_exit_is_1() {
     let g = GatewayDir::new();
     g.add_policy("good", &policy("counter", ""));
-    g.add_policy("alarm", &policy("counter", "[resources]\ncpu_percent = 10\nmemroy_mib = 32"));
+    g.add_policy(
+        "alarm",
+        &policy("counter", "[resources]\ncpu_percent = 10\nmemroy_mib = 32"),
+    );
     let bad_wasm = g.dir.path().join("bad.wasm");
     std::fs::write(&bad_wasm, b"\0asm\x01\0\0\0\x01\xff\xff").unwrap();
-    g.add_policy("corrupt", &format!("[module]\nwasm = \"{}\"\n", bad_wasm.display()));
+    g.add_policy(
+        "corrupt",
+        &format!("[module]\nwasm = \"{}\"\n", bad_wasm.display()),
+    );
     g.add_policy("gone", "[module]\nwasm = \"missing.wasm\"\n");
     g.add_policy(
         "pinned",
-        &policy("counter", "").replace("[module]\n", &format!("[module]\nsha256 = \"{}\"\n", "a".repeat(64))),
+        &policy("counter", "").replace(
+            "[module]\n",
+            &format!("[module]\nsha256 = \"{}\"\n", "a".repeat(64)),
+        ),
     );
-    g.add_policy("types", &policy("counter", "[schedule]\ntick_us = \"often\""));
+    g.add_policy(
+        "types",
+        &policy("counter", "[schedule]\ntick_us = \"often\""),
+    );
     let (code, out) = check(&g.policies());
     assert_eq!(code, 1, "{out}");
     let p = g.policies();
     let expect = [
-        format!("{}:5:1: unknown key \"memroy_mib\" in [resources]; did you mean \"memory_mib\"?", p.join("alarm.toml").display()),
-        format!("{}:2:8: module {}: not a valid WebAssembly module", p.join("corrupt.toml").display(), bad_wasm.display()),
-        format!("{}:2:8: cannot read module file", p.join("gone.toml").display()),
-        format!("{}:2:10: sha256 pin mismatch", p.join("pinned.toml").display()),
-        format!("{}:4:11: wrong type for schedule.tick_us", p.join("types.toml").display()),
+        format!(
+            "{}:5:1: unknown key \"memroy_mib\" in [resources]; did you mean \"memory_mib\"?",
+            p.join("alarm.toml").display()
+        ),
+        format!(
+            "{}:2:8: module {}: not a valid WebAssembly module",
+            p.join("corrupt.toml").display(),
+            bad_wasm.display()
+        ),
+        format!(
+            "{}:2:8: cannot read module file",
+            p.join("gone.toml").display()
+        ),
+        format!(
+            "{}:2:10: sha256 pin mismatch",
+            p.join("pinned.toml").display()
+        ),
+        format!(
+            "{}:4:11: wrong type for schedule.tick_us",
+            p.join("types.toml").display()
+        ),
     ];
     for line in &expect {
         assert!(out.contains(line.as_str()), "missing {line:?} in:\n{out}");
@@ -69,9 +97,15 @@ fn a_module_importing_something_edgeward_lacks_is_invalid() {
     ];
     let file = g.dir.path().join("teleport.wasm");
     std::fs::write(&file, wasm).unwrap();
-    g.add_policy("teleport", &format!("[module]\nwasm = \"{}\"\n", file.display()));
+    g.add_policy(
+        "teleport",
+        &format!("[module]\nwasm = \"{}\"\n", file.display()),
+    );
     let (code, out) = check(&g.policies());
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("imports something edgeward does not provide"), "{out}");
+    assert!(
+        out.contains("imports something edgeward does not provide"),
+        "{out}"
+    );
     assert!(out.contains("teleport"), "{out}");
 }

@@ -23,8 +23,15 @@ fn three_examples_run_and_status_json_matches_the_schema() {
     assert_eq!(modules.len(), 3);
     for m in modules {
         assert!(m["name"].is_string());
-        assert!(["starting", "running", "backoff", "failed", "stopped", "upgrading"]
-            .contains(&m["state"].as_str().unwrap()));
+        assert!([
+            "starting",
+            "running",
+            "backoff",
+            "failed",
+            "stopped",
+            "upgrading"
+        ]
+        .contains(&m["state"].as_str().unwrap()));
         assert!(m["pid"].as_u64().unwrap() > 1);
         assert_eq!(m["restarts"].as_u64(), Some(0));
         assert!(m["uptime_ms"].is_u64());
@@ -36,7 +43,10 @@ fn three_examples_run_and_status_json_matches_the_schema() {
     assert_eq!(module(&status, "counter")["kind"], "reactor");
     assert_eq!(module(&status, "hello-command")["kind"], "command");
     // Guest output and log lines reach the supervisor's output, prefixed.
-    gateway.wait_log("[hello-command] hello from a command module on line 3", STARTUP);
+    gateway.wait_log(
+        "[hello-command] hello from a command module on line 3",
+        STARTUP,
+    );
     gateway.wait_log("[temp-alert] info: watching /sensor/temperature", STARTUP);
     gateway.wait_log("[counter] info: ticks=50", Duration::from_secs(10));
     // The human table names every module.
@@ -66,7 +76,11 @@ fn kill_9_restarts_only_that_worker_within_a_second() {
         "killed by signal 9 (SIGKILL)"
     );
     for other in ["temp-alert", "hello-command"] {
-        assert_eq!(pid(&after, other), pid(&before, other), "{other} was disturbed");
+        assert_eq!(
+            pid(&after, other),
+            pid(&before, other),
+            "{other} was disturbed"
+        );
         assert_eq!(module(&after, other)["restarts"], 0);
     }
 }
@@ -129,7 +143,9 @@ fn sigint_and_stop_command_also_exit_cleanly() {
     let (_g, mut gateway) = three_examples();
     gateway.signal(Signal::SIGINT);
     assert_eq!(
-        gateway.wait_exit(Duration::from_secs(2)).and_then(|s| s.code()),
+        gateway
+            .wait_exit(Duration::from_secs(2))
+            .and_then(|s| s.code()),
         Some(0)
     );
 
@@ -138,7 +154,9 @@ fn sigint_and_stop_command_also_exit_cleanly() {
     let (code, out, err) = gateway.cli(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
-        gateway.wait_exit(Duration::from_secs(2)).and_then(|s| s.code()),
+        gateway
+            .wait_exit(Duration::from_secs(2))
+            .and_then(|s| s.code()),
         Some(0)
     );
     assert!(children.iter().all(|p| !alive(*p)));
@@ -167,7 +185,11 @@ fn a_second_run_reuses_the_compile_cache() {
     g.add_policy("counter", &policy("counter", ""));
     let mut first = g.start();
     first.wait_running(&["counter"], STARTUP);
-    assert!(first.log().contains("module counter: compiled"), "{}", first.log());
+    assert!(
+        first.log().contains("module counter: compiled"),
+        "{}",
+        first.log()
+    );
     first.signal(Signal::SIGTERM);
     first.wait_exit(Duration::from_secs(2)).expect("exit");
 
@@ -199,7 +221,10 @@ fn run_marks_bad_modules_failed_and_runs_the_others() {
     let invalid = module(&status, "invalid");
     assert_eq!(invalid["state"], "failed");
     assert!(
-        invalid["last_error"].as_str().unwrap().contains("does not compile"),
+        invalid["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not compile"),
         "{invalid}"
     );
 }
@@ -207,10 +232,7 @@ fn run_marks_bad_modules_failed_and_runs_the_others() {
 #[test]
 fn a_worker_sending_a_malformed_frame_is_killed_and_reported() {
     let g = GatewayDir::new();
-    g.add_policy(
-        "rogue",
-        &policy("counter", "[restart]\npolicy = \"never\""),
-    );
+    g.add_policy("rogue", &policy("counter", "[restart]\npolicy = \"never\""));
     let rogue = bin("rogue-worker");
     let gateway = g.start_with(&[
         ("EDGEWARD_PROCESS_MODEL", "exec"),
@@ -219,7 +241,10 @@ fn a_worker_sending_a_malformed_frame_is_killed_and_reported() {
     let status = gateway.wait_for(STARTUP, "rogue failed", |s| {
         module(s, "rogue")["state"] == "failed"
     });
-    let error = module(&status, "rogue")["last_error"].as_str().unwrap().to_string();
+    let error = module(&status, "rogue")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         error.starts_with("protocol violation: malformed control frame"),
         "{error}"
@@ -267,13 +292,19 @@ fn a_module_refusing_to_start_is_reported_with_its_code() {
     let g = GatewayDir::new();
     g.add_policy(
         "refuser",
-        &policy("trap", "[wasi]\nargs = [\"--init-code\", \"-7\"]\n[restart]\npolicy = \"never\""),
+        &policy(
+            "trap",
+            "[wasi]\nargs = [\"--init-code\", \"-7\"]\n[restart]\npolicy = \"never\"",
+        ),
     );
     let gateway = g.start();
     let status = gateway.wait_for(STARTUP, "refuser failed", |s| {
         module(s, "refuser")["state"] == "failed"
     });
-    let error = module(&status, "refuser")["last_error"].as_str().unwrap().to_string();
+    let error = module(&status, "refuser")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.starts_with("ew_init returned -7"), "{error}");
     assert_eq!(module(&status, "refuser")["restarts"], 0);
 }

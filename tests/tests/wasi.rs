@@ -37,11 +37,17 @@ fn wasi_grants_are_exactly_the_policy() {
     assert_eq!(line("args"), "[probe] probe: args=[\"--line\", \"7\"]");
     // Only the granted variable: nothing leaks from the supervisor's environment.
     assert_eq!(line("env"), "[probe] probe: env=[\"LINE=3\"]");
-    assert_eq!(line("read /ro/input.txt"), "[probe] probe: read /ro/input.txt: ok sensor-42");
+    assert_eq!(
+        line("read /ro/input.txt"),
+        "[probe] probe: read /ro/input.txt: ok sensor-42"
+    );
     assert!(line("write /ro/new.txt").contains("denied"), "{log}");
     assert!(!ro.join("new.txt").exists());
     assert!(line("write /rw/out.txt").contains(": ok"), "{log}");
-    assert_eq!(std::fs::read_to_string(rw.join("out.txt")).unwrap(), "written by the guest");
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out.txt")).unwrap(),
+        "written by the guest"
+    );
     assert!(line("read /etc/passwd").contains("denied"), "{log}");
     assert!(line("read /ro/../secret.txt").contains("denied"), "{log}");
 }

@@ -11,7 +11,11 @@ pub fn describe_trap(export: &str, error: &wasmtime::Error) -> (String, String) 
     };
     let backtrace = error.downcast_ref::<WasmBacktrace>();
     let function = backtrace
-        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name().map(str::to_owned)))
+        .and_then(|bt| {
+            bt.frames()
+                .iter()
+                .find_map(|f| f.func_name().map(str::to_owned))
+        })
         .unwrap_or_else(|| export.to_string());
     let headline = if matches!(error.downcast_ref::<Trap>(), Some(Trap::StackOverflow)) {
         format!("stack overflow in {function}")

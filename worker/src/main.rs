@@ -74,11 +74,10 @@ fn serve() -> i32 {
 
 /// Takes ownership of fd 3, checking that it is a socket.
 fn take_control_fd() -> OwnedFd {
-    // SAFETY: fstat only writes into `st`, a properly sized local.
-    let is_socket = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(CONTROL_FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
-    };
+    use std::os::unix::fs::FileTypeExt;
+    // /proc/self/fd/N stats the open file itself.
+    let is_socket = std::fs::metadata(format!("/proc/self/fd/{CONTROL_FD}"))
+        .is_ok_and(|m| m.file_type().is_socket());
     match is_socket {
         true => {}
         false => {

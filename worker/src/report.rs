@@ -27,7 +27,10 @@ impl Reporter {
     /// worker then has no reason to live.
     pub fn send(&self, message: &FromWorker) {
         if let Err(e) = frame::send(&self.socket, message, &[]) {
-            eprintln!("edgeward-worker[{}]: supervisor unreachable ({e}); exiting", self.module);
+            eprintln!(
+                "edgeward-worker[{}]: supervisor unreachable ({e}); exiting",
+                self.module
+            );
             std::process::exit(crate::exit_code::SUPERVISOR_GONE);
         }
     }

@@ -17,12 +17,12 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use wasmtime::bail;
-use wasmtime::error::Context;
 use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::zygote::{FromZygote, ToZygote};
 use edgeward_ipc::PROTOCOL_VERSION;
 use nix::unistd::{fork, ForkResult, Pid};
+use wasmtime::bail;
+use wasmtime::error::Context;
 
 use crate::exit_code;
 use crate::module::{self, Prepared};
@@ -129,7 +129,9 @@ fn spawn(
             // zygote's destructors or atexit handlers a second time.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child: intermediate } => {
+        ForkResult::Parent {
+            child: intermediate,
+        } => {
             drop(pid_write);
             drop(control);
             drop(output);

@@ -131,7 +131,9 @@ macro_rules! module {
         #[no_mangle]
         pub extern "C" fn ew_on_tick(now_ns: i64) -> i32 {
             match __EDGEWARD_MODULE.0.borrow_mut().as_mut() {
-                Some(module) => $crate::__private::code($crate::Module::on_tick(module, now_ns as u64)),
+                Some(module) => {
+                    $crate::__private::code($crate::Module::on_tick(module, now_ns as u64))
+                }
                 None => $crate::error::INVALID,
             }
         }

@@ -27,7 +27,8 @@ pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
     stream.write_all(line.as_bytes())?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
-    serde_json::from_str(&answer).with_context(|| format!("malformed answer from edgeward: {answer:?}"))
+    serde_json::from_str(&answer)
+        .with_context(|| format!("malformed answer from edgeward: {answer:?}"))
 }
 
 /// `edgeward status [--json]`.

@@ -20,7 +20,11 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct ControlArg {
     /// Control socket of the running supervisor.
-    #[arg(long, env = "EDGEWARD_CONTROL", default_value = "/run/edgeward/control.sock")]
+    #[arg(
+        long,
+        env = "EDGEWARD_CONTROL",
+        default_value = "/run/edgeward/control.sock"
+    )]
     pub control: PathBuf,
 }
 
@@ -30,7 +34,11 @@ pub enum Command {
     /// Run the supervisor in the foreground (it can be PID 1).
     Run {
         /// Directory of policy files (one *.toml per module).
-        #[arg(long, env = "EDGEWARD_POLICIES", default_value = "/etc/edgeward/policies")]
+        #[arg(
+            long,
+            env = "EDGEWARD_POLICIES",
+            default_value = "/etc/edgeward/policies"
+        )]
         policies: PathBuf,
         /// State directory (compile cache, snapshots).
         #[arg(long, env = "EDGEWARD_STATE", default_value = "/var/lib/edgeward")]
@@ -47,7 +55,11 @@ pub enum Command {
     /// Validate every policy and module; exit 0 if all are valid, 1 otherwise.
     Check {
         /// Directory of policy files.
-        #[arg(long, env = "EDGEWARD_POLICIES", default_value = "/etc/edgeward/policies")]
+        #[arg(
+            long,
+            env = "EDGEWARD_POLICIES",
+            default_value = "/etc/edgeward/policies"
+        )]
         policies: PathBuf,
     },
     /// Show every module: a table, or the stable JSON with --json.

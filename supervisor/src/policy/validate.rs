@@ -35,11 +35,7 @@ pub(super) fn parse(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<P
             return Err(errors);
         }
     };
-    let mut v = Validator {
-        file,
-        text,
-        errors,
-    };
+    let mut v = Validator { file, text, errors };
     let policy = v.policy(name, raw);
     if v.errors.is_empty() {
         Ok(policy)
@@ -225,17 +221,35 @@ impl Validator<'_> {
             let host = std::fs::canonicalize(&host).unwrap_or(host);
             if !host.is_dir() {
                 let reason = format!("wasi.dirs host \"{}\" is not an existing directory", d.host);
-                self.error(&entry, "wasi.dirs.host", reason, "create it (mkdir -p) or fix the path");
+                self.error(
+                    &entry,
+                    "wasi.dirs.host",
+                    reason,
+                    "create it (mkdir -p) or fix the path",
+                );
                 continue;
             }
             if !d.guest.starts_with('/') || d.guest.split('/').any(|c| c == "..") {
-                let reason = format!("wasi.dirs guest \"{}\" must be an absolute path without \"..\"", d.guest);
-                self.error(&entry, "wasi.dirs.guest", reason, "use a path such as /data");
+                let reason = format!(
+                    "wasi.dirs guest \"{}\" must be an absolute path without \"..\"",
+                    d.guest
+                );
+                self.error(
+                    &entry,
+                    "wasi.dirs.guest",
+                    reason,
+                    "use a path such as /data",
+                );
                 continue;
             }
             if !guests.insert(d.guest.clone()) {
                 let reason = format!("wasi.dirs guest \"{}\" is granted twice", d.guest);
-                self.error(&entry, "wasi.dirs.guest", reason, "keep one entry per guest path");
+                self.error(
+                    &entry,
+                    "wasi.dirs.guest",
+                    reason,
+                    "keep one entry per guest path",
+                );
                 continue;
             }
             dirs.push(Dir {
@@ -252,7 +266,10 @@ impl Validator<'_> {
         let subscribe = self.channel_names(raw.subscribe, "channels.subscribe");
         let capacity_kib = match raw.capacity_kib {
             Some(c) if !(4..=65536).contains(c.get_ref()) || !c.get_ref().is_power_of_two() => {
-                let reason = format!("channels.capacity_kib = {} is not a power of two in 4..=65536", c.get_ref());
+                let reason = format!(
+                    "channels.capacity_kib = {} is not a power of two in 4..=65536",
+                    c.get_ref()
+                );
                 self.error(&c, "channels.capacity_kib", reason, "use e.g. 64");
                 64
             }
@@ -265,7 +282,12 @@ impl Validator<'_> {
                     "channels.max_message_kib = {} must be between 1 and half of capacity_kib ({capacity_kib})",
                     m.get_ref()
                 );
-                self.error(&m, "channels.max_message_kib", reason, "lower it or raise capacity_kib");
+                self.error(
+                    &m,
+                    "channels.max_message_kib",
+                    reason,
+                    "lower it or raise capacity_kib",
+                );
                 16.min(capacity_kib / 2)
             }
             Some(m) => m.into_inner(),
@@ -277,7 +299,12 @@ impl Validator<'_> {
                 Some(mode) => mode,
                 None => {
                     let reason = format!("channels.wait = \"{}\" is not a wait mode", w.get_ref());
-                    self.error(&w, "channels.wait", reason, "use \"park\" or \"spin:<µs>\" with 1..=10000 µs, e.g. \"spin:50\"");
+                    self.error(
+                        &w,
+                        "channels.wait",
+                        reason,
+                        "use \"park\" or \"spin:<µs>\" with 1..=10000 µs, e.g. \"spin:50\"",
+                    );
                     WaitMode::Park
                 }
             },
@@ -298,7 +325,12 @@ impl Validator<'_> {
         for name in raw {
             if !valid_name(name.get_ref()) {
                 let reason = format!("channel name \"{}\" is not allowed", name.get_ref());
-                self.error(&name, key, reason, "use lower-case letters, digits, '-' and '_' (at most 63)");
+                self.error(
+                    &name,
+                    key,
+                    reason,
+                    "use lower-case letters, digits, '-' and '_' (at most 63)",
+                );
             } else if !seen.insert(name.get_ref().clone()) {
                 let reason = format!("channel \"{}\" is listed twice", name.get_ref());
                 self.error(&name, key, reason, "list each channel once");
@@ -311,10 +343,34 @@ impl Validator<'_> {
 
     fn resources(&mut self, raw: schema::ResourcesSection) -> Resources {
         Resources {
-            memory_mib: self.number(raw.memory_mib, "resources.memory_mib", 32, 1..=65536, "give the guest's memory cap in MiB, e.g. 32"),
-            cpu_percent: self.number(raw.cpu_percent, "resources.cpu_percent", 25, 1..=6400, "give percent of one core, e.g. 25 (200 = two cores)"),
-            pids: self.number(raw.pids, "resources.pids", 8, 1..=4096, "give the number of processes/threads, e.g. 8"),
-            call_budget_ms: self.number(raw.call_budget_ms, "resources.call_budget_ms", 20, 1..=60_000, "give the budget of one guest call in ms, e.g. 20"),
+            memory_mib: self.number(
+                raw.memory_mib,
+                "resources.memory_mib",
+                32,
+                1..=65536,
+                "give the guest's memory cap in MiB, e.g. 32",
+            ),
+            cpu_percent: self.number(
+                raw.cpu_percent,
+                "resources.cpu_percent",
+                25,
+                1..=6400,
+                "give percent of one core, e.g. 25 (200 = two cores)",
+            ),
+            pids: self.number(
+                raw.pids,
+                "resources.pids",
+                8,
+                1..=4096,
+                "give the number of processes/threads, e.g. 8",
+            ),
+            call_budget_ms: self.number(
+                raw.call_budget_ms,
+                "resources.call_budget_ms",
+                20,
+                1..=60_000,
+                "give the budget of one guest call in ms, e.g. 20",
+            ),
         }
     }
 
@@ -325,7 +381,12 @@ impl Validator<'_> {
                 [min, max] if 1 <= *min && min <= max && *max <= 3_600_000 => (*min, *max),
                 other => {
                     let reason = format!("restart.backoff_ms = {other:?} is not [min, max] with 1 <= min <= max <= 3600000");
-                    self.error(&b, "restart.backoff_ms", reason, "use two numbers of milliseconds, e.g. [5, 5000]");
+                    self.error(
+                        &b,
+                        "restart.backoff_ms",
+                        reason,
+                        "use two numbers of milliseconds, e.g. [5, 5000]",
+                    );
                     (5, 5000)
                 }
             },
@@ -336,7 +397,12 @@ impl Validator<'_> {
                 (i.get_ref().max, i.get_ref().window_s)
             }
             Some(i) => {
-                self.error(&i, "restart.intensity", "restart.intensity needs max >= 1 and window_s >= 1".into(), "e.g. { max = 5, window_s = 60 }");
+                self.error(
+                    &i,
+                    "restart.intensity",
+                    "restart.intensity needs max >= 1 and window_s >= 1".into(),
+                    "e.g. { max = 5, window_s = 60 }",
+                );
                 (5, 60)
             }
         };
@@ -356,7 +422,9 @@ fn parse_wait(text: &str) -> Option<WaitMode> {
         return Some(WaitMode::Park);
     }
     let micros: u32 = text.strip_prefix("spin:")?.parse().ok()?;
-    (1..=10_000).contains(&micros).then_some(WaitMode::Spin { micros })
+    (1..=10_000)
+        .contains(&micros)
+        .then_some(WaitMode::Spin { micros })
 }
 
 /// Module and channel names: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -393,7 +461,14 @@ fn from_toml_error(file: &Path, text: &str, e: &toml::de::Error) -> PolicyError 
             None if expected.is_empty() => "remove it (see docs/policy.md)".to_string(),
             None => format!("remove it; known keys here: {}", expected.join(", ")),
         };
-        return PolicyError::at(file, text, at, dotted(field), format!("unknown key \"{field}\" {place}"), fix);
+        return PolicyError::at(
+            file,
+            text,
+            at,
+            dotted(field),
+            format!("unknown key \"{field}\" {place}"),
+            fix,
+        );
     }
     if message.starts_with("missing field") {
         let field = quoted.first().copied().unwrap_or("?");
@@ -402,7 +477,14 @@ fn from_toml_error(file: &Path, text: &str, e: &toml::de::Error) -> PolicyError 
         } else {
             format!("add {field} = ... {place} (see docs/policy.md)")
         };
-        return PolicyError::at(file, text, at, dotted(field), format!("missing key \"{field}\" {place}"), fix);
+        return PolicyError::at(
+            file,
+            text,
+            at,
+            dotted(field),
+            format!("missing key \"{field}\" {place}"),
+            fix,
+        );
     }
     let key = key_at(text, at);
     if message.starts_with("unknown variant") {
@@ -412,12 +494,36 @@ fn from_toml_error(file: &Path, text: &str, e: &toml::de::Error) -> PolicyError 
             Some(s) => format!("did you mean \"{s}\"?"),
             None => format!("use one of: {}", expected.join(", ")),
         };
-        return PolicyError::at(file, text, at, dotted(&key), format!("\"{value}\" is not a valid value for {}", dotted(&key)), fix);
+        return PolicyError::at(
+            file,
+            text,
+            at,
+            dotted(&key),
+            format!("\"{value}\" is not a valid value for {}", dotted(&key)),
+            fix,
+        );
     }
-    if message.starts_with("invalid type") || message.starts_with("invalid value") || message.starts_with("invalid length") {
-        return PolicyError::at(file, text, at, dotted(&key), format!("wrong type for {}: {message}", dotted(&key)), "see docs/policy.md for the key's type and an example");
+    if message.starts_with("invalid type")
+        || message.starts_with("invalid value")
+        || message.starts_with("invalid length")
+    {
+        return PolicyError::at(
+            file,
+            text,
+            at,
+            dotted(&key),
+            format!("wrong type for {}: {message}", dotted(&key)),
+            "see docs/policy.md for the key's type and an example",
+        );
     }
-    PolicyError::at(file, text, at, "", format!("not valid TOML: {}", message.trim()), "fix the syntax at this position")
+    PolicyError::at(
+        file,
+        text,
+        at,
+        "",
+        format!("not valid TOML: {}", message.trim()),
+        "fix the syntax at this position",
+    )
 }
 
 /// The words between backticks in a serde message, in order.
@@ -442,7 +548,12 @@ fn key_at(text: &str, at: usize) -> String {
     let at = text.floor_char_boundary(at.min(text.len()));
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("");
-    line.split('=').next().unwrap_or("").trim().trim_matches('"').to_string()
+    line.split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_string()
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::super::PolicyError;
 use super::super::Policy;
+use super::super::PolicyError;
 use crate::policy::{load_file, DirMode, OnFull, RestartPolicy, WaitMode};
 
 struct Fixture {
@@ -26,7 +26,9 @@ impl Fixture {
 
     fn errors(&self, name: &str, text: &str) -> Vec<PolicyError> {
         let path = self.write(name, text);
-        load_file(&path).result.expect_err("policy should be rejected")
+        load_file(&path)
+            .result
+            .expect_err("policy should be rejected")
     }
 
     fn ok(&self, name: &str, text: &str) -> Policy {
@@ -42,7 +44,10 @@ fn minimal_policy_gets_documented_defaults() {
     let f = Fixture::new();
     let p = f.ok("alarm.toml", MINIMAL);
     assert_eq!(p.name, "alarm");
-    assert_eq!(p.wasm, std::fs::canonicalize(f.dir.path().join("m.wasm")).unwrap());
+    assert_eq!(
+        p.wasm,
+        std::fs::canonicalize(f.dir.path().join("m.wasm")).unwrap()
+    );
     assert_eq!(p.wasm_sha256.len(), 64);
     assert!(p.args.is_empty() && p.env.is_empty() && p.dirs.is_empty());
     assert_eq!(p.resources.memory_mib, 32);
@@ -51,8 +56,14 @@ fn minimal_policy_gets_documented_defaults() {
     assert_eq!(p.resources.call_budget_ms, 20);
     assert_eq!(p.tick_us, 0);
     assert_eq!(p.restart.policy, RestartPolicy::OnFailure);
-    assert_eq!((p.restart.backoff_min_ms, p.restart.backoff_max_ms), (5, 5000));
-    assert_eq!((p.restart.intensity_max, p.restart.intensity_window_s), (5, 60));
+    assert_eq!(
+        (p.restart.backoff_min_ms, p.restart.backoff_max_ms),
+        (5, 5000)
+    );
+    assert_eq!(
+        (p.restart.intensity_max, p.restart.intensity_window_s),
+        (5, 60)
+    );
     assert_eq!(p.channels.capacity_kib, 64);
     assert_eq!(p.channels.max_message_kib, 16);
     assert_eq!(p.channels.on_full, OnFull::Block);
@@ -138,35 +149,66 @@ fn unknown_key_names_file_line_column_and_suggests() {
 #[test]
 fn unknown_section_is_reported() {
     let f = Fixture::new();
-    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\"\n[resorces]\npids = 2\n");
+    let errors = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resorces]\npids = 2\n",
+    );
     assert_eq!(errors[0].line, 3);
-    assert!(errors[0].reason.contains("unknown key \"resorces\""), "{}", errors[0]);
-    assert!(errors[0].fix.contains("did you mean \"resources\""), "{}", errors[0]);
+    assert!(
+        errors[0].reason.contains("unknown key \"resorces\""),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].fix.contains("did you mean \"resources\""),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn wrong_type_names_the_key() {
     let f = Fixture::new();
-    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\"\n[resources]\nmemory_mib = \"lots\"\n");
+    let errors = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\nmemory_mib = \"lots\"\n",
+    );
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].line, errors[0].col), (4, 14));
     assert_eq!(errors[0].key, "resources.memory_mib");
-    assert!(errors[0].reason.starts_with("wrong type for resources.memory_mib"), "{}", errors[0]);
+    assert!(
+        errors[0]
+            .reason
+            .starts_with("wrong type for resources.memory_mib"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn unknown_enum_value_lists_the_choices() {
     let f = Fixture::new();
-    let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\"\n[restart]\npolicy = \"on_failure\"\n");
+    let errors = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[restart]\npolicy = \"on_failure\"\n",
+    );
     assert_eq!(errors[0].line, 4);
-    assert!(errors[0].fix.contains("did you mean \"on-failure\""), "{}", errors[0]);
+    assert!(
+        errors[0].fix.contains("did you mean \"on-failure\""),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn missing_module_table_says_what_to_add() {
     let f = Fixture::new();
     let errors = f.errors("a.toml", "[resources]\npids = 2\n");
-    assert!(errors[0].reason.contains("missing key \"module\""), "{}", errors[0]);
+    assert!(
+        errors[0].reason.contains("missing key \"module\""),
+        "{}",
+        errors[0]
+    );
     assert!(errors[0].fix.contains("[module]"), "{}", errors[0]);
 }
 
@@ -175,7 +217,11 @@ fn syntax_error_is_located() {
     let f = Fixture::new();
     let errors = f.errors("a.toml", "[module]\nwasm = \"m.wasm\n");
     assert_eq!(errors[0].line, 2);
-    assert!(errors[0].reason.starts_with("not valid TOML"), "{}", errors[0]);
+    assert!(
+        errors[0].reason.starts_with("not valid TOML"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
@@ -186,19 +232,33 @@ fn missing_wasm_file_points_at_the_key() {
     assert_eq!((errors[0].line, errors[0].col), (3, 8));
     assert_eq!(errors[0].key, "module.wasm");
     assert!(errors[0].reason.contains("nope.wasm"), "{}", errors[0]);
-    assert!(errors[0].fix.contains("relative to the policy file"), "{}", errors[0]);
+    assert!(
+        errors[0].fix.contains("relative to the policy file"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn sha256_pin_mismatch_is_refused() {
     let f = Fixture::new();
     let pin = "0".repeat(64);
-    let errors = f.errors("a.toml", &format!("[module]\nwasm = \"m.wasm\"\nsha256 = \"{pin}\"\n"));
+    let errors = f.errors(
+        "a.toml",
+        &format!("[module]\nwasm = \"m.wasm\"\nsha256 = \"{pin}\"\n"),
+    );
     assert_eq!(errors[0].line, 3);
-    assert!(errors[0].reason.starts_with("sha256 pin mismatch"), "{}", errors[0]);
+    assert!(
+        errors[0].reason.starts_with("sha256 pin mismatch"),
+        "{}",
+        errors[0]
+    );
     // The right pin is accepted.
     let good = f.ok("b.toml", MINIMAL).wasm_sha256;
-    f.ok("c.toml", &format!("[module]\nwasm = \"m.wasm\"\nsha256 = \"{good}\"\n"));
+    f.ok(
+        "c.toml",
+        &format!("[module]\nwasm = \"m.wasm\"\nsha256 = \"{good}\"\n"),
+    );
 }
 
 #[test]
@@ -237,7 +297,10 @@ tick_us = 5
     ] {
         assert!(keys.contains(&key), "no error for {key}: {keys:?}");
     }
-    let memory = errors.iter().find(|e| e.key == "resources.memory_mib").unwrap();
+    let memory = errors
+        .iter()
+        .find(|e| e.key == "resources.memory_mib")
+        .unwrap();
     assert_eq!(memory.line, 10);
     assert!(errors.iter().all(|e| e.line > 0 && !e.fix.is_empty()));
 }
@@ -266,7 +329,10 @@ fn load_dir_reads_only_toml_files_in_order() {
 #[test]
 fn suggestions_need_a_close_match() {
     use crate::policy::error::did_you_mean;
-    assert_eq!(did_you_mean("memroy_mib", &["memory_mib", "pids"]), Some("memory_mib"));
+    assert_eq!(
+        did_you_mean("memroy_mib", &["memory_mib", "pids"]),
+        Some("memory_mib")
+    );
     assert_eq!(did_you_mean("tick", &["tick_us"]), None);
     assert_eq!(did_you_mean("zzzz", &["memory_mib", "pids"]), None);
 }

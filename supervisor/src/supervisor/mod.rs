@@ -177,17 +177,20 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
                 let wasm = slot.policy.as_ref().map(|p| p.wasm.display().to_string());
                 say!("module {}: {reason}", slot.name);
                 slot.state = State::Failed;
-                slot.last_error = Some(format!(
-                    "wasm {} {reason}",
-                    wasm.unwrap_or_default()
-                ));
+                slot.last_error = Some(format!("wasm {} {reason}", wasm.unwrap_or_default()));
             }
         }
     }
 
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
-    epoll.add(signals.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.encode()))?;
-    epoll.add(control.fd(), EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()))?;
+    epoll.add(
+        signals.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.encode()),
+    )?;
+    epoll.add(
+        control.fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
+    )?;
 
     let mut supervisor = Supervisor {
         options,
@@ -327,7 +330,9 @@ impl Supervisor {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match nix::sys::signal::Signal::try_from(info.ssi_signo as i32) {
                 Ok(nix::sys::signal::Signal::SIGCHLD) => self.reap(),
-                Ok(sig @ (nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGINT)) => {
+                Ok(
+                    sig @ (nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGINT),
+                ) => {
                     say!("{sig}: stopping all modules");
                     self.begin_shutdown();
                 }

@@ -41,10 +41,24 @@ impl Supervisor {
                 slot.state = State::Starting;
                 let slot_index = i;
                 if let Some(fd) = &worker.control {
-                    super::watch(&self.epoll, fd, Token::WorkerControl { slot: slot_index, generation });
+                    super::watch(
+                        &self.epoll,
+                        fd,
+                        Token::WorkerControl {
+                            slot: slot_index,
+                            generation,
+                        },
+                    );
                 }
                 if let Some(out) = &worker.output {
-                    super::watch(&self.epoll, &out.fd, Token::WorkerOutput { slot: slot_index, generation });
+                    super::watch(
+                        &self.epoll,
+                        &out.fd,
+                        Token::WorkerOutput {
+                            slot: slot_index,
+                            generation,
+                        },
+                    );
                 }
                 self.slots[i].worker = Some(worker);
             }
@@ -225,7 +239,11 @@ impl Supervisor {
             super::unwatch(&self.epoll, &output.fd);
         }
         let clean = matches!(status, WaitStatus::Exited(_, 0)) && worker.killed_because.is_none();
-        let ending = if clean { Ending::Clean } else { Ending::Failure };
+        let ending = if clean {
+            Ending::Clean
+        } else {
+            Ending::Failure
+        };
         if !clean {
             slot.last_error = Some(
                 worker
@@ -274,7 +292,8 @@ impl Supervisor {
                 slot.state = State::Failed;
                 if intensity_exceeded {
                     let rules = slot.policy.as_ref().map(|p| p.restart);
-                    let (max, window) = rules.map_or((0, 0), |r| (r.intensity_max, r.intensity_window_s));
+                    let (max, window) =
+                        rules.map_or((0, 0), |r| (r.intensity_max, r.intensity_window_s));
                     let last = slot.last_error.take().unwrap_or_default();
                     slot.last_error = Some(format!(
                         "{last} (gave up: more than {max} restarts in {window} s; `edgeward restart {}` to try again)",

@@ -1,2 +1,356 @@
-//! placeholder
-fn main() {}
+//! `scripts/bench [SUITE] [--json]`: edgeward's figures beside baselines
+//! measured in the same run on the same machine.
+//!
+//! Each figure is one line: `{"bench","value","unit","baseline","baseline_value","ratio"}`
+//! with `--json`, an aligned table otherwise. Suites: `start` (start-up and
+//! memory of 32 modules). With no suite, all suites run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use edgeward_tests::{bin, children_of, guest, policy, GatewayDir};
+use serde::Serialize;
+
+/// Modules per gateway in the start suite (the field report's count).
+const MODULES: usize = 32;
+/// Timed start-ups per configuration (the median is reported).
+const RUNS: usize = 5;
+/// Idle time before memory is read, so start-up transients are gone.
+const SETTLE: Duration = Duration::from_millis(1000);
+
+#[derive(Serialize)]
+struct Figure {
+    bench: String,
+    value: f64,
+    unit: &'static str,
+    baseline: Option<String>,
+    baseline_value: Option<f64>,
+    ratio: Option<f64>,
+}
+
+fn figure(bench: &str, value: f64, unit: &'static str, baseline: Option<(&str, f64)>) -> Figure {
+    Figure {
+        bench: bench.to_string(),
+        value: round(value),
+        unit,
+        baseline: baseline.map(|(n, _)| n.to_string()),
+        baseline_value: baseline.map(|(_, v)| round(v)),
+        ratio: baseline.map(|(_, v)| round(value / v)),
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let suites: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let all = suites.is_empty() || suites.contains(&"all");
+    let mut figures = Vec::new();
+    for suite in &suites {
+        if !["all", "start"].contains(suite) {
+            eprintln!("unknown suite {suite:?}; suites: start (default: all)");
+            std::process::exit(2);
+        }
+    }
+    if all || suites.contains(&"start") {
+        figures.extend(start_suite(json));
+    }
+    for f in &figures {
+        if json {
+            println!("{}", serde_json::to_string(f).expect("serialize"));
+        }
+    }
+    if !json {
+        println!(
+            "{:<28} {:>12} {:<6} {:<28} {:>12} {:>8}",
+            "bench", "value", "unit", "baseline", "baseline", "ratio"
+        );
+        for f in &figures {
+            println!(
+                "{:<28} {:>12} {:<6} {:<28} {:>12} {:>8}",
+                f.bench,
+                f.value,
+                f.unit,
+                f.baseline.as_deref().unwrap_or("-"),
+                f.baseline_value.map_or("-".into(), |v| v.to_string()),
+                f.ratio.map_or("-".into(), |v| v.to_string())
+            );
+        }
+    }
+}
+
+fn progress(json: bool, what: &str) {
+    if !json {
+        eprintln!("bench: {what}");
+    }
+}
+
+fn start_suite(json: bool) -> Vec<Figure> {
+    progress(
+        json,
+        "baseline: 32 `wasmtime run` of a precompiled idle Rust command",
+    );
+    let base = wasmtime_run_32();
+    progress(json, "edgeward, fork-server workers: 32 x counter");
+    let zygote = gateway_32("counter", "zygote");
+    progress(json, "edgeward, exec-per-worker: 32 x counter");
+    let exec = gateway_32("counter", "exec");
+    progress(json, "edgeward, fork-server workers: 32 x idle command");
+    let command = gateway_32("idle_command", "zygote");
+    let b_start = Some(("wasmtime_run_start32_ms", base.start_ms));
+    let b_uss = Some(("wasmtime_run_uss_kib", base.uss_kib));
+    let b_pss = Some(("wasmtime_run_pss_kib", base.pss_kib));
+    vec![
+        figure("start32_ms", zygote.start_ms, "ms", b_start),
+        figure("uss_idle_rust_kib", zygote.uss_kib, "KiB", b_uss),
+        figure("pss_idle_rust_kib", zygote.pss_kib, "KiB", b_pss),
+        figure("start32_exec_ms", exec.start_ms, "ms", b_start),
+        figure("uss_idle_rust_exec_kib", exec.uss_kib, "KiB", b_uss),
+        figure("pss_idle_rust_exec_kib", exec.pss_kib, "KiB", b_pss),
+        figure("start32_command_ms", command.start_ms, "ms", b_start),
+        figure("uss_idle_command_kib", command.uss_kib, "KiB", b_uss),
+        figure("pss_idle_command_kib", command.pss_kib, "KiB", b_pss),
+        figure("zygote_uss_kib", zygote.zygote_uss_kib, "KiB", None),
+        figure("supervisor_uss_kib", zygote.supervisor_uss_kib, "KiB", None),
+    ]
+}
+
+struct StartFigures {
+    start_ms: f64,
+    uss_kib: f64,
+    pss_kib: f64,
+    zygote_uss_kib: f64,
+    supervisor_uss_kib: f64,
+}
+
+/// Private (USS) and proportional (PSS) memory of a process, KiB.
+fn memory_kib(pid: i32) -> (f64, f64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        field("Private_Clean:") + field("Private_Dirty:"),
+        field("Pss:"),
+    )
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Starts `edgeward run` on `dir` and returns it with the instant its
+/// "all N module(s) ready" line appeared (measured from just before spawn).
+fn timed_start(dir: &GatewayDir, model: &str) -> (Child, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(bin("edgeward"))
+        .arg("run")
+        .arg("--policies")
+        .arg(dir.policies())
+        .arg("--state")
+        .arg(dir.state())
+        .arg("--control")
+        .arg(dir.control())
+        .env("EDGEWARD_PROCESS_MODEL", model)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start edgeward");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let needle = format!("all {MODULES} module(s) ready");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&needle) {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("edgeward did not report all modules ready within 60 s");
+    (child, ready - start)
+}
+
+fn stop(mut child: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+fn gateway_32(guest_name: &str, model: &str) -> StartFigures {
+    let dir = GatewayDir::new();
+    for i in 0..MODULES {
+        dir.add_policy(
+            &format!("m{i:02}"),
+            &policy(guest_name, "[resources]\nmemory_mib = 16"),
+        );
+    }
+    // Warm the compile cache (and the page cache) once.
+    let (child, _) = timed_start(&dir, model);
+    stop(child);
+    let mut times = Vec::new();
+    let mut last = None;
+    for run in 0..RUNS {
+        let (child, took) = timed_start(&dir, model);
+        times.push(took.as_secs_f64() * 1000.0);
+        if run + 1 == RUNS {
+            last = Some(child);
+        } else {
+            stop(child);
+        }
+    }
+    let child = last.expect("at least one run");
+    std::thread::sleep(SETTLE);
+    let supervisor = child.id() as i32;
+    let children = children_of(supervisor);
+    let workers: Vec<i32> = children
+        .iter()
+        .copied()
+        .filter(|p| comm(*p).starts_with("ew:"))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        MODULES,
+        "expected {MODULES} workers, found {children:?}"
+    );
+    let zygote_uss: f64 = children
+        .iter()
+        .filter(|p| !workers.contains(p))
+        .map(|p| memory_kib(*p).0)
+        .sum();
+    let (uss, pss): (Vec<f64>, Vec<f64>) = workers.iter().map(|p| memory_kib(*p)).unzip();
+    let figures = StartFigures {
+        start_ms: median(times),
+        uss_kib: mean(&uss),
+        pss_kib: mean(&pss),
+        zygote_uss_kib: zygote_uss,
+        supervisor_uss_kib: memory_kib(supervisor).0,
+    };
+    stop(child);
+    figures
+}
+
+fn wasmtime_cli() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGEWARD_WASMTIME") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var_os("EDGEWARD_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/edgeward/tools")
+        });
+    let path = tools.join("bin/wasmtime");
+    assert!(
+        path.exists(),
+        "wasmtime CLI not found at {} (scripts/setup installs it; or set EDGEWARD_WASMTIME)",
+        path.display()
+    );
+    path
+}
+
+/// The baseline: 32 `wasmtime run` processes of a precompiled idle Rust
+/// command module, started together; ready when each printed `ready`.
+fn wasmtime_run_32() -> StartFigures {
+    let wasmtime = wasmtime_cli();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cwasm = tmp.path().join("idle.cwasm");
+    let status = Command::new(&wasmtime)
+        .arg("compile")
+        .arg(guest("idle_command"))
+        .arg("-o")
+        .arg(&cwasm)
+        .status()
+        .expect("wasmtime compile");
+    assert!(status.success(), "wasmtime compile failed");
+    let mut times = Vec::new();
+    let mut memory = (Vec::new(), Vec::new());
+    for run in 0..=RUNS {
+        let (children, took) = start_wasmtime_32(&wasmtime, &cwasm);
+        if run > 0 {
+            // Run 0 warms the page cache.
+            times.push(took.as_secs_f64() * 1000.0);
+        }
+        if run == RUNS {
+            std::thread::sleep(SETTLE);
+            for c in &children {
+                let (u, p) = memory_kib(c.id() as i32);
+                memory.0.push(u);
+                memory.1.push(p);
+            }
+        }
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    StartFigures {
+        start_ms: median(times),
+        uss_kib: mean(&memory.0),
+        pss_kib: mean(&memory.1),
+        zygote_uss_kib: 0.0,
+        supervisor_uss_kib: 0.0,
+    }
+}
+
+fn start_wasmtime_32(wasmtime: &Path, cwasm: &Path) -> (Vec<Child>, Duration) {
+    let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..MODULES {
+        let mut child = Command::new(wasmtime)
+            .arg("run")
+            .arg("--allow-precompiled")
+            .arg(cwasm)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmtime run");
+        let stdout = child.stdout.take().expect("stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if BufReader::new(stdout).read_line(&mut line).is_ok() && line.starts_with("ready") {
+                let _ = tx.send(Instant::now());
+            }
+        });
+        children.push(child);
+    }
+    let mut last = start;
+    for _ in 0..MODULES {
+        last = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a wasmtime run did not print ready");
+    }
+    (children, last - start)
+}

@@ -6,8 +6,8 @@
 //! the worker's own, which the supervisor reads and prefixes with the module
 //! name.
 
-use wasmtime::error::Context;
 use edgeward_ipc::control::Init;
+use wasmtime::error::Context;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 

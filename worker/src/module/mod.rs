@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use wasmtime::error::Context;
 use edgeward_ipc::control::{FaultKind, FromWorker, Init, ModuleKind, Stats, ToWorker};
 use edgeward_ipc::{frame, PROTOCOL_VERSION};
+use wasmtime::error::Context;
 use wasmtime::{Engine, Instance, Linker, Module, Store, StoreLimitsBuilder};
 
 use crate::exit_code;
@@ -84,6 +84,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         }
         Err(_) => return exit_code::SUPERVISOR_GONE,
     };
+    crate::zygote::set_process_name(&init.module);
     let reporter = Arc::new(Reporter::new(control, init.module.clone()));
     if init.protocol_version != PROTOCOL_VERSION {
         reporter.fault(

@@ -73,9 +73,10 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter) -> i32 {
     let timer = if init.tick_us > 0 && on_tick.is_some() {
         match tick_timer(init.tick_us) {
             Ok(timer) => {
-                if let Err(e) =
-                    epoll.add(timer.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TICK))
-                {
+                if let Err(e) = epoll.add(
+                    timer.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TICK),
+                ) {
                     return load_fault(reporter, format!("epoll_ctl(timer): {e}"));
                 }
                 Some(timer)
@@ -155,10 +156,9 @@ fn typed_export<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
 ) -> Result<Option<TypedFunc<P, R>>, String> {
     match instance.get_func(&mut *store, name) {
         None => Ok(None),
-        Some(func) => func
-            .typed::<P, R>(&*store)
-            .map(Some)
-            .map_err(|e| format!("export {name} has the wrong signature: {e:#} (see docs/guest-abi.md)")),
+        Some(func) => func.typed::<P, R>(&*store).map(Some).map_err(|e| {
+            format!("export {name} has the wrong signature: {e:#} (see docs/guest-abi.md)")
+        }),
     }
 }
 

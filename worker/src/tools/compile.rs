@@ -11,7 +11,9 @@ pub fn run(input: &str, output: &str) -> wasmtime::Result<()> {
     let engine = crate::engine::build()?;
     let wasm = std::fs::read(input).with_context(|| format!("cannot read {input}"))?;
     let module = super::compile_and_link(&engine, &wasm)?;
-    let artifact = module.serialize().context("cannot serialize the artifact")?;
+    let artifact = module
+        .serialize()
+        .context("cannot serialize the artifact")?;
     std::fs::write(output, artifact).with_context(|| format!("cannot write {output}"))?;
     Ok(())
 }

@@ -18,7 +18,7 @@ impl edgeward::Module for Counter {
 
     fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> {
         self.ticks += 1;
-        if self.ticks % self.every == 0 {
+        if self.ticks.is_multiple_of(self.every) {
             edgeward::info(&format!("ticks={}", self.ticks));
         }
         Ok(())

@@ -14,17 +14,38 @@ struct TempAlert {
 impl edgeward::Module for TempAlert {
     fn init() -> Result<Self, i32> {
         let args: Vec<String> = std::env::args().collect();
-        let threshold = args.windows(2).find(|w| w[0] == "--threshold").and_then(|w| w[1].parse().ok()).unwrap_or(85.0);
-        edgeward::info(&format!("watching /sensor/temperature, threshold {threshold:.1}"));
-        Ok(TempAlert { threshold, alerting: false })
+        let threshold = args
+            .windows(2)
+            .find(|w| w[0] == "--threshold")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(85.0);
+        edgeward::info(&format!(
+            "watching /sensor/temperature, threshold {threshold:.1}"
+        ));
+        Ok(TempAlert {
+            threshold,
+            alerting: false,
+        })
     }
 
     fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> {
-        let Some(t) = std::fs::read_to_string("/sensor/temperature").ok().and_then(|s| s.trim().parse::<f64>().ok()) else { return Err(-1) };
+        let Some(t) = std::fs::read_to_string("/sensor/temperature")
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+        else {
+            return Err(-1);
+        };
         let high = alert_on_high_temp(t, self.threshold);
         if high != self.alerting {
             self.alerting = high;
-            if high { edgeward::warn(&format!("ALERT: temperature {t:.1} > {:.1}", self.threshold)) } else { edgeward::info(&format!("temperature back to {t:.1}")) }
+            if high {
+                edgeward::warn(&format!(
+                    "ALERT: temperature {t:.1} > {:.1}",
+                    self.threshold
+                ))
+            } else {
+                edgeward::info(&format!("temperature back to {t:.1}"))
+            }
         }
         Ok(())
     }
