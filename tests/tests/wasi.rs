@@ -13,6 +13,7 @@ fn wasi_grants_are_exactly_the_policy() {
     std::fs::create_dir_all(&rw).unwrap();
     std::fs::write(ro.join("input.txt"), "sensor-42\n").unwrap();
     std::fs::write(g.dir.path().join("secret.txt"), "do not read").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", ro.join("escape")).unwrap();
     g.add_policy(
         "probe",
         &policy(
@@ -50,4 +51,5 @@ fn wasi_grants_are_exactly_the_policy() {
     );
     assert!(line("read /etc/passwd").contains("denied"), "{log}");
     assert!(line("read /ro/../secret.txt").contains("denied"), "{log}");
+    assert!(line("read /ro/escape").contains("denied"), "{log}");
 }

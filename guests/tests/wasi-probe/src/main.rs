@@ -36,6 +36,10 @@ fn main() {
         "read /ro/../secret.txt",
         std::fs::read_to_string("/ro/../secret.txt").map(|s| s.len().to_string()),
     );
+    report(
+        "read /ro/escape (symlink out of the grant)",
+        std::fs::read_to_string("/ro/escape").map(|s| s.len().to_string()),
+    );
     println!("probe: done");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
