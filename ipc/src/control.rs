@@ -45,6 +45,25 @@ pub struct Init {
     pub tick_us: u64,
     /// Time budget of one guest call, in milliseconds.
     pub call_budget_ms: u32,
+    /// How the worker confines itself before running guest code.
+    pub sandbox: SandboxPlan,
+}
+
+/// The sandbox a worker applies to itself (see `worker/src/sandbox/`).
+/// The supervisor decides it; the worker only carries it out, step by
+/// step, and reports each layer it could not apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxPlan {
+    /// `cgroup.procs` files to write the worker's pid into: one per cgroup v1
+    /// controller, or one for cgroup v2. Empty when the host has no usable cgroups.
+    pub cgroup_procs: Vec<String>,
+    /// The module's own uid and gid; `None` when the supervisor cannot switch
+    /// identities (it is not root), which is reported as a degraded layer.
+    pub identity: Option<(u32, u32)>,
+    /// `RLIMIT_NOFILE` for the worker.
+    pub max_fds: u64,
+    /// `RLIMIT_NPROC` for the module's uid (threads count).
+    pub max_threads: u64,
 }
 
 /// One preopened directory.
@@ -81,6 +100,9 @@ pub enum FromWorker {
     Ready {
         /// Reactor or command.
         kind: ModuleKind,
+        /// Sandbox layers this host could not apply, in words (empty when
+        /// every layer is in force).
+        degraded: Vec<String>,
     },
     /// A line the guest logged with the `log` import.
     Log {
@@ -165,4 +187,10 @@ pub enum FaultKind {
     Exit,
     /// The supervisor broke the protocol (unexpected message, version mismatch).
     Protocol,
+    /// A sandbox step failed; the worker refused to run the guest.
+    Sandbox,
+    /// The guest made a system call outside the seccomp allowlist.
+    Seccomp,
+    /// A guest call ran past its `call_budget_ms`.
+    Budget,
 }

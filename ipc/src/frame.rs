@@ -194,6 +194,12 @@ mod tests {
             memory_limit_bytes: 32 << 20,
             tick_us: 1000,
             call_budget_ms: 20,
+            sandbox: crate::control::SandboxPlan {
+                cgroup_procs: vec!["/sys/fs/cgroup/edgeward/temp-alert/cgroup.procs".into()],
+                identity: Some((60001, 60001)),
+                max_fds: 64,
+                max_threads: 8,
+            },
         }
     }
 
@@ -214,6 +220,7 @@ mod tests {
             },
             FromWorker::Ready {
                 kind: crate::control::ModuleKind::Reactor,
+                degraded: vec!["landlock: not supported by this kernel".into()],
             },
             FromWorker::Log {
                 level: LogLevel::Warn,

@@ -3,6 +3,7 @@
 //! The supervisor never links wasmtime: compiling and running guests happens
 //! in `edgeward-worker` processes (see `docs/architecture.md`).
 
+mod cgroup;
 mod cli;
 mod compile_cache;
 mod control;
@@ -10,6 +11,7 @@ mod launcher;
 mod output;
 mod policy;
 mod restart;
+mod sandbox_plan;
 mod signals;
 mod slot;
 mod status;
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
             control,
             stop_timeout_ms,
             ready_timeout_ms,
+            uid_base,
         } => supervisor::run(
             supervisor::Options {
                 policies,
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
                 control: control.control,
                 stop_timeout: Duration::from_millis(stop_timeout_ms),
                 ready_timeout: Duration::from_millis(ready_timeout_ms),
+                uid_base,
                 worker_bin: cli::worker_bin(),
             },
             started,

@@ -63,6 +63,8 @@ pub struct Worker {
     pub fault: Option<String>,
     /// The supervisor killed it, and why.
     pub killed_because: Option<String>,
+    /// OOM kills in the module's cgroup when this worker started.
+    pub oom_kills_at_start: u64,
 }
 
 /// One module.
@@ -91,6 +93,10 @@ pub struct Slot {
     pub kind: Option<ModuleKind>,
     /// Counters from the last heartbeat.
     pub stats: Stats,
+    /// The module's cgroup, once created.
+    pub cgroup: Option<crate::cgroup::ModuleCgroup>,
+    /// Sandbox layers the worker could not apply.
+    pub degraded: Vec<String>,
 }
 
 impl Slot {
@@ -109,6 +115,8 @@ impl Slot {
             generation: 0,
             kind: None,
             stats: Stats::default(),
+            cgroup: None,
+            degraded: Vec::new(),
         }
     }
 
@@ -149,6 +157,8 @@ impl Slot {
                 ModuleKind::Reactor => "reactor".to_string(),
                 ModuleKind::Command => "command".to_string(),
             }),
+            ticks: self.stats.ticks,
+            degraded: self.degraded.clone(),
         }
     }
 }

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 pub struct StatusReport {
     /// One entry per policy file, sorted by name.
     pub modules: Vec<ModuleStatus>,
+    /// Host-wide sandbox layers that are missing, in words.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One module's row.
@@ -40,6 +43,12 @@ pub struct ModuleStatus {
     pub last_error: Option<String>,
     /// `reactor` or `command` once known.
     pub kind: Option<String>,
+    /// Ticks delivered to the current worker (from its heartbeats).
+    #[serde(default)]
+    pub ticks: u64,
+    /// Sandbox layers this module runs without, in words (empty: all enforced).
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 /// Renders the report as an aligned table.
@@ -79,6 +88,9 @@ pub fn table(report: &StatusReport) -> String {
         }
     }
     let mut out = String::new();
+    for warning in &report.warnings {
+        let _ = writeln!(out, "WARNING: {warning}");
+    }
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
@@ -122,7 +134,10 @@ mod tests {
                 msgs_out: 0,
                 last_error: Some("killed by SIGKILL".into()),
                 kind: Some("reactor".into()),
+                ticks: 0,
+                degraded: vec![],
             }],
+            warnings: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];

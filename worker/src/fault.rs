@@ -11,11 +11,7 @@ pub fn describe_trap(export: &str, error: &wasmtime::Error) -> (String, String) 
     };
     let backtrace = error.downcast_ref::<WasmBacktrace>();
     let function = backtrace
-        .and_then(|bt| {
-            bt.frames()
-                .iter()
-                .find_map(|f| f.func_name().map(str::to_owned))
-        })
+        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name().map(demangle)))
         .unwrap_or_else(|| export.to_string());
     let headline = if matches!(error.downcast_ref::<Trap>(), Some(Trap::StackOverflow)) {
         format!("stack overflow in {function}")
@@ -43,4 +39,9 @@ fn trap_words(trap: Trap) -> &'static str {
         Trap::OutOfFuel => "out of fuel",
         _ => "wasm trap",
     }
+}
+
+/// A readable function name: Rust symbols demangled without their hash.
+pub fn demangle(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
 }

@@ -17,6 +17,7 @@ mod fault;
 mod host;
 mod module;
 mod report;
+mod sandbox;
 mod tools;
 mod zygote;
 

@@ -41,8 +41,8 @@ impl Reporter {
     }
 
     /// Announces readiness.
-    pub fn ready(&self, kind: ModuleKind) {
-        self.send(&FromWorker::Ready { kind });
+    pub fn ready(&self, kind: ModuleKind, degraded: Vec<String>) {
+        self.send(&FromWorker::Ready { kind, degraded });
     }
 
     /// Reports a fault; the caller exits right after.

@@ -51,6 +51,9 @@ pub enum Command {
         /// How long a module may take to become ready, in ms.
         #[arg(long, env = "EDGEWARD_READY_TIMEOUT_MS", default_value_t = 10_000)]
         ready_timeout_ms: u64,
+        /// First uid/gid of the per-module range (module N runs as base + N).
+        #[arg(long, env = "EDGEWARD_UID_BASE", default_value_t = 300_000)]
+        uid_base: u32,
     },
     /// Validate every policy and module; exit 0 if all are valid, 1 otherwise.
     Check {

@@ -38,6 +38,8 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// The `edgeward-worker` binary.
     pub worker_bin: PathBuf,
+    /// First uid/gid of the per-module range.
+    pub uid_base: u32,
 }
 
 /// epoll token layout: kind in bits 0..8, slot index in 8..32, generation in 32..64.
@@ -89,6 +91,8 @@ pub struct Supervisor {
     /// Children that are not workers (the fork server) still to be reaped.
     other_children: Vec<Pid>,
     all_ready_logged: bool,
+    /// How workers are confined on this host.
+    sandbox: crate::sandbox_plan::HostSandbox,
 }
 
 /// Prints a supervisor message on stderr.
@@ -192,6 +196,18 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
     )?;
 
+    let sandbox = crate::sandbox_plan::HostSandbox::detect(options.uid_base);
+    say!(
+        "sandbox: {}; module uids from {}",
+        sandbox.cgroup_description(),
+        sandbox.identity(0).map_or_else(
+            || "(none: not root)".to_string(),
+            |(uid, _)| uid.to_string()
+        )
+    );
+    for warning in &sandbox.warnings {
+        say!("WARNING: {warning}");
+    }
     let mut supervisor = Supervisor {
         options,
         epoll,
@@ -203,6 +219,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         shutdown_deadline: None,
         other_children: Vec::new(),
         all_ready_logged: false,
+        sandbox,
     };
     say!(
         "supervising {} module(s) from {} ({} workers)",
@@ -226,6 +243,11 @@ impl Supervisor {
         let mut events = [EpollEvent::empty(); 64];
         loop {
             if self.shutdown_deadline.is_some() && self.nothing_left() {
+                for slot in &self.slots {
+                    if let Some(cgroup) = &slot.cgroup {
+                        self.sandbox.remove_cgroup(cgroup);
+                    }
+                }
                 say!("all modules stopped; exiting");
                 return Ok(0);
             }

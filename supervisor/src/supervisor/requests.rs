@@ -19,6 +19,7 @@ impl Supervisor {
                 Response {
                     status: Some(StatusReport {
                         modules: self.slots.iter().map(|s| s.status(now)).collect(),
+                        warnings: self.sandbox.warnings.clone(),
                     }),
                     ..Response::done("")
                 }

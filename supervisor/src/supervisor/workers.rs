@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use edgeward_ipc::control::{DirGrant, FromWorker, Init, ToWorker};
+use edgeward_ipc::control::{DirGrant, FromWorker, Init, SandboxPlan, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::PROTOCOL_VERSION;
 use nix::sys::signal::{kill, Signal};
@@ -24,6 +24,31 @@ impl Supervisor {
         };
         slot.generation = slot.generation.wrapping_add(1);
         let generation = slot.generation;
+        if let Some(policy) = &slot.policy {
+            if slot.cgroup.is_none() {
+                match self.sandbox.cgroup(policy) {
+                    Ok(cgroup) => slot.cgroup = cgroup,
+                    Err(e) => {
+                        let reason = format!("cannot set up its cgroup: {e}");
+                        say!("module {}: {reason}", slot.name);
+                        slot.last_error = Some(reason);
+                        self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = crate::sandbox_plan::own_rw_dirs(policy, self.sandbox.identity(i)) {
+                let reason = format!("cannot give its uid the read-write dirs: {e}");
+                say!("module {}: {reason}", slot.name);
+                slot.last_error = Some(reason);
+                self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
+                return;
+            }
+        }
+        let oom_kills_at_start = slot
+            .cgroup
+            .as_ref()
+            .map_or(0, |c| self.sandbox.oom_kills(c));
         match self.launcher.spawn(&slot.name, &artifact) {
             Ok(spawned) => {
                 let worker = Worker {
@@ -37,6 +62,7 @@ impl Supervisor {
                     restart_requested: false,
                     fault: None,
                     killed_because: None,
+                    oom_kills_at_start,
                 };
                 slot.state = State::Starting;
                 let slot_index = i;
@@ -122,16 +148,26 @@ impl Supervisor {
                 let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
                     return;
                 };
-                let init = init_message(policy, &artifact.to_string_lossy());
+                let plan = self.sandbox.plan(policy, i, slot.cgroup.as_ref());
+                let init = init_message(policy, &artifact.to_string_lossy(), plan);
                 if let Some(control) = &worker.control {
                     if let Err(e) = frame::send(control, &ToWorker::Init(init), &[]) {
                         say!("module {}: cannot send Init: {e}", slot.name);
                     }
                 }
             }
-            FromWorker::Ready { kind } => {
+            FromWorker::Ready { kind, degraded } => {
                 if !worker.said_hello || worker.ready_at.is_some() {
                     return self.violation(i, "Ready out of order".into());
+                }
+                if degraded != slot.degraded {
+                    for layer in &degraded {
+                        say!(
+                            "WARNING: module {}: sandbox layer missing: {layer}",
+                            slot.name
+                        );
+                    }
+                    slot.degraded = degraded;
                 }
                 worker.ready_at = Some(Instant::now());
                 slot.kind = Some(kind);
@@ -238,6 +274,17 @@ impl Supervisor {
             output.flush(&slot.name);
             super::unwatch(&self.epoll, &output.fd);
         }
+        if let Some(cgroup) = &slot.cgroup {
+            if self.sandbox.oom_kills(cgroup) > worker.oom_kills_at_start
+                && worker.killed_because.is_none()
+            {
+                let limit = slot
+                    .policy
+                    .as_ref()
+                    .map_or(0, |p| crate::sandbox_plan::memory_limit_bytes(p) >> 20);
+                worker.killed_because = Some(format!("out of memory: cgroup limit {limit} MiB"));
+            }
+        }
         let clean = matches!(status, WaitStatus::Exited(_, 0)) && worker.killed_because.is_none();
         let ending = if clean {
             Ending::Clean
@@ -311,7 +358,7 @@ impl Supervisor {
 }
 
 /// The Init message for a policy: exactly its grants.
-fn init_message(policy: &Policy, artifact: &str) -> Init {
+fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
     Init {
         protocol_version: PROTOCOL_VERSION,
         module: policy.name.clone(),
@@ -330,6 +377,7 @@ fn init_message(policy: &Policy, artifact: &str) -> Init {
         memory_limit_bytes: u64::from(policy.resources.memory_mib) << 20,
         tick_us: policy.tick_us,
         call_budget_ms: policy.resources.call_budget_ms,
+        sandbox,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::exit_code;
 use crate::report::Reporter;
 
 /// Reports Ready, runs `_start` to its end and returns the exit code.
-pub fn run(loaded: Loaded, reporter: &Arc<Reporter>) -> i32 {
+pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i32 {
     let Loaded {
         mut store,
         instance,
@@ -41,7 +41,7 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>) -> i32 {
         reporter.fault(FaultKind::Load, format!("cannot start control thread: {e}"));
         return exit_code::LOAD_FAILED;
     }
-    reporter.ready(ModuleKind::Command);
+    reporter.ready(ModuleKind::Command, degraded);
     match start.call(&mut store, ()) {
         Ok(()) => exit_code::OK,
         Err(e) => match e.downcast_ref::<I32Exit>() {

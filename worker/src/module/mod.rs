@@ -65,6 +65,16 @@ impl Prepared {
 /// Runs the module the supervisor describes on `control`, to the end.
 /// Returns the process exit code.
 pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
+    let supervisor = nix::unistd::getppid();
+    let control = match control_on_fd_3(control) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgeward-worker: cannot place the control socket on fd 3: {e}");
+            return exit_code::LOAD_FAILED;
+        }
+    };
+    // Everything open now was inherited; the sandbox closes what is not ours.
+    let inherited_fds = crate::sandbox::fds::open_fds();
     let hello = FromWorker::Hello {
         protocol_version: PROTOCOL_VERSION,
         pid: std::process::id(),
@@ -96,7 +106,41 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         );
         return exit_code::LOAD_FAILED;
     }
-    // Keep the runtime alive (and entered) for as long as the guest runs.
+    // Only this module's artifact stays mapped; the others' files close.
+    prepared.artifacts.retain(|path, _| *path == init.artifact);
+    let module = match prepared.artifact(&init.artifact) {
+        Ok(m) => m,
+        Err(e) => {
+            reporter.fault(FaultKind::Load, format!("{e:#}"));
+            return exit_code::LOAD_FAILED;
+        }
+    };
+    // Preopened dirs are opened before the sandbox: they are the handles the
+    // module is given. Landlock then allows exactly these paths.
+    let wasi = match host::wasi::context(&init) {
+        Ok(w) => w,
+        Err(e) => {
+            reporter.fault(FaultKind::Load, format!("{e:#}"));
+            return exit_code::LOAD_FAILED;
+        }
+    };
+    let mut keep_fds = vec![0, 1, 2, crate::sandbox::sigsys::CONTROL_FD];
+    keep_fds.extend(fds_open_on(&init.artifact, &inherited_fds));
+    let runbook = crate::sandbox::Runbook {
+        plan: &init.sandbox,
+        dirs: &init.dirs,
+        inherited_fds: &inherited_fds,
+        keep_fds: &keep_fds,
+        supervisor,
+    };
+    let degraded = match runbook.apply() {
+        Ok(d) => d,
+        Err(e) => {
+            reporter.fault(FaultKind::Sandbox, e.to_string());
+            return exit_code::LOAD_FAILED;
+        }
+    };
+    // Threads start only now, so they inherit every sandbox layer.
     let runtime = match host::wasi::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -105,16 +149,44 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         }
     };
     let _entered = runtime.enter();
-    match load(prepared, &init, &reporter) {
+    match instantiate(prepared, &module, wasi, &init, &reporter) {
         Ok(loaded) => match loaded.kind {
-            ModuleKind::Reactor => reactor::run(loaded, &init, &reporter),
-            ModuleKind::Command => command::run(loaded, &reporter),
+            ModuleKind::Reactor => reactor::run(loaded, &init, &reporter, degraded),
+            ModuleKind::Command => command::run(loaded, &reporter, degraded),
         },
         Err(fault) => {
             reporter.fault(fault.0, fault.1);
             exit_code::LOAD_FAILED
         }
     }
+}
+
+/// Moves the control socket to fd 3, where the SIGSYS handler writes.
+fn control_on_fd_3(control: OwnedFd) -> std::io::Result<OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let target = crate::sandbox::sigsys::CONTROL_FD;
+    if control.as_raw_fd() == target {
+        return Ok(control);
+    }
+    if std::fs::metadata(format!("/proc/self/fd/{target}")).is_ok() {
+        return Err(std::io::Error::other("fd 3 is already in use"));
+    }
+    // SAFETY: dup2 onto fd 3, which is free (checked above).
+    if unsafe { libc::dup2(control.as_raw_fd(), target) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(control);
+    // SAFETY: fd 3 was just created by dup2 and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(target) })
+}
+
+/// Inherited fds that refer to `path` (the mapped artifact).
+fn fds_open_on(path: &str, fds: &[i32]) -> Vec<i32> {
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.into());
+    fds.iter()
+        .copied()
+        .filter(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|t| t == want))
+        .collect()
 }
 
 /// An instantiated module, ready for its first call.
@@ -124,14 +196,13 @@ pub(crate) struct Loaded {
     kind: ModuleKind,
 }
 
-fn load(
-    prepared: &mut Prepared,
+fn instantiate(
+    prepared: &Prepared,
+    module: &Module,
+    wasi: wasmtime_wasi::p1::WasiP1Ctx,
     init: &Init,
     reporter: &Arc<Reporter>,
 ) -> Result<Loaded, (FaultKind, String)> {
-    let load_fault = |e: wasmtime::Error| (FaultKind::Load, format!("{e:#}"));
-    let module = prepared.artifact(&init.artifact).map_err(load_fault)?;
-    let wasi = host::wasi::context(init).map_err(load_fault)?;
     let memory_limit = usize::try_from(init.memory_limit_bytes).unwrap_or(usize::MAX);
     let limits = StoreLimitsBuilder::new()
         .memory_size(memory_limit)
@@ -150,7 +221,7 @@ fn load(
     store.limiter(|state| &mut state.limits);
     let instance = prepared
         .linker
-        .instantiate(&mut store, &module)
+        .instantiate(&mut store, module)
         .map_err(|e| {
             let (headline, _) = crate::fault::describe_trap("instantiation", &e);
             if e.downcast_ref::<wasmtime::Trap>().is_some() {

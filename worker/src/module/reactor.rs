@@ -23,7 +23,7 @@ const TOKEN_TICK: u64 = 1;
 
 /// Initialises the reactor, reports Ready, then serves ticks and control
 /// messages until Stop. Returns the exit code.
-pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter) -> i32 {
+pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<String>) -> i32 {
     let Loaded {
         mut store,
         instance,
@@ -87,7 +87,7 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter) -> i32 {
         None
     };
 
-    reporter.ready(ModuleKind::Reactor);
+    reporter.ready(ModuleKind::Reactor, degraded);
 
     let mut warned_tick_code = false;
     let mut events = [EpollEvent::empty(); 4];

@@ -1,0 +1,157 @@
+//! What the supervisor decides about each worker's sandbox: the cgroup
+//! driver for this host, the module's uid/gid, its limits, and the
+//! ownership of its read-write directories. The worker carries the plan out
+//! (`worker/src/sandbox/`). Missing layers are collected as warnings, shown
+//! loudly at start-up and in `status`.
+
+use std::path::Path;
+
+use edgeward_ipc::control::SandboxPlan;
+
+use crate::cgroup::{self, CgroupDriver, Limits, ModuleCgroup};
+use crate::policy::{DirMode, Policy};
+
+/// Memory a worker needs beside its guest's linear memory: the wasmtime
+/// runtime, the WASI context, the I/O thread's stack and the kernel's page
+/// tables, measured on the dev box with margin (docs/security.md).
+pub const RUNTIME_OVERHEAD_MIB: u64 = 16;
+
+/// fd limit of a worker: stdio, control, epoll, timer, tokio, preopens, files.
+const MAX_FDS: u64 = 128;
+
+/// Threads a worker itself needs beyond the module's `pids` grant.
+const OWN_THREADS: u64 = 3;
+
+/// The host's sandbox capabilities, detected once at start-up.
+pub struct HostSandbox {
+    cgroups: Option<Box<dyn CgroupDriver>>,
+    uid_base: Option<u32>,
+    /// Layers this host cannot enforce, in words.
+    pub warnings: Vec<String>,
+}
+
+impl HostSandbox {
+    /// Detects cgroups and whether identities can be switched.
+    pub fn detect(uid_base: u32) -> Self {
+        let mut warnings = Vec::new();
+        let proc_self = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let cgroups = match cgroup::detect(Path::new("/sys/fs/cgroup"), &proc_self) {
+            Ok(driver) => Some(driver),
+            Err(reason) => {
+                warnings.push(format!(
+                    "cgroups unavailable ({reason}): modules run without memory, CPU and pids limits"
+                ));
+                None
+            }
+        };
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            warnings.push(
+                "not running as root: modules share the supervisor's uid and cannot get namespaces or cgroups"
+                    .into(),
+            );
+        }
+        Self {
+            cgroups,
+            uid_base: root.then_some(uid_base),
+            warnings,
+        }
+    }
+
+    /// One line describing the cgroup layer.
+    pub fn cgroup_description(&self) -> String {
+        self.cgroups
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |c| c.describe())
+    }
+
+    /// The uid/gid of the module in slot `index`, when identities are switched.
+    pub fn identity(&self, index: usize) -> Option<(u32, u32)> {
+        self.uid_base.map(|base| {
+            let id = base + index as u32;
+            (id, id)
+        })
+    }
+
+    /// Creates the module's cgroup (idempotent) with its policy's limits.
+    /// Returns `Ok(None)` on hosts without cgroups.
+    ///
+    /// # Errors
+    /// If the cgroup cannot be created or a limit not written.
+    pub fn cgroup(&self, policy: &Policy) -> Result<Option<ModuleCgroup>, cgroup::CgroupError> {
+        let Some(driver) = &self.cgroups else {
+            return Ok(None);
+        };
+        let limits = Limits {
+            memory_bytes: memory_limit_bytes(policy),
+            cpu_percent: policy.resources.cpu_percent,
+            pids: policy.resources.pids + OWN_THREADS as u32,
+        };
+        driver.create(&policy.name, &limits).map(Some)
+    }
+
+    /// OOM kills so far in a module's cgroup.
+    pub fn oom_kills(&self, cgroup: &ModuleCgroup) -> u64 {
+        self.cgroups.as_ref().map_or(0, |d| d.oom_kills(cgroup))
+    }
+
+    /// Removes a module's cgroup.
+    pub fn remove_cgroup(&self, cgroup: &ModuleCgroup) {
+        if let Some(driver) = &self.cgroups {
+            driver.remove(cgroup);
+        }
+    }
+
+    /// The plan sent in `Init`.
+    pub fn plan(
+        &self,
+        policy: &Policy,
+        index: usize,
+        cgroup: Option<&ModuleCgroup>,
+    ) -> SandboxPlan {
+        SandboxPlan {
+            cgroup_procs: cgroup.map_or_else(Vec::new, |c| {
+                c.procs
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect()
+            }),
+            identity: self.identity(index),
+            max_fds: MAX_FDS,
+            max_threads: u64::from(policy.resources.pids) + OWN_THREADS,
+        }
+    }
+}
+
+/// The cgroup memory limit: the guest's cap plus the runtime's overhead.
+pub fn memory_limit_bytes(policy: &Policy) -> u64 {
+    (u64::from(policy.resources.memory_mib) + RUNTIME_OVERHEAD_MIB) << 20
+}
+
+/// Gives the module's uid ownership of its read-write directories (their
+/// whole tree, symlinks not followed), so it can write there after dropping
+/// root. Read-only directories are left alone: they must be readable by
+/// others (`check --sandbox` warns otherwise).
+///
+/// # Errors
+/// The first path that cannot be chowned.
+pub fn own_rw_dirs(policy: &Policy, identity: Option<(u32, u32)>) -> std::io::Result<()> {
+    let Some((uid, gid)) = identity else {
+        return Ok(());
+    };
+    for dir in policy.dirs.iter().filter(|d| d.mode == DirMode::Rw) {
+        chown_tree(&dir.host, uid, gid)?;
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
