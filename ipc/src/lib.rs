@@ -7,11 +7,13 @@
 //!
 //! - [`control`]: the supervisor ⇄ worker messages and their version handshake.
 //! - [`zygote`]: the supervisor ⇄ fork-server messages.
+//! - [`rate`]: the line rate limit both sides apply to a module's output.
 //! - [`frame`]: sending and receiving one message (with fds) on a seqpacket socket,
 //!   treating every received byte as untrusted.
 
 pub mod control;
 pub mod frame;
+pub mod rate;
 pub mod zygote;
 
 /// Version of the control protocol. Both sides send it first (in `Hello`) and

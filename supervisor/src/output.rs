@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 
+use edgeward_ipc::rate::LineLimit;
+
 /// Longest line kept; longer lines are printed in pieces.
 const MAX_LINE: usize = 4096;
 
@@ -12,6 +14,7 @@ pub struct OutputPipe {
     /// The pipe (non-blocking).
     pub fd: OwnedFd,
     partial: Vec<u8>,
+    limit: LineLimit,
 }
 
 impl OutputPipe {
@@ -20,6 +23,7 @@ impl OutputPipe {
         Self {
             fd,
             partial: Vec::new(),
+            limit: LineLimit::default(),
         }
     }
 
@@ -48,6 +52,17 @@ impl OutputPipe {
         let mut out = std::io::stdout().lock();
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
+            match self.limit.admit() {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(dropped) => {
+                    let _ = writeln!(
+                        out,
+                        "[{module}] edgeward: {dropped} output lines dropped (limit {} lines/s)",
+                        edgeward_ipc::rate::LINES_PER_SECOND
+                    );
+                }
+            }
             let _ = writeln!(out, "[{module}] {}", String::from_utf8_lossy(&line[..end]));
         }
         if self.partial.len() > MAX_LINE {

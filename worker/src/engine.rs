@@ -26,6 +26,8 @@ pub fn build() -> wasmtime::Result<Engine> {
         // an idle module's data pages stay shared with the page cache.
         .memory_init_cow(true)
         .max_wasm_stack(MAX_WASM_STACK_BYTES)
+        // The per-call time budget (see budget.rs).
+        .epoch_interruption(true)
         .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
     Engine::new(&config).context("cannot configure the wasmtime engine")
 }

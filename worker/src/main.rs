@@ -7,10 +7,12 @@
 //! edgeward-worker compile IN OUT      validate, link-check and precompile IN to OUT
 //! edgeward-worker inspect FILE...     validate and link-check, one JSON line per file
 //! edgeward-worker fingerprint         print the engine fingerprint (compile-cache key)
+//! edgeward-worker self-test           sandbox itself and try each forbidden call (for tests)
 //! ```
 //!
 //! Not meant to be run by hand except `compile`, `inspect` and `fingerprint`.
 
+mod budget;
 mod engine;
 mod exit_code;
 mod fault;
@@ -39,6 +41,7 @@ fn main() {
             }
         },
         Some("inspect") if args.len() >= 2 => tools::inspect::run(&args[1..]),
+        Some("self-test") => tools::self_test::run(),
         Some("fingerprint") => match engine::build() {
             Ok(engine) => {
                 println!("{}", engine::fingerprint(&engine));

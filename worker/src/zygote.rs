@@ -41,6 +41,10 @@ pub fn run(socket: OwnedFd) -> i32 {
             return exit_code::LOAD_FAILED;
         }
     };
+    if let Err(e) = crate::sandbox::zygote_guard::apply() {
+        eprintln!("edgeward-worker zygote: cannot harden the fork server: {e}");
+        return exit_code::LOAD_FAILED;
+    }
     let hello = FromZygote::Hello {
         protocol_version: PROTOCOL_VERSION,
         engine_fingerprint: crate::engine::fingerprint(&prepared.engine),

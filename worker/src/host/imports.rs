@@ -42,10 +42,19 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> i32
         }
         None => return EW_ERR_INVALID,
     };
-    caller
-        .data()
-        .reporter
-        .log(LogLevel::from_guest(level), text);
+    let state = caller.data_mut();
+    match state.log_limit.admit() {
+        Ok(true) => {}
+        Ok(false) => return EW_OK,
+        Err(dropped) => state.reporter.log(
+            LogLevel::Warn,
+            format!(
+                "log: {dropped} lines dropped (limit {} lines/s)",
+                edgeward_ipc::rate::LINES_PER_SECOND
+            ),
+        ),
+    }
+    state.reporter.log(LogLevel::from_guest(level), text);
     EW_OK
 }
 

@@ -2,12 +2,13 @@
 //! edgeward gives a guest (WASI preview 1 as granted, plus module `edgeward`).
 
 pub mod imports;
+pub mod limits;
 pub mod wasi;
 
 use std::sync::Arc;
 
 use edgeward_ipc::control::Stats;
-use wasmtime::{Engine, Linker, StoreLimits};
+use wasmtime::{Engine, Linker};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::report::Reporter;
@@ -17,7 +18,9 @@ pub struct HostState {
     /// WASI preview 1 context holding exactly the policy's grants.
     pub wasi: WasiP1Ctx,
     /// Linear memory and table caps.
-    pub limits: StoreLimits,
+    pub limits: limits::Limits,
+    /// Rate limit of the `log` import.
+    pub log_limit: edgeward_ipc::rate::LineLimit,
     /// Sends log lines and faults to the supervisor.
     pub reporter: Arc<Reporter>,
     /// Counters reported to the supervisor.

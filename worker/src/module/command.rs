@@ -42,6 +42,8 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
         return exit_code::LOAD_FAILED;
     }
     reporter.ready(ModuleKind::Command, degraded);
+    // A command owns its thread for its whole life: no per-call budget.
+    crate::budget::unbounded(&mut store);
     match start.call(&mut store, ()) {
         Ok(()) => exit_code::OK,
         Err(e) => match e.downcast_ref::<I32Exit>() {
@@ -50,7 +52,7 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
                 reporter.fault(FaultKind::Exit, format!("exited with code {code}"));
                 *code
             }
-            None => report_trap(reporter, "_start", &e),
+            None => report_trap(reporter, &store, "_start", 0, &e),
         },
     }
 }

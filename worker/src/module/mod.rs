@@ -12,7 +12,7 @@ use std::sync::Arc;
 use edgeward_ipc::control::{FaultKind, FromWorker, Init, ModuleKind, Stats, ToWorker};
 use edgeward_ipc::{frame, PROTOCOL_VERSION};
 use wasmtime::error::Context;
-use wasmtime::{Engine, Instance, Linker, Module, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, Instance, Linker, Module, Store};
 
 use crate::exit_code;
 use crate::host::{self, HostState};
@@ -36,6 +36,7 @@ impl Prepared {
     /// If the engine cannot be configured on this host.
     pub fn new() -> wasmtime::Result<Self> {
         let engine = crate::engine::build()?;
+        crate::budget::install(&engine);
         let linker = host::linker(&engine)?;
         Ok(Self {
             engine,
@@ -204,11 +205,7 @@ fn instantiate(
     reporter: &Arc<Reporter>,
 ) -> Result<Loaded, (FaultKind, String)> {
     let memory_limit = usize::try_from(init.memory_limit_bytes).unwrap_or(usize::MAX);
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(memory_limit)
-        .instances(1)
-        .memories(1)
-        .build();
+    let limits = host::limits::Limits::new(memory_limit);
     let mut store = Store::new(
         &prepared.engine,
         HostState {
@@ -216,20 +213,24 @@ fn instantiate(
             limits,
             reporter: Arc::clone(reporter),
             stats: Stats::default(),
+            log_limit: Default::default(),
         },
     );
     store.limiter(|state| &mut state.limits);
-    let instance = prepared
-        .linker
-        .instantiate(&mut store, module)
-        .map_err(|e| {
-            let (headline, _) = crate::fault::describe_trap("instantiation", &e);
-            if e.downcast_ref::<wasmtime::Trap>().is_some() {
-                (FaultKind::Trap, headline)
-            } else {
-                (FaultKind::Load, format!("cannot instantiate: {e:#}"))
-            }
-        })?;
+    let budget = std::time::Duration::from_millis(u64::from(init.call_budget_ms));
+    let linker = &prepared.linker;
+    let instance = crate::budget::call(&mut store, budget, |store| {
+        linker.instantiate(store, module)
+    })
+    .map_err(|e| {
+        if e.downcast_ref::<wasmtime::Trap>().is_some() {
+            let (kind, headline) =
+                describe_failure(&store, "instantiation", init.call_budget_ms, &e);
+            (kind, headline)
+        } else {
+            (FaultKind::Load, format!("cannot instantiate: {e:#}"))
+        }
+    })?;
     let kind = if module.get_export("_start").is_some() {
         ModuleKind::Command
     } else {
@@ -242,16 +243,49 @@ fn instantiate(
     })
 }
 
-/// Calls a guest function, turning a trap into a reported fault.
-/// On a trap, reports it and returns the exit code the worker should use.
-pub(crate) fn report_trap(reporter: &Reporter, export: &str, error: &wasmtime::Error) -> i32 {
-    let (headline, detail) = crate::fault::describe_trap(export, error);
+/// Names why a guest call failed, in an operator's words: the call budget,
+/// the wasm memory limit, or the trap itself.
+fn describe_failure(
+    store: &Store<HostState>,
+    export: &str,
+    budget_ms: u32,
+    error: &wasmtime::Error,
+) -> (FaultKind, String) {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => (
+            FaultKind::Budget,
+            format!("exceeded call budget of {budget_ms} ms in {export}"),
+        ),
+        Some(_) if store.data().limits.memory_refused => (
+            FaultKind::Trap,
+            format!(
+                "wasm memory limit {} MiB reached (in {export})",
+                store.data().limits.memory_bytes >> 20
+            ),
+        ),
+        _ => (
+            FaultKind::Trap,
+            crate::fault::describe_trap(export, error).0,
+        ),
+    }
+}
+
+/// Reports a failed guest call and returns the exit code the worker should use.
+pub(crate) fn report_trap(
+    reporter: &Reporter,
+    store: &Store<HostState>,
+    export: &str,
+    budget_ms: u32,
+    error: &wasmtime::Error,
+) -> i32 {
+    let (kind, headline) = describe_failure(store, export, budget_ms, error);
+    let (_, detail) = crate::fault::describe_trap(export, error);
     if !detail.is_empty() {
         reporter.log(
             edgeward_ipc::control::LogLevel::Error,
             format!("{headline}\n{detail}"),
         );
     }
-    reporter.fault(FaultKind::Trap, headline);
+    reporter.fault(kind, headline);
     exit_code::TRAPPED
 }

@@ -6,7 +6,7 @@
 
 use std::os::fd::AsFd;
 
-use edgeward_ipc::control::{FaultKind, Init, LogLevel, ModuleKind, ToWorker};
+use edgeward_ipc::control::{FaultKind, FromWorker, Init, LogLevel, ModuleKind, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::time::TimeSpec;
@@ -14,9 +14,13 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use wasmtime::TypedFunc;
 
 use super::{report_trap, Loaded};
+use crate::budget;
 use crate::exit_code;
 use crate::host::imports::monotonic_ns;
 use crate::report::Reporter;
+
+/// How often counters go to the supervisor while ticks flow.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
 
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_TICK: u64 = 1;
@@ -29,14 +33,15 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
         instance,
         ..
     } = loaded;
+    let budget = std::time::Duration::from_millis(u64::from(init.call_budget_ms));
 
     if let Some(initialize) = instance.get_func(&mut store, "_initialize") {
         let initialize = match initialize.typed::<(), ()>(&store) {
             Ok(f) => f,
             Err(e) => return load_fault(reporter, format!("export _initialize: {e:#}")),
         };
-        if let Err(e) = initialize.call(&mut store, ()) {
-            return report_trap(reporter, "_initialize", &e);
+        if let Err(e) = budget::call(&mut store, budget, |s| initialize.call(s, ())) {
+            return report_trap(reporter, &store, "_initialize", init.call_budget_ms, &e);
         }
     }
     let ew_init: Option<TypedFunc<(), i32>> = match typed_export(&instance, &mut store, "ew_init") {
@@ -49,7 +54,7 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             Err(msg) => return load_fault(reporter, msg),
         };
     if let Some(ew_init) = ew_init {
-        match ew_init.call(&mut store, ()) {
+        match budget::call(&mut store, budget, |s| ew_init.call(s, ())) {
             Ok(0) => {}
             Ok(code) => {
                 reporter.fault(
@@ -58,7 +63,7 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                 );
                 return exit_code::LOAD_FAILED;
             }
-            Err(e) => return report_trap(reporter, "ew_init", &e),
+            Err(e) => return report_trap(reporter, &store, "ew_init", init.call_budget_ms, &e),
         }
     }
 
@@ -90,6 +95,7 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
     reporter.ready(ModuleKind::Reactor, degraded);
 
     let mut warned_tick_code = false;
+    let mut last_heartbeat = std::time::Instant::now();
     let mut events = [EpollEvent::empty(); 4];
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
@@ -117,7 +123,13 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                     // coalesced into one call, as a tick is "time has passed".
                     let _ = timer.wait();
                     let Some(on_tick) = &on_tick else { continue };
-                    match on_tick.call(&mut store, monotonic_ns()) {
+                    let result =
+                        budget::call(&mut store, budget, |s| on_tick.call(s, monotonic_ns()));
+                    if last_heartbeat.elapsed() >= HEARTBEAT {
+                        last_heartbeat = std::time::Instant::now();
+                        reporter.send(&FromWorker::Heartbeat(store.data().stats));
+                    }
+                    match result {
                         Ok(0) => store.data_mut().stats.ticks += 1,
                         Ok(code) => {
                             store.data_mut().stats.ticks += 1;
@@ -129,7 +141,15 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                                 );
                             }
                         }
-                        Err(e) => return report_trap(reporter, "ew_on_tick", &e),
+                        Err(e) => {
+                            return report_trap(
+                                reporter,
+                                &store,
+                                "ew_on_tick",
+                                init.call_budget_ms,
+                                &e,
+                            )
+                        }
                     }
                 }
                 _ => {}

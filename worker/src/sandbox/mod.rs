@@ -31,6 +31,7 @@ mod rlimits;
 pub mod seccomp;
 pub mod seccomp_allowlist;
 pub mod sigsys;
+pub mod zygote_guard;
 
 use std::os::fd::RawFd;
 

@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod inspect;
+pub mod self_test;
 
 use wasmtime::error::Context;
 use wasmtime::Module;

@@ -1,0 +1,70 @@
+//! A line rate limit: a token bucket of 200 lines refilled at 100 lines per
+//! second. Excess lines are dropped and counted; the count is reported once
+//! lines flow again. Used for the `log` import (in the worker) and for a
+//! module's stdout/stderr (in the supervisor), so a log-flooding module
+//! costs the gateway at most 100 lines a second per stream.
+
+use std::time::Instant;
+
+/// Lines per second allowed on average.
+pub const LINES_PER_SECOND: f64 = 100.0;
+/// Burst size.
+pub const BURST: f64 = 200.0;
+
+/// The bucket.
+pub struct LineLimit {
+    tokens: f64,
+    last: Instant,
+    /// Lines dropped since the last report.
+    pub dropped: u64,
+}
+
+impl Default for LineLimit {
+    fn default() -> Self {
+        Self {
+            tokens: BURST,
+            last: Instant::now(),
+            dropped: 0,
+        }
+    }
+}
+
+impl LineLimit {
+    /// Whether one more line may go out now. Returns `Err(dropped)` with the
+    /// number dropped so far when this line is allowed after drops (the
+    /// caller reports them first), `Ok(true)` to send, `Ok(false)` to drop.
+    pub fn admit(&mut self) -> Result<bool, u64> {
+        let now = Instant::now();
+        self.tokens = (self.tokens
+            + now.duration_since(self.last).as_secs_f64() * LINES_PER_SECOND)
+            .min(BURST);
+        self.last = now;
+        if self.tokens < 1.0 {
+            self.dropped += 1;
+            return Ok(false);
+        }
+        self.tokens -= 1.0;
+        if self.dropped > 0 {
+            return Err(std::mem::take(&mut self.dropped));
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_cut_to_the_burst_and_drops_are_counted() {
+        let mut limit = LineLimit::default();
+        let sent = (0..10_000)
+            .filter(|_| matches!(limit.admit(), Ok(true)))
+            .count();
+        assert!((200..=202).contains(&sent), "{sent}");
+        assert!(limit.dropped >= 9_790);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let dropped = limit.dropped;
+        assert_eq!(limit.admit(), Err(dropped));
+    }
+}

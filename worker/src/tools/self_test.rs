@@ -1,0 +1,208 @@
+//! `edgeward-worker self-test`: proves the sandbox on this host, for the
+//! test suite. For each forbidden system call it forks a child that applies
+//! the full runbook and then makes the call. The call must end the child
+//! with a seccomp report naming it. One more child checks Landlock: after
+//! the sandbox, a granted dir is readable but not writable, and a path
+//! outside it cannot be opened although `openat` itself is allowed.
+//!
+//! Prints one JSON line per check, `{"check","ok","detail"}`; exits 0 when
+//! every check passed.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use edgeward_ipc::control::{DirGrant, FromWorker, SandboxPlan};
+use edgeward_ipc::frame;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use serde::Serialize;
+
+use crate::sandbox::seccomp_allowlist::FORBIDDEN;
+use crate::sandbox::{fds, sigsys, Runbook};
+
+#[derive(Serialize)]
+struct Check {
+    check: String,
+    ok: bool,
+    detail: String,
+}
+
+/// Runs every check; returns the exit code.
+pub fn run() -> i32 {
+    let mut all_ok = true;
+    let mut report = |check: Check| {
+        all_ok &= check.ok;
+        if let Ok(line) = serde_json::to_string(&check) {
+            println!("{line}");
+        }
+    };
+    for name in FORBIDDEN {
+        report(forbidden_call(name));
+    }
+    report(process_clone());
+    report(landlock_check());
+    if all_ok {
+        0
+    } else {
+        1
+    }
+}
+
+fn plan() -> SandboxPlan {
+    SandboxPlan {
+        cgroup_procs: Vec::new(),
+        // An otherwise unused id, when we can switch at all.
+        identity: nix::unistd::geteuid()
+            .is_root()
+            .then_some((299_999, 299_999)),
+        max_fds: 64,
+        max_threads: 8,
+    }
+}
+
+/// Forks a child that sandboxes itself (control socket on fd 3) and then
+/// runs `body`; returns what it sent and how it ended.
+fn in_sandboxed_child(
+    dirs: &[DirGrant],
+    body: impl FnOnce() -> i32,
+) -> (Option<FromWorker>, WaitStatus) {
+    let (ours, theirs) = frame::seqpacket_pair().expect("socketpair");
+    let parent = nix::unistd::getpid();
+    // SAFETY: the self-test runs single-threaded; the child only runs the
+    // runbook and the check body, then _exits.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            drop(ours);
+            // SAFETY: dup2 onto fd 3 in this fresh child.
+            unsafe { libc::dup2(theirs.as_raw_fd(), sigsys::CONTROL_FD) };
+            drop(theirs);
+            let inherited = fds::open_fds();
+            let plan = plan();
+            let runbook = Runbook {
+                plan: &plan,
+                dirs,
+                inherited_fds: &inherited,
+                keep_fds: &[0, 1, 2, sigsys::CONTROL_FD],
+                supervisor: parent,
+            };
+            let code = match runbook.apply() {
+                Ok(_) => body(),
+                Err(e) => {
+                    eprintln!("self-test: {e}");
+                    90
+                }
+            };
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let status = waitpid(child, None).expect("waitpid");
+            let message = recv_nonblocking(&ours);
+            (message, status)
+        }
+    }
+}
+
+fn recv_nonblocking(sock: &OwnedFd) -> Option<FromWorker> {
+    nix::fcntl::fcntl(
+        sock,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .ok()?;
+    frame::recv::<FromWorker>(sock).ok().map(|(m, _)| m)
+}
+
+fn forbidden_call(name: &str) -> Check {
+    let Ok(nr) = libseccomp::ScmpSyscall::from_name(name).map(i32::from) else {
+        return Check {
+            check: name.into(),
+            ok: true,
+            detail: "not a system call on this architecture".into(),
+        };
+    };
+    let (message, status) = in_sandboxed_child(&[], || {
+        // SAFETY: a raw system call with zero arguments; if it were allowed
+        // it would fail harmlessly (bad arguments) or be caught below.
+        let rc = unsafe { libc::syscall(libc::c_long::from(nr), 0, 0, 0, 0, 0, 0) };
+        if rc >= 0 {
+            91
+        } else {
+            92
+        }
+    });
+    let expected = format!("seccomp: denied syscall {name}");
+    let reported = matches!(&message, Some(FromWorker::Fault(f)) if f.message == expected);
+    let exited = matches!(status, WaitStatus::Exited(_, code) if code == sigsys::EXIT_SECCOMP);
+    Check {
+        check: name.into(),
+        ok: reported && exited,
+        detail: match message {
+            Some(FromWorker::Fault(f)) => format!("{} ({status:?})", f.message),
+            other => format!("not denied: {other:?}, {status:?}"),
+        },
+    }
+}
+
+/// `clone` is allowed for threads only: a process-creating clone (what
+/// glibc's fork() does) must be denied.
+fn process_clone() -> Check {
+    let (message, status) = in_sandboxed_child(&[], || {
+        // SAFETY: clone(SIGCHLD) with a null stack behaves like fork; if it
+        // were allowed, both copies would just exit below.
+        let rc = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+        if rc == 0 {
+            // SAFETY: the accidental child leaves at once.
+            unsafe { libc::_exit(93) }
+        }
+        93
+    });
+    let ok = matches!(&message, Some(FromWorker::Fault(f)) if f.message == "seccomp: denied syscall clone")
+        && matches!(status, WaitStatus::Exited(_, code) if code == sigsys::EXIT_SECCOMP);
+    Check {
+        check: "clone (new process)".into(),
+        ok,
+        detail: format!("{message:?} ({status:?})"),
+    }
+}
+
+fn landlock_check() -> Check {
+    let dir = std::env::temp_dir().join(format!("edgeward-self-test-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("granted.txt"), "ok");
+    let _ = std::fs::write(
+        std::env::temp_dir().join("edgeward-self-test-outside.txt"),
+        "secret",
+    );
+    let dirs = [DirGrant {
+        host: dir.to_string_lossy().into_owned(),
+        guest: "/ro".into(),
+        writable: false,
+    }];
+    let granted = dir.join("granted.txt");
+    let outside = std::env::temp_dir().join("edgeward-self-test-outside.txt");
+    let (_, status) = in_sandboxed_child(&dirs, || {
+        let read_granted = std::fs::read(&granted).is_ok();
+        let write_denied = std::fs::write(dir.join("new.txt"), "x").is_err();
+        let outside_denied = matches!(
+            std::fs::read(&outside),
+            Err(e) if e.raw_os_error() == Some(libc::EACCES)
+        );
+        let etc_denied = std::fs::read("/etc/hostname").is_err();
+        i32::from(read_granted)
+            | i32::from(write_denied) << 1
+            | i32::from(outside_denied) << 2
+            | i32::from(etc_denied) << 3
+    });
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("edgeward-self-test-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_file(std::env::temp_dir().join("edgeward-self-test-outside.txt"));
+    let ok = matches!(status, WaitStatus::Exited(_, 0b1111));
+    Check {
+        check: "landlock".into(),
+        ok,
+        detail: format!(
+            "granted dir readable, not writable; outside paths refused with EACCES ({status:?}; bits: read, no-write, outside, /etc)"
+        ),
+    }
+}
