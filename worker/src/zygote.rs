@@ -41,6 +41,13 @@ pub fn run(socket: OwnedFd) -> i32 {
             return exit_code::LOAD_FAILED;
         }
     };
+    // Fresh, empty namespaces once for every worker (see sandbox/namespaces.rs).
+    let mut degraded = Vec::new();
+    if let Err(e) = crate::sandbox::namespaces::unshare(&mut degraded) {
+        eprintln!("edgeward-worker zygote: {e}");
+        return exit_code::LOAD_FAILED;
+    }
+    prepared.namespaces = Some(degraded);
     if let Err(e) = crate::sandbox::zygote_guard::apply() {
         eprintln!("edgeward-worker zygote: cannot harden the fork server: {e}");
         return exit_code::LOAD_FAILED;

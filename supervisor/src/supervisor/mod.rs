@@ -130,6 +130,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
     }
     let mut launcher = Launcher::new(model, options.worker_bin.clone());
     let fingerprint = launcher.fingerprint()?;
+
     let cache = CompileCache::open(&options.state, fingerprint)?;
 
     let mut slots: Vec<Slot> = loaded
@@ -235,6 +236,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
             supervisor.spawn(i);
         }
     }
+
     supervisor.event_loop()
 }
 

@@ -27,6 +27,11 @@ pub struct Prepared {
     pub linker: Linker<HostState>,
     /// Artifacts already mapped, by path.
     pub artifacts: HashMap<String, Module>,
+    /// The seccomp allowlist, compiled once.
+    pub seccomp: crate::sandbox::seccomp::CompiledFilter,
+    /// Set by the fork server once it entered fresh namespaces for all its
+    /// workers: the layers it could not get.
+    pub namespaces: Option<Vec<String>>,
 }
 
 impl Prepared {
@@ -38,10 +43,14 @@ impl Prepared {
         let engine = crate::engine::build()?;
         crate::budget::install(&engine);
         let linker = host::linker(&engine)?;
+        let seccomp =
+            crate::sandbox::seccomp::compile().map_err(|e| wasmtime::format_err!("{e}"))?;
         Ok(Self {
             engine,
             linker,
             artifacts: HashMap::new(),
+            seccomp,
+            namespaces: None,
         })
     }
 
@@ -133,6 +142,8 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         inherited_fds: &inherited_fds,
         keep_fds: &keep_fds,
         supervisor,
+        inherited_namespaces: prepared.namespaces.as_deref(),
+        seccomp: &prepared.seccomp,
     };
     let degraded = match runbook.apply() {
         Ok(d) => d,

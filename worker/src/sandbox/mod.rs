@@ -24,7 +24,7 @@ mod cgroup;
 pub mod fds;
 mod identity;
 mod landlock;
-mod namespaces;
+pub mod namespaces;
 mod no_new_privs;
 mod parent_death;
 mod rlimits;
@@ -103,6 +103,11 @@ pub struct Runbook<'a> {
     pub keep_fds: &'a [RawFd],
     /// The supervisor's pid (for the parent-death check).
     pub supervisor: nix::unistd::Pid,
+    /// `Some(degraded layers)` when the fork server already entered new
+    /// namespaces for all its workers; `None` to enter them here.
+    pub inherited_namespaces: Option<&'a [String]>,
+    /// The seccomp allowlist, compiled.
+    pub seccomp: &'a seccomp::CompiledFilter,
 }
 
 impl Runbook<'_> {
@@ -114,7 +119,10 @@ impl Runbook<'_> {
     pub fn apply(&self) -> Result<Vec<String>, SandboxError> {
         let mut degraded = Vec::new();
         cgroup::join(&self.plan.cgroup_procs, &mut degraded)?;
-        namespaces::unshare(&mut degraded)?;
+        match self.inherited_namespaces {
+            Some(from_fork_server) => degraded.extend(from_fork_server.iter().cloned()),
+            None => namespaces::unshare(&mut degraded)?,
+        }
         rlimits::apply(self.plan)?;
         identity::switch(self.plan.identity, &mut degraded)?;
         landlock::restrict(self.dirs, &mut degraded)?;
@@ -123,7 +131,7 @@ impl Runbook<'_> {
         no_new_privs::set()?;
         parent_death::arm(self.supervisor)?;
         sigsys::install();
-        seccomp::install()?;
+        seccomp::install(self.seccomp)?;
         Ok(degraded)
     }
 }

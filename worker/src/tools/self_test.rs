@@ -77,12 +77,22 @@ fn in_sandboxed_child(
             drop(theirs);
             let inherited = fds::open_fds();
             let plan = plan();
+            let seccomp = match crate::sandbox::seccomp::compile() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("self-test: {e}");
+                    // SAFETY: leave the forked child at once.
+                    unsafe { libc::_exit(90) }
+                }
+            };
             let runbook = Runbook {
                 plan: &plan,
                 dirs,
                 inherited_fds: &inherited,
                 keep_fds: &[0, 1, 2, sigsys::CONTROL_FD],
                 supervisor: parent,
+                inherited_namespaces: None,
+                seccomp: &seccomp,
             };
             let code = match runbook.apply() {
                 Ok(_) => body(),
