@@ -8,6 +8,8 @@
 //! edgeward-worker inspect FILE...     validate and link-check, one JSON line per file
 //! edgeward-worker fingerprint         print the engine fingerprint (compile-cache key)
 //! edgeward-worker self-test           sandbox itself and try each forbidden call (for tests)
+//! edgeward-worker probe               which sandbox layers this host can enforce (JSON)
+//! edgeward-worker seccomp-table       the seccomp allowlist with reasons (Markdown)
 //! ```
 //!
 //! Not meant to be run by hand except `compile`, `inspect` and `fingerprint`.
@@ -42,6 +44,8 @@ fn main() {
         },
         Some("inspect") if args.len() >= 2 => tools::inspect::run(&args[1..]),
         Some("self-test") => tools::self_test::run(),
+        Some("probe") => tools::probe::run(),
+        Some("seccomp-table") => tools::probe::seccomp_table(),
         Some("fingerprint") => match engine::build() {
             Ok(engine) => {
                 println!("{}", engine::fingerprint(&engine));
@@ -54,7 +58,7 @@ fn main() {
         },
         _ => {
             eprintln!(
-                "usage: edgeward-worker zygote | serve | compile IN.wasm OUT.cwasm | inspect FILE... | fingerprint\n\
+                "usage: edgeward-worker zygote | serve | compile IN.wasm OUT.cwasm | inspect FILE... | fingerprint | self-test | probe | seccomp-table\n\
                  (zygote and serve are started by `edgeward run`, not by hand)"
             );
             exit_code::USAGE

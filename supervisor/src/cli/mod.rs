@@ -1,6 +1,7 @@
 //! The command line: `edgeward run | check | status | stop | restart`.
 
 pub mod check;
+pub mod check_sandbox;
 pub mod client;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ pub enum Command {
             default_value = "/etc/edgeward/policies"
         )]
         policies: PathBuf,
+        /// Report which sandbox layers this host enforces instead (exit 1 if any is missing).
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Show every module: a table, or the stable JSON with --json.
     Status {

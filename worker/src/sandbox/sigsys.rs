@@ -29,19 +29,21 @@ extern "C" fn on_sigsys(
     info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
-    // SAFETY: for SIGSYS the kernel fills `_sigsys { call_addr, syscall, arch }`
-    // right after the three leading ints (and padding) of siginfo_t: the
-    // syscall number is the int at byte offset 24 on 64-bit Linux.
-    let nr = unsafe { *(info as *const u8).add(24).cast::<i32>() };
+    // For SIGSYS the kernel fills `_sigsys { call_addr, syscall, arch }` right
+    // after the three leading ints (and padding) of siginfo_t: the syscall
+    // number is the int at byte offset 24 on 64-bit Linux.
+    let field = info.cast::<u8>().wrapping_add(24).cast::<i32>();
+    // SAFETY: `info` points at the kernel-filled siginfo_t of this SIGSYS,
+    // which is larger than 28 bytes; `field` is in bounds and aligned.
+    let nr = unsafe { field.read() };
     let name = syscalls::Sysno::new(nr as usize).map_or("unknown", |s| s.name());
     let mut buf = [0u8; 128];
     let len = encode_fault(name, nr, &mut buf);
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf[..len]` is
-    // initialised. On a seqpacket socket one write is one message.
-    unsafe {
-        libc::write(CONTROL_FD, buf.as_ptr().cast(), len);
-        libc::_exit(EXIT_SECCOMP);
-    }
+    // SAFETY: write(2) is async-signal-safe and `buf[..len]` is initialised.
+    // On a seqpacket socket one write is one message.
+    unsafe { libc::write(CONTROL_FD, buf.as_ptr().cast(), len) };
+    // SAFETY: _exit(2) is async-signal-safe and ends the process at once.
+    unsafe { libc::_exit(EXIT_SECCOMP) }
 }
 
 /// Encodes `FromWorker::Fault(Fault { kind: Seccomp, message })` in postcard

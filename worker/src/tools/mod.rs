@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod inspect;
+pub mod probe;
 pub mod self_test;
 
 use wasmtime::error::Context;

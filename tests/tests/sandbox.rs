@@ -1,0 +1,249 @@
+//! End to end: every worker is a jail, read back from /proc as an operator
+//! (or an attacker) would see it; the self-test proves each forbidden call
+//! is denied and named.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use edgeward_tests::{bin, children_of, module, repo_root, GatewayDir};
+
+fn status_field(pid: i64, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+fn cgroup_dir(pid: i64, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup"));
+    std::path::Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(path.trim_start_matches('/'))
+}
+
+fn read(path: std::path::PathBuf) -> String {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn every_worker_is_jailed_and_sees_only_what_it_was_given() {
+    let g = GatewayDir::new();
+    let gateway = g.start_on(&repo_root().join("policies"), &[]);
+    let status = gateway.wait_running(
+        &["counter", "temp-alert", "hello-command"],
+        Duration::from_secs(20),
+    );
+    let supervisor_net = std::fs::read_link(format!("/proc/{}/ns/net", gateway.pid())).unwrap();
+    let mut uids = BTreeSet::new();
+    for (name, memory_mib, cpu_percent) in [
+        ("counter", 16, 10),
+        ("temp-alert", 16, 25),
+        ("hello-command", 16, 25),
+    ] {
+        let m = module(&status, name);
+        let pid = m["pid"].as_i64().unwrap();
+        assert!(m["degraded"].as_array().unwrap().is_empty(), "{name}: {m}");
+        assert_eq!(status_field(pid, "Seccomp"), "2", "{name}");
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{name}");
+        assert_eq!(status_field(pid, "CapEff"), "0000000000000000", "{name}");
+        assert_eq!(status_field(pid, "CapBnd"), "0000000000000000", "{name}");
+        assert_eq!(status_field(pid, "CapPrm"), "0000000000000000", "{name}");
+        let uid: Vec<u32> = status_field(pid, "Uid")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let gid: Vec<u32> = status_field(pid, "Gid")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert!(
+            uid.iter().all(|u| *u == uid[0] && *u != 0),
+            "{name} uid {uid:?}"
+        );
+        assert!(
+            gid.iter().all(|g| *g == gid[0] && *g != 0),
+            "{name} gid {gid:?}"
+        );
+        assert!(
+            uids.insert(uid[0]),
+            "{name} shares uid {} with another module",
+            uid[0]
+        );
+        // Its own cgroups, with the policy's limits written.
+        let memory = cgroup_dir(pid, "memory");
+        assert!(
+            memory.ends_with(format!("edgeward/{name}")),
+            "{}",
+            memory.display()
+        );
+        assert_eq!(
+            read(memory.join("memory.limit_in_bytes")),
+            ((memory_mib + 16u64) << 20).to_string()
+        );
+        let cpu = cgroup_dir(pid, "cpu");
+        assert!(cpu.ends_with(format!("edgeward/{name}")));
+        assert_eq!(
+            read(cpu.join("cpu.cfs_quota_us")),
+            (cpu_percent * 1000).to_string()
+        );
+        let pids = cgroup_dir(pid, "pids");
+        assert!(pids.ends_with(format!("edgeward/{name}")));
+        assert_eq!(read(pids.join("pids.max")), "11");
+        // No network: a namespace of its own, not the host's.
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+            supervisor_net,
+            "{name}"
+        );
+        // Open fds: stdio, control socket, its own artifact, its own grants,
+        // and the worker's own event fds. Nothing from other modules.
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+            let target = std::fs::read_link(entry.unwrap().path()).unwrap();
+            let t = target.to_string_lossy();
+            let allowed = t == "/dev/null"
+                || t.starts_with("pipe:")
+                || t.starts_with("socket:")
+                || t.starts_with("anon_inode:")
+                || (t.ends_with(".cwasm") && t.contains(&g.state().to_string_lossy().to_string()))
+                || (name == "temp-alert" && t.ends_with("policies/data/temp-alert"));
+            assert!(allowed, "{name} holds an fd it was not given: {t}");
+        }
+        let cwasm = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter(|e| {
+                std::fs::read_link(e.as_ref().unwrap().path())
+                    .is_ok_and(|t| t.to_string_lossy().ends_with(".cwasm"))
+            })
+            .count();
+        assert!(
+            cwasm <= 1,
+            "{name} holds {cwasm} artifacts: other modules' code leaked in"
+        );
+    }
+    // The fork server is hardened too.
+    let workers: Vec<i64> = status["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pid"].as_i64().unwrap())
+        .collect();
+    let zygote = children_of(gateway.pid())
+        .into_iter()
+        .map(i64::from)
+        .find(|p| !workers.contains(p))
+        .expect("fork server");
+    assert_eq!(status_field(zygote, "NoNewPrivs"), "1");
+    assert_eq!(status_field(zygote, "Seccomp"), "2");
+    let bounding = u64::from_str_radix(&status_field(zygote, "CapBnd"), 16).unwrap();
+    assert!(
+        bounding.count_ones() <= 6,
+        "fork server keeps too many capabilities: {bounding:x}"
+    );
+}
+
+#[test]
+fn self_test_denies_and_names_every_forbidden_syscall() {
+    let out = Command::new(bin("edgeward-worker"))
+        .arg("self-test")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for name in [
+        "socket",
+        "connect",
+        "execve",
+        "fork",
+        "vfork",
+        "ptrace",
+        "mount",
+        "bpf",
+        "io_uring_setup",
+        "userfaultfd",
+        "clone (new process)",
+        "landlock",
+    ] {
+        let check = checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("self-test has no check {name}"));
+        assert_eq!(check["ok"], true, "{check}");
+        if name != "landlock" && name != "clone (new process)" {
+            assert!(
+                check["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("seccomp: denied syscall {name}")),
+                "{check}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_sandbox_lists_every_layer_this_host_enforces() {
+    let out = Command::new(bin("edgeward"))
+        .args(["check", "--sandbox"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for layer in [
+        "cgroups",
+        "uid switching",
+        "namespaces",
+        "landlock",
+        "seccomp",
+    ] {
+        assert!(stdout.contains(&format!("  {layer}")), "{stdout}");
+    }
+    // This box (root, cgroup v1, Landlock, seccomp) enforces all of them.
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("every layer is enforced"), "{stdout}");
+}
+
+#[test]
+fn seccomp_table_gives_a_reason_for_every_syscall_and_docs_list_them() {
+    let out = Command::new(bin("edgeward-worker"))
+        .arg("seccomp-table")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let docs = std::fs::read_to_string(repo_root().join("docs/security.md")).unwrap();
+    for row in table.lines().skip(2) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[3].len() >= 8, "no reason in {row}");
+        assert!(
+            docs.contains(cells[1]),
+            "docs/security.md does not list {}",
+            cells[1]
+        );
+    }
+}
