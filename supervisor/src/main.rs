@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             stop_timeout_ms,
             ready_timeout_ms,
             uid_base,
+            runtime_overhead_mib,
         } => supervisor::run(
             supervisor::Options {
                 policies,
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
                 stop_timeout: Duration::from_millis(stop_timeout_ms),
                 ready_timeout: Duration::from_millis(ready_timeout_ms),
                 uid_base,
+                runtime_overhead_mib,
                 worker_bin: cli::worker_bin(),
             },
             started,

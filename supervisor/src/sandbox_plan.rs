@@ -11,10 +11,12 @@ use edgeward_ipc::control::SandboxPlan;
 use crate::cgroup::{self, CgroupDriver, Limits, ModuleCgroup};
 use crate::policy::{DirMode, Policy};
 
-/// Memory a worker needs beside its guest's linear memory: the wasmtime
-/// runtime, the WASI context, the I/O thread's stack and the kernel's page
-/// tables, measured on the dev box with margin (docs/security.md).
-pub const RUNTIME_OVERHEAD_MIB: u64 = 16;
+/// Default memory a worker needs beside its guest's linear memory: the
+/// wasmtime store, the WASI context, the I/O thread's stack and page tables.
+/// Measured on the dev box: an idle example worker has 0.4–0.8 MiB charged to
+/// its cgroup (`memory.max_usage_in_bytes`); 8 MiB leaves room for WASI
+/// buffers under load. Operators can change it (`--runtime-overhead-mib`).
+pub const DEFAULT_RUNTIME_OVERHEAD_MIB: u64 = 8;
 
 /// fd limit of a worker: stdio, control, epoll, timer, tokio, preopens, files.
 const MAX_FDS: u64 = 128;
@@ -25,6 +27,7 @@ const OWN_THREADS: u64 = 3;
 /// The host's sandbox capabilities, detected once at start-up.
 pub struct HostSandbox {
     cgroups: Option<Box<dyn CgroupDriver>>,
+    overhead_mib: u64,
     uid_base: Option<u32>,
     /// Layers this host cannot enforce, in words.
     pub warnings: Vec<String>,
@@ -32,7 +35,7 @@ pub struct HostSandbox {
 
 impl HostSandbox {
     /// Detects cgroups and whether identities can be switched.
-    pub fn detect(uid_base: u32) -> Self {
+    pub fn detect(uid_base: u32, overhead_mib: u64) -> Self {
         let mut warnings = Vec::new();
         let proc_self = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let cgroups = match cgroup::detect(Path::new("/sys/fs/cgroup"), &proc_self) {
@@ -53,6 +56,7 @@ impl HostSandbox {
         }
         Self {
             cgroups,
+            overhead_mib,
             uid_base: root.then_some(uid_base),
             warnings,
         }
@@ -83,11 +87,16 @@ impl HostSandbox {
             return Ok(None);
         };
         let limits = Limits {
-            memory_bytes: memory_limit_bytes(policy),
+            memory_bytes: self.memory_limit_bytes(policy),
             cpu_percent: policy.resources.cpu_percent,
             pids: policy.resources.pids + OWN_THREADS as u32,
         };
         driver.create(&policy.name, &limits).map(Some)
+    }
+
+    /// The cgroup memory limit: the guest's cap plus the runtime's overhead.
+    pub fn memory_limit_bytes(&self, policy: &Policy) -> u64 {
+        (u64::from(policy.resources.memory_mib) + self.overhead_mib) << 20
     }
 
     /// OOM kills so far in a module's cgroup.
@@ -123,10 +132,6 @@ impl HostSandbox {
     }
 }
 
-/// The cgroup memory limit: the guest's cap plus the runtime's overhead.
-pub fn memory_limit_bytes(policy: &Policy) -> u64 {
-    (u64::from(policy.resources.memory_mib) + RUNTIME_OVERHEAD_MIB) << 20
-}
 
 /// Gives the module's uid ownership of its read-write directories (their
 /// whole tree, symlinks not followed), so it can write there after dropping

@@ -98,7 +98,7 @@ fn every_worker_is_jailed_and_sees_only_what_it_was_given() {
         );
         assert_eq!(
             read(memory.join("memory.limit_in_bytes")),
-            ((memory_mib + 16u64) << 20).to_string()
+            ((memory_mib + 8u64) << 20).to_string()
         );
         let cpu = cgroup_dir(pid, "cpu");
         assert!(cpu.ends_with(format!("edgeward/{name}")));
@@ -246,4 +246,31 @@ fn seccomp_table_gives_a_reason_for_every_syscall_and_docs_list_them() {
             cells[1]
         );
     }
+}
+
+#[test]
+fn a_cgroup_oom_kill_is_reported_and_touches_no_other_module() {
+    let g = GatewayDir::new();
+    g.add_policy("steady", &edgeward_tests::policy("counter", "[schedule]\ntick_us = 10000"));
+    g.add_policy(
+        "bomb",
+        &edgeward_tests::policy(
+            "memory_bomb",
+            "[resources]\nmemory_mib = 64\n[schedule]\ntick_us = 200000\n[restart]\npolicy = \"never\"",
+        ),
+    );
+    let gateway = g.start();
+    let before = gateway.wait_running(&["steady", "bomb"], Duration::from_secs(20));
+    // The wasm limit (64 MiB) normally stops a bomb first. Here the operator
+    // lowers the cgroup limit under it, so the kernel's OOM killer acts.
+    let bomb_pid = module(&before, "bomb")["pid"].as_i64().unwrap();
+    let memory = cgroup_dir(bomb_pid, "memory");
+    std::fs::write(memory.join("memory.limit_in_bytes"), (24u64 << 20).to_string()).unwrap();
+    let status = gateway.wait_for(Duration::from_secs(20), "bomb failed", |s| module(s, "bomb")["state"] == "failed");
+    let error = module(&status, "bomb")["last_error"].as_str().unwrap().to_string();
+    assert_eq!(error, "out of memory: cgroup limit 24 MiB");
+    let steady = module(&status, "steady");
+    assert_eq!(steady["pid"], module(&before, "steady")["pid"]);
+    assert_eq!(steady["restarts"], 0);
+    assert_eq!(steady["state"], "running");
 }

@@ -36,6 +36,15 @@ pub struct ModuleCgroup {
     pub procs: Vec<PathBuf>,
     /// The file that counts OOM kills (`memory.oom_control` or `memory.events`).
     pub oom_events: PathBuf,
+    /// The memory limit file (`memory.limit_in_bytes` or `memory.max`).
+    pub memory_limit: PathBuf,
+}
+
+impl ModuleCgroup {
+    /// The memory limit in force now, in bytes (an operator may have changed it).
+    pub fn memory_limit_bytes(&self) -> Option<u64> {
+        std::fs::read_to_string(&self.memory_limit).ok()?.trim().parse().ok()
+    }
 }
 
 /// Why a cgroup operation failed.

@@ -48,6 +48,7 @@ fn v1_is_chosen_on_a_hybrid_host_and_writes_every_limit() {
     )
     .unwrap();
     assert_eq!(driver.oom_kills(&cg), 2);
+    assert_eq!(cg.memory_limit_bytes(), Some(48 << 20));
 }
 
 #[test]
@@ -79,6 +80,7 @@ fn v2_is_chosen_on_a_pure_v2_host_and_enables_controllers() {
     assert_eq!(cg.procs, vec![dir.join("cgroup.procs")]);
     std::fs::write(&cg.oom_events, "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").unwrap();
     assert_eq!(driver.oom_kills(&cg), 1);
+    assert_eq!(cg.memory_limit_bytes(), Some(48 << 20));
     driver.remove(&cg);
 }
 

@@ -62,6 +62,7 @@ impl CgroupDriver for V1 {
                 pids.join("cgroup.procs"),
             ],
             oom_events: memory.join("memory.oom_control"),
+            memory_limit: memory.join("memory.limit_in_bytes"),
             dirs: vec![memory, cpu, pids],
         })
     }

@@ -48,6 +48,7 @@ impl CgroupDriver for V2 {
         Ok(ModuleCgroup {
             procs: vec![dir.join("cgroup.procs")],
             oom_events: dir.join("memory.events"),
+            memory_limit: dir.join("memory.max"),
             dirs: vec![dir],
         })
     }

@@ -55,6 +55,10 @@ pub enum Command {
         /// First uid/gid of the per-module range (module N runs as base + N).
         #[arg(long, env = "EDGEWARD_UID_BASE", default_value_t = 300_000)]
         uid_base: u32,
+        /// MiB added to a module's `memory_mib` for its cgroup memory limit
+        /// (the worker's own runtime).
+        #[arg(long, env = "EDGEWARD_RUNTIME_OVERHEAD_MIB", default_value_t = crate::sandbox_plan::DEFAULT_RUNTIME_OVERHEAD_MIB)]
+        runtime_overhead_mib: u64,
     },
     /// Validate every policy and module; exit 0 if all are valid, 1 otherwise.
     Check {

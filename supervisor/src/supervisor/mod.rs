@@ -40,6 +40,8 @@ pub struct Options {
     pub worker_bin: PathBuf,
     /// First uid/gid of the per-module range.
     pub uid_base: u32,
+    /// Memory added to `memory_mib` for a module's cgroup limit.
+    pub runtime_overhead_mib: u64,
 }
 
 /// epoll token layout: kind in bits 0..8, slot index in 8..32, generation in 32..64.
@@ -197,7 +199,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
     )?;
 
-    let sandbox = crate::sandbox_plan::HostSandbox::detect(options.uid_base);
+    let sandbox = crate::sandbox_plan::HostSandbox::detect(options.uid_base, options.runtime_overhead_mib);
     say!(
         "sandbox: {}; module uids from {}",
         sandbox.cgroup_description(),

@@ -278,10 +278,7 @@ impl Supervisor {
             if self.sandbox.oom_kills(cgroup) > worker.oom_kills_at_start
                 && worker.killed_because.is_none()
             {
-                let limit = slot
-                    .policy
-                    .as_ref()
-                    .map_or(0, |p| crate::sandbox_plan::memory_limit_bytes(p) >> 20);
+                let limit = cgroup.memory_limit_bytes().unwrap_or(0) >> 20;
                 worker.killed_because = Some(format!("out of memory: cgroup limit {limit} MiB"));
             }
         }

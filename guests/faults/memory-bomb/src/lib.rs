@@ -1,17 +1,31 @@
-//! Fault injection: every tick keeps 4 MiB more, touching every page, until
-//! the allocator's `memory.grow` is refused (the module then aborts).
+//! Fault injection: every tick keeps 4 MiB more (`--chunk-kib N` to change),
+//! touching every page, until the allocator's `memory.grow` is refused (the
+//! module then aborts) or the kernel's cgroup OOM killer ends it.
 
 struct MemoryBomb {
     hoard: Vec<Vec<u8>>,
+    chunk: usize,
 }
 
 impl edgeward::Module for MemoryBomb {
     fn init() -> Result<Self, i32> {
-        Ok(MemoryBomb { hoard: Vec::new() })
+        let args: Vec<String> = std::env::args().collect();
+        let chunk_kib: usize = args
+            .windows(2)
+            .find(|w| w[0] == "--chunk-kib")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(4096);
+        Ok(MemoryBomb {
+            hoard: Vec::new(),
+            chunk: chunk_kib << 10,
+        })
     }
 
     fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> {
-        self.hoard.push(vec![0xA5; 4 << 20]);
+        // Up to 4 MiB per tick, in chunks.
+        for _ in 0..(4 << 20) / self.chunk.max(1) {
+            self.hoard.push(vec![0xA5; self.chunk]);
+        }
         Ok(())
     }
 }
