@@ -45,8 +45,9 @@ impl ProcessModel {
 
 /// A started worker: our ends of its channels.
 pub struct Spawned {
-    /// Its pid (our child).
-    pub pid: Pid,
+    /// Its pid (our child). With the fork server it arrives later, as a
+    /// [`FromZygote::Spawned`] reply read by the event loop.
+    pub pid: Option<Pid>,
     /// Our end of its control socketpair.
     pub control: OwnedFd,
     /// Read end of its stdout/stderr pipe.
@@ -67,6 +68,10 @@ pub struct Launcher {
     model: ProcessModel,
     worker_bin: PathBuf,
     zygote: Option<Zygote>,
+    /// A fork server started but not yet handshaken.
+    starting: Option<(Pid, OwnedFd)>,
+    /// Set when a new fork server socket appeared, for the event loop to watch.
+    new_zygote: bool,
 }
 
 impl Launcher {
@@ -76,12 +81,59 @@ impl Launcher {
             model,
             worker_bin,
             zygote: None,
+            starting: None,
+            new_zygote: false,
+        }
+    }
+
+    /// Starts the fork server process without waiting for its handshake, so
+    /// the caller can do other start-up work while it initialises.
+    ///
+    /// # Errors
+    /// If the process cannot be started.
+    pub fn prestart(&mut self) -> anyhow::Result<()> {
+        if self.model == ProcessModel::Zygote && self.zygote.is_none() && self.starting.is_none() {
+            self.starting = Some(self.spawn_zygote_process()?);
+        }
+        Ok(())
+    }
+
+    /// The fork server's socket if it is new since the last call (the event
+    /// loop then adds it to its epoll set).
+    pub fn take_new_zygote_socket(&mut self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        if !std::mem::take(&mut self.new_zygote) {
+            return None;
+        }
+        self.zygote
+            .as_ref()
+            .map(|z| std::os::fd::AsFd::as_fd(&z.socket))
+    }
+
+    /// Reads one reply of the fork server without blocking.
+    /// `Ok(None)`: nothing pending. `Err`: the fork server is gone.
+    ///
+    /// # Errors
+    /// The fork server closed its socket or sent a bad frame; it is dropped.
+    pub fn next_reply(&mut self) -> anyhow::Result<Option<FromZygote>> {
+        let Some(zygote) = &self.zygote else {
+            bail!("no fork server");
+        };
+        match frame::recv::<FromZygote>(&zygote.socket) {
+            Ok((reply, _)) => Ok(Some(reply)),
+            Err(frame::FrameError::WouldBlock) => Ok(None),
+            Err(e) => {
+                self.zygote = None;
+                bail!("fork server unreachable: {e}")
+            }
         }
     }
 
     /// Pid of the fork server, if one runs.
     pub fn zygote_pid(&self) -> Option<Pid> {
-        self.zygote.as_ref().map(|z| z.pid)
+        self.zygote
+            .as_ref()
+            .map(|z| z.pid)
+            .or(self.starting.as_ref().map(|(pid, _)| *pid))
     }
 
     /// The engine fingerprint (compile-cache key part). Starts the fork
@@ -116,6 +168,7 @@ impl Launcher {
     pub fn reaped(&mut self, pid: Pid) -> bool {
         if self.zygote_pid() == Some(pid) {
             self.zygote = None;
+            self.starting = None;
             true
         } else {
             false
@@ -125,6 +178,7 @@ impl Launcher {
     /// Stops the fork server: closing its socket ends it.
     pub fn shutdown(&mut self) {
         self.zygote = None;
+        self.starting = None;
     }
 
     /// Starts a worker for `module`, which will load `artifact`.
@@ -146,26 +200,17 @@ impl Launcher {
                     module: module.to_string(),
                     artifact,
                 };
-                let sent = frame::send(
+                // The reply (the pid) is read by the event loop: the
+                // supervisor never waits for the fork server.
+                if let Err(e) = frame::send(
                     &zygote.socket,
                     &request,
                     &[theirs.as_raw_fd(), output_write.as_raw_fd()],
-                );
-                let reply = sent.and_then(|()| frame::recv::<FromZygote>(&zygote.socket));
-                match reply {
-                    Ok((FromZygote::Spawned { pid }, _)) => Pid::from_raw(pid as i32),
-                    Ok((FromZygote::SpawnFailed { reason }, _)) => {
-                        bail!("fork server could not start the worker: {reason}")
-                    }
-                    Ok((other, _)) => {
-                        self.zygote = None;
-                        bail!("fork server sent {other:?} instead of Spawned")
-                    }
-                    Err(e) => {
-                        self.zygote = None;
-                        bail!("fork server unreachable: {e}")
-                    }
+                ) {
+                    self.zygote = None;
+                    bail!("fork server unreachable: {e}");
                 }
+                None
             }
             ProcessModel::Exec => {
                 let child = self
@@ -174,7 +219,7 @@ impl Launcher {
                     .stderr(Stdio::from(output_write.try_clone()?))
                     .spawn()
                     .with_context(|| format!("cannot start {}", self.worker_bin.display()))?;
-                Pid::from_raw(child.id() as i32)
+                Some(Pid::from_raw(child.id() as i32))
             }
         };
         Ok(Spawned {
@@ -186,12 +231,23 @@ impl Launcher {
 
     fn zygote(&mut self) -> anyhow::Result<&Zygote> {
         if self.zygote.is_none() {
-            self.zygote = Some(self.start_zygote()?);
+            let (pid, socket) = match self.starting.take() {
+                Some(started) => started,
+                None => self.spawn_zygote_process()?,
+            };
+            let zygote = self.handshake(pid, socket)?;
+            nix::fcntl::fcntl(
+                &zygote.socket,
+                nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+            )
+            .context("fcntl(O_NONBLOCK)")?;
+            self.zygote = Some(zygote);
+            self.new_zygote = true;
         }
         Ok(self.zygote.as_ref().expect("just set"))
     }
 
-    fn start_zygote(&self) -> anyhow::Result<Zygote> {
+    fn spawn_zygote_process(&self) -> anyhow::Result<(Pid, OwnedFd)> {
         let (ours, theirs) = frame::seqpacket_pair().context("socketpair")?;
         let child = self
             .command("zygote", theirs.as_raw_fd())
@@ -200,7 +256,10 @@ impl Launcher {
             .spawn()
             .with_context(|| format!("cannot start {}", self.worker_bin.display()))?;
         drop(theirs);
-        let pid = Pid::from_raw(child.id() as i32);
+        Ok((Pid::from_raw(child.id() as i32), ours))
+    }
+
+    fn handshake(&self, pid: Pid, ours: OwnedFd) -> anyhow::Result<Zygote> {
         set_recv_timeout(&ours, Duration::from_secs(10))?;
         let hello = frame::recv::<FromZygote>(&ours);
         match hello {

@@ -35,10 +35,13 @@ pub struct HostSandbox {
 
 impl HostSandbox {
     /// Detects cgroups and whether identities can be switched.
-    pub fn detect(uid_base: u32, overhead_mib: u64) -> Self {
+    /// `state` names the gateway instance: its cgroups are
+    /// `edgeward-<hash of state dir>`.
+    pub fn detect(uid_base: u32, overhead_mib: u64, state: &Path) -> Self {
         let mut warnings = Vec::new();
         let proc_self = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let cgroups = match cgroup::detect(Path::new("/sys/fs/cgroup"), &proc_self) {
+        let group = cgroup_group(state);
+        let cgroups = match cgroup::detect(Path::new("/sys/fs/cgroup"), &proc_self, &group) {
             Ok(driver) => Some(driver),
             Err(reason) => {
                 warnings.push(format!(
@@ -132,6 +135,13 @@ impl HostSandbox {
     }
 }
 
+/// `edgeward-<12 hex digits of sha256(canonical state dir)>`.
+pub fn cgroup_group(state: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let state = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+    let digest = Sha256::digest(state.as_os_str().as_encoded_bytes());
+    format!("edgeward-{}", &hex::encode(digest)[..12])
+}
 
 /// Gives the module's uid ownership of its read-write directories (their
 /// whole tree, symlinks not followed), so it can write there after dropping

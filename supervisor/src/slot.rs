@@ -43,8 +43,12 @@ impl State {
 
 /// A live worker process.
 pub struct Worker {
-    /// Its pid.
-    pub pid: Pid,
+    /// Its pid; `None` until the fork server's reply arrives.
+    pub pid: Option<Pid>,
+    /// The pid its Hello claimed, if that came before the fork server's reply.
+    pub hello_pid: Option<u32>,
+    /// SIGKILL it as soon as its pid is known.
+    pub kill_pending: bool,
     /// Our end of the control socket; `None` once the worker closed it.
     pub control: Option<OwnedFd>,
     /// Its output; `None` at end of file.
@@ -65,6 +69,18 @@ pub struct Worker {
     pub killed_because: Option<String>,
     /// OOM kills in the module's cgroup when this worker started.
     pub oom_kills_at_start: u64,
+}
+
+impl Worker {
+    /// SIGKILLs the worker now, or as soon as its pid is known.
+    pub fn kill(&mut self) {
+        match self.pid {
+            Some(pid) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            None => self.kill_pending = true,
+        }
+    }
 }
 
 /// One module.
@@ -143,12 +159,12 @@ impl Slot {
         ModuleStatus {
             name: self.name.clone(),
             state: self.state.as_str().to_string(),
-            pid: worker.map(|w| w.pid.as_raw() as u32),
+            pid: worker.and_then(|w| w.pid).map(|p| p.as_raw() as u32),
             restarts: self.restarts,
             uptime_ms: worker
                 .and_then(|w| w.ready_at)
                 .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
-            rss_kib: worker.map_or(0, |w| rss_kib(w.pid)),
+            rss_kib: worker.and_then(|w| w.pid).map_or(0, rss_kib),
             snapshot_epoch: None,
             msgs_in: self.stats.msgs_in,
             msgs_out: self.stats.msgs_out,

@@ -3,9 +3,11 @@
 //! cgroup v1 (`v1.rs`) and v2 (`v2.rs`) sit behind one trait,
 //! [`CgroupDriver`]. The `/sys/fs/cgroup` and `/proc/self/cgroup` inputs are
 //! passed in, so both drivers are unit-tested on temp-dir fixtures. Every
-//! module cgroup is created under the supervisor's own cgroup
-//! (`<own>/edgeward/<module>`), which works with a delegated subtree inside
-//! a container. The supervisor creates the cgroups and writes the limits;
+//! module cgroup is created under the supervisor's own cgroup as
+//! `<own>/<group>/<module>`, which works with a delegated subtree inside a
+//! container. `<group>` is `edgeward-<id>`, with an id derived from the
+//! gateway's state directory: two gateways on one host never share (or
+//! remove) each other's cgroups, and a restarted gateway finds its own. The supervisor creates the cgroups and writes the limits;
 //! the worker moves itself in (sandbox step 1).
 
 mod v1;
@@ -43,7 +45,11 @@ pub struct ModuleCgroup {
 impl ModuleCgroup {
     /// The memory limit in force now, in bytes (an operator may have changed it).
     pub fn memory_limit_bytes(&self) -> Option<u64> {
-        std::fs::read_to_string(&self.memory_limit).ok()?.trim().parse().ok()
+        std::fs::read_to_string(&self.memory_limit)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
@@ -88,7 +94,11 @@ pub trait CgroupDriver {
 ///
 /// `sys_cgroup` is normally `/sys/fs/cgroup`; `proc_self_cgroup` the text of
 /// `/proc/self/cgroup`.
-pub fn detect(sys_cgroup: &Path, proc_self_cgroup: &str) -> Result<Box<dyn CgroupDriver>, String> {
+pub fn detect(
+    sys_cgroup: &Path,
+    proc_self_cgroup: &str,
+    group: &str,
+) -> Result<Box<dyn CgroupDriver>, String> {
     let memberships = parse_proc_cgroup(proc_self_cgroup);
     let v1_path = |controller: &str| {
         memberships
@@ -103,7 +113,7 @@ pub fn detect(sys_cgroup: &Path, proc_self_cgroup: &str) -> Result<Box<dyn Cgrou
             && sys_cgroup.join("cpu").is_dir()
             && sys_cgroup.join("pids").is_dir()
         {
-            return Ok(Box::new(V1::new(sys_cgroup, &memory, &cpu, &pids)));
+            return Ok(Box::new(V1::new(sys_cgroup, &memory, &cpu, &pids, group)));
         }
     }
     let unified = memberships
@@ -117,7 +127,7 @@ pub fn detect(sys_cgroup: &Path, proc_self_cgroup: &str) -> Result<Box<dyn Cgrou
                 std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
             let has = |c: &str| available.split_whitespace().any(|a| a == c);
             if has("memory") && has("cpu") && has("pids") {
-                return Ok(Box::new(V2::new(&root, &own)));
+                return Ok(Box::new(V2::new(&root, &own, group)));
             }
         }
         return Err(format!(

@@ -24,20 +24,20 @@ fn v1_fixture() -> tempfile::TempDir {
 #[test]
 fn v1_is_chosen_on_a_hybrid_host_and_writes_every_limit() {
     let root = v1_fixture();
-    let driver = detect(root.path(), HYBRID).unwrap();
+    let driver = detect(root.path(), HYBRID, "edgeward-t").unwrap();
     assert!(driver.describe().starts_with("cgroup v1"));
     let cg = driver.create("temp-alert", &limits()).unwrap();
-    let memory = root.path().join("memory/box/1/edgeward/temp-alert");
+    let memory = root.path().join("memory/box/1/edgeward-t/temp-alert");
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
     assert_eq!(
         read(memory.join("memory.limit_in_bytes")),
         (48u64 << 20).to_string()
     );
-    let cpu = root.path().join("cpu/edgeward/temp-alert");
+    let cpu = root.path().join("cpu/edgeward-t/temp-alert");
     assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "25000");
     assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
     assert_eq!(
-        read(root.path().join("pids/edgeward/temp-alert/pids.max")),
+        read(root.path().join("pids/edgeward-t/temp-alert/pids.max")),
         "8"
     );
     assert_eq!(cg.procs.len(), 3);
@@ -61,10 +61,10 @@ fn v2_is_chosen_on_a_pure_v2_host_and_enables_controllers() {
     .unwrap();
     let own = root.path().join("system.slice/gateway.service");
     std::fs::create_dir_all(&own).unwrap();
-    let driver = detect(root.path(), PURE_V2).unwrap();
+    let driver = detect(root.path(), PURE_V2, "edgeward-t").unwrap();
     assert!(driver.describe().starts_with("cgroup v2"));
     let cg = driver.create("alarm", &limits()).unwrap();
-    let dir = own.join("edgeward/alarm");
+    let dir = own.join("edgeward-t/alarm");
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
     assert_eq!(read(dir.join("memory.max")), (48u64 << 20).to_string());
     assert_eq!(read(dir.join("cpu.max")), "25000 100000");
@@ -74,7 +74,7 @@ fn v2_is_chosen_on_a_pure_v2_host_and_enables_controllers() {
         "+memory +cpu +pids"
     );
     assert_eq!(
-        read(own.join("edgeward/cgroup.subtree_control")),
+        read(own.join("edgeward-t/cgroup.subtree_control")),
         "+memory +cpu +pids"
     );
     assert_eq!(cg.procs, vec![dir.join("cgroup.procs")]);
@@ -89,7 +89,7 @@ fn hybrid_host_with_an_empty_unified_tree_uses_v1_not_v2() {
     let root = v1_fixture();
     std::fs::create_dir_all(root.path().join("unified")).unwrap();
     std::fs::write(root.path().join("unified/cgroup.controllers"), "").unwrap();
-    assert!(detect(root.path(), HYBRID)
+    assert!(detect(root.path(), HYBRID, "edgeward-t")
         .unwrap()
         .describe()
         .starts_with("cgroup v1"));
@@ -99,7 +99,7 @@ fn hybrid_host_with_an_empty_unified_tree_uses_v1_not_v2() {
 fn v2_without_delegated_controllers_is_reported() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("cgroup.controllers"), "cpu\n").unwrap();
-    let err = detect(root.path(), PURE_V2).err().unwrap();
+    let err = detect(root.path(), PURE_V2, "edgeward-t").err().unwrap();
     assert!(err.contains("not delegated"), "{err}");
 }
 

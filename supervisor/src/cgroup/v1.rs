@@ -1,5 +1,5 @@
 //! cgroup v1: one hierarchy per controller. The module's cgroup is
-//! `<controller mount>/<own path>/edgeward/<module>` for memory, cpu and pids.
+//! `<controller mount>/<own path>/<group>/<module>` for memory, cpu and pids.
 
 use std::path::{Path, PathBuf};
 
@@ -18,11 +18,11 @@ pub struct V1 {
 impl V1 {
     /// `root` is the v1 mount parent (`/sys/fs/cgroup`); the paths are this
     /// process's own cgroup in each controller's hierarchy.
-    pub fn new(root: &Path, memory: &str, cpu: &str, pids: &str) -> Self {
+    pub fn new(root: &Path, memory: &str, cpu: &str, pids: &str, group: &str) -> Self {
         Self {
-            memory: under(&root.join("memory"), memory).join("edgeward"),
-            cpu: under(&root.join("cpu"), cpu).join("edgeward"),
-            pids: under(&root.join("pids"), pids).join("edgeward"),
+            memory: under(&root.join("memory"), memory).join(group),
+            cpu: under(&root.join("cpu"), cpu).join(group),
+            pids: under(&root.join("pids"), pids).join(group),
         }
     }
 }

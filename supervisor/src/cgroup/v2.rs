@@ -1,7 +1,7 @@
 //! cgroup v2: one unified hierarchy. Because of the "no internal processes"
-//! rule, the module cgroups live in `<own>/edgeward/<module>` with the
+//! rule, the module cgroups live in `<own>/<group>/<module>` with the
 //! controllers enabled in `<own>/cgroup.subtree_control` and
-//! `<own>/edgeward/cgroup.subtree_control`. The supervisor's own cgroup must
+//! `<own>/<group>/cgroup.subtree_control`. The supervisor's own cgroup must
 //! be delegated (writable) for this; in a container it usually is.
 
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ pub struct V2 {
 
 impl V2 {
     /// `root` is the unified mount; `own` this process's cgroup path in it.
-    pub fn new(root: &Path, own: &str) -> Self {
+    pub fn new(root: &Path, own: &str, group: &str) -> Self {
         let own = under(root, own);
         Self {
-            base: own.join("edgeward"),
+            base: own.join(group),
             own,
         }
     }

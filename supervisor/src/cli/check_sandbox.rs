@@ -23,7 +23,11 @@ struct Probe {
 /// # Errors
 /// If the worker binary cannot be run.
 pub fn run(worker_bin: &Path) -> anyhow::Result<i32> {
-    let host = HostSandbox::detect(300_000, crate::sandbox_plan::DEFAULT_RUNTIME_OVERHEAD_MIB);
+    let host = HostSandbox::detect(
+        300_000,
+        crate::sandbox_plan::DEFAULT_RUNTIME_OVERHEAD_MIB,
+        std::path::Path::new("/var/lib/edgeward"),
+    );
     let output = Command::new(worker_bin)
         .arg("probe")
         .stdin(Stdio::null())

@@ -49,6 +49,7 @@ pub struct Options {
 enum Token {
     Signal,
     Control,
+    Zygote,
     WorkerControl { slot: usize, generation: u32 },
     WorkerOutput { slot: usize, generation: u32 },
 }
@@ -61,6 +62,7 @@ impl Token {
         match self {
             Token::Signal => 0,
             Token::Control => 1,
+            Token::Zygote => 4,
             Token::WorkerControl { slot, generation } => pack(2, slot, generation),
             Token::WorkerOutput { slot, generation } => pack(3, slot, generation),
         }
@@ -74,6 +76,7 @@ impl Token {
             1 => Some(Token::Control),
             2 => Some(Token::WorkerControl { slot, generation }),
             3 => Some(Token::WorkerOutput { slot, generation }),
+            4 => Some(Token::Zygote),
             _ => None,
         }
     }
@@ -92,6 +95,12 @@ pub struct Supervisor {
     shutdown_deadline: Option<Instant>,
     /// Children that are not workers (the fork server) still to be reaped.
     other_children: Vec<Pid>,
+    /// Spawn requests the fork server has not answered yet, oldest first:
+    /// (slot, generation).
+    pending_spawns: std::collections::VecDeque<(usize, u32)>,
+    /// Exit statuses of children reaped before the fork server told us
+    /// which module they belong to.
+    unclaimed_exits: std::collections::HashMap<Pid, nix::sys::wait::WaitStatus>,
     all_ready_logged: bool,
     /// How workers are confined on this host.
     sandbox: crate::sandbox_plan::HostSandbox,
@@ -131,6 +140,19 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         );
     }
     let mut launcher = Launcher::new(model, options.worker_bin.clone());
+    // The fork server initialises its engine while we prepare the cgroups.
+    launcher.prestart()?;
+    let sandbox = crate::sandbox_plan::HostSandbox::detect(
+        options.uid_base,
+        options.runtime_overhead_mib,
+        &options.state,
+    );
+    let prepared_cgroups: Vec<(String, Result<Option<crate::cgroup::ModuleCgroup>, String>)> =
+        loaded
+            .iter()
+            .filter_map(|l| l.result.as_ref().ok())
+            .map(|p| (p.name.clone(), sandbox.cgroup(p).map_err(|e| e.to_string())))
+            .collect();
     let fingerprint = launcher.fingerprint()?;
 
     let cache = CompileCache::open(&options.state, fingerprint)?;
@@ -199,7 +221,14 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
     )?;
 
-    let sandbox = crate::sandbox_plan::HostSandbox::detect(options.uid_base, options.runtime_overhead_mib);
+    for (name, cgroup) in prepared_cgroups {
+        if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+            match cgroup {
+                Ok(cgroup) => slot.cgroup = cgroup,
+                Err(e) => say!("module {name}: cannot set up its cgroup yet: {e}"),
+            }
+        }
+    }
     say!(
         "sandbox: {}; module uids from {}",
         sandbox.cgroup_description(),
@@ -221,6 +250,8 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         started,
         shutdown_deadline: None,
         other_children: Vec::new(),
+        pending_spawns: std::collections::VecDeque::new(),
+        unclaimed_exits: std::collections::HashMap::new(),
         all_ready_logged: false,
         sandbox,
     };
@@ -268,6 +299,7 @@ impl Supervisor {
                 match Token::decode(event.data()) {
                     Some(Token::Signal) => self.on_signals(),
                     Some(Token::Control) => self.on_control_socket(),
+                    Some(Token::Zygote) => self.on_zygote_replies(),
                     Some(Token::WorkerControl { slot, generation })
                         if self.is_current(slot, generation) =>
                     {
@@ -292,7 +324,9 @@ impl Supervisor {
     }
 
     fn nothing_left(&self) -> bool {
-        self.slots.iter().all(|s| s.worker.is_none()) && self.other_children.is_empty()
+        self.slots.iter().all(|s| s.worker.is_none())
+            && self.other_children.is_empty()
+            && self.pending_spawns.is_empty()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -335,7 +369,7 @@ impl Supervisor {
             };
             if worker.kill_at.is_some_and(|t| now >= t) {
                 worker.kill_at = None;
-                let _ = nix::sys::signal::kill(worker.pid, nix::sys::signal::Signal::SIGKILL);
+                worker.kill();
             }
             if worker.ready_at.is_none()
                 && worker.killed_because.is_none()
@@ -347,7 +381,7 @@ impl Supervisor {
                 );
                 say!("module {}: {reason}", slot.name);
                 worker.killed_because = Some(reason);
-                let _ = nix::sys::signal::kill(worker.pid, nix::sys::signal::Signal::SIGKILL);
+                worker.kill();
             }
         }
     }

@@ -86,21 +86,30 @@ impl Supervisor {
                 stop_worker(worker, self.options.stop_timeout);
             }
         }
-        // Closing its socket ends the fork server.
+        // Closing its socket ends the fork server, once it has answered every
+        // spawn request (so no worker is left without a known pid).
+        self.close_zygote_when_idle();
+        // The control socket goes away with the supervisor; release it now so
+        // a new supervisor can bind while this one finishes.
+        self.control = None;
+    }
+
+    /// Closes the fork server once no spawn request is outstanding.
+    pub(super) fn close_zygote_when_idle(&mut self) {
+        if !self.pending_spawns.is_empty() {
+            return;
+        }
         if let Some(pid) = self.launcher.zygote_pid() {
             self.other_children.push(pid);
         }
         self.launcher.shutdown();
-        // The control socket goes away with the supervisor; release it now so
-        // a new supervisor can bind while this one finishes.
-        self.control = None;
     }
 
     pub(super) fn kill_everything(&mut self, why: &str) {
         for slot in &mut self.slots {
             if let Some(worker) = slot.worker.as_mut() {
                 say!("module {}: {why}; SIGKILL", slot.name);
-                let _ = kill(worker.pid, Signal::SIGKILL);
+                worker.kill();
             }
         }
         for pid in &self.other_children {

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use edgeward_ipc::control::{DirGrant, FromWorker, Init, SandboxPlan, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
+use edgeward_ipc::zygote::FromZygote;
 use edgeward_ipc::PROTOCOL_VERSION;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -51,8 +52,25 @@ impl Supervisor {
             .map_or(0, |c| self.sandbox.oom_kills(c));
         match self.launcher.spawn(&slot.name, &artifact) {
             Ok(spawned) => {
+                if spawned.pid.is_none() {
+                    self.pending_spawns.push_back((i, generation));
+                }
+                if let Some(fd) = self.launcher.take_new_zygote_socket() {
+                    if let Err(e) = self.epoll.add(
+                        fd,
+                        nix::sys::epoll::EpollEvent::new(
+                            nix::sys::epoll::EpollFlags::EPOLLIN,
+                            Token::Zygote.encode(),
+                        ),
+                    ) {
+                        say!("epoll_ctl(ADD) for the fork server failed: {e}");
+                    }
+                }
+                let slot = &mut self.slots[i];
                 let worker = Worker {
                     pid: spawned.pid,
+                    hello_pid: None,
+                    kill_pending: false,
                     control: Some(spawned.control),
                     output: Some(OutputPipe::new(spawned.output)),
                     spawned_at: Instant::now(),
@@ -140,9 +158,14 @@ impl Supervisor {
                         format!("worker speaks protocol {protocol_version}, supervisor {PROTOCOL_VERSION}; install matching binaries"),
                     );
                 }
-                let expected = worker.pid;
-                if pid as i32 != expected.as_raw() {
-                    return self.violation(i, format!("Hello from pid {pid}, expected {expected}"));
+                match worker.pid {
+                    Some(expected) if pid as i32 != expected.as_raw() => {
+                        return self
+                            .violation(i, format!("Hello from pid {pid}, expected {expected}"));
+                    }
+                    Some(_) => {}
+                    // Checked when the fork server's reply arrives.
+                    None => worker.hello_pid = Some(pid),
                 }
                 worker.said_hello = true;
                 let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
@@ -211,7 +234,7 @@ impl Supervisor {
         let reason = format!("protocol violation: {what}; worker killed");
         say!("module {}: {reason}", slot.name);
         worker.killed_because = Some(reason);
-        let _ = kill(worker.pid, Signal::SIGKILL);
+        worker.kill();
         self.close_control(i);
     }
 
@@ -252,9 +275,12 @@ impl Supervisor {
             if let Some(i) = self
                 .slots
                 .iter()
-                .position(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
+                .position(|s| s.worker.as_ref().is_some_and(|w| w.pid == Some(pid)))
             {
                 self.on_exit(i, status);
+            } else if !self.pending_spawns.is_empty() {
+                // Possibly a worker whose pid the fork server has not told us yet.
+                self.unclaimed_exits.insert(pid, status);
             }
         }
     }
@@ -312,11 +338,104 @@ impl Supervisor {
             say!(
                 "module {}: worker {} ended: {}",
                 slot.name,
-                worker.pid,
+                worker
+                    .pid
+                    .map_or_else(|| "?".to_string(), |p| p.to_string()),
                 slot.last_error.as_deref().unwrap_or("?")
             );
         }
         self.after_end(i, ending, ran_for);
+    }
+
+    /// Reads the fork server's answers to spawn requests (in request order).
+    pub(super) fn on_zygote_replies(&mut self) {
+        loop {
+            let reply = match self.launcher.next_reply() {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                Err(e) => {
+                    say!(
+                        "{e:#}; failing {} pending start(s)",
+                        self.pending_spawns.len()
+                    );
+                    while let Some((slot, generation)) = self.pending_spawns.pop_front() {
+                        self.spawn_failed(slot, generation, format!("{e:#}"));
+                    }
+                    break;
+                }
+            };
+            let Some((i, generation)) = self.pending_spawns.pop_front() else {
+                say!("fork server sent an unexpected {reply:?}");
+                continue;
+            };
+            match reply {
+                FromZygote::Spawned { pid } => {
+                    self.spawned(i, generation, Pid::from_raw(pid as i32))
+                }
+                FromZygote::SpawnFailed { reason } => self.spawn_failed(
+                    i,
+                    generation,
+                    format!("fork server could not start the worker: {reason}"),
+                ),
+                FromZygote::Hello { .. } => {
+                    self.spawn_failed(i, generation, "fork server protocol error".into())
+                }
+            }
+        }
+        if self.pending_spawns.is_empty() {
+            self.unclaimed_exits.clear();
+            if self.shutdown_deadline.is_some() {
+                self.close_zygote_when_idle();
+            }
+        }
+    }
+
+    /// The fork server made the worker of slot `i`: record its pid.
+    fn spawned(&mut self, i: usize, generation: u32, pid: Pid) {
+        let current = self.slots[i].generation == generation;
+        let Some(worker) = self.slots[i]
+            .worker
+            .as_mut()
+            .filter(|w| current && w.pid.is_none())
+        else {
+            // The slot moved on (stopped meanwhile): this worker is unwanted.
+            let _ = kill(pid, Signal::SIGKILL);
+            return;
+        };
+        worker.pid = Some(pid);
+        if worker.kill_pending {
+            worker.kill();
+        }
+        if let Some(claimed) = worker.hello_pid.take() {
+            if claimed as i32 != pid.as_raw() {
+                return self.violation(i, format!("Hello from pid {claimed}, expected {pid}"));
+            }
+        }
+        if let Some(status) = self.unclaimed_exits.remove(&pid) {
+            self.on_exit(i, status);
+        }
+    }
+
+    fn spawn_failed(&mut self, i: usize, generation: u32, reason: String) {
+        if self.slots[i].generation != generation {
+            return;
+        }
+        let slot = &mut self.slots[i];
+        if let Some(mut worker) = slot.worker.take() {
+            if let Some(control) = worker.control.take() {
+                super::unwatch(&self.epoll, &control);
+            }
+            if let Some(output) = worker.output.take() {
+                super::unwatch(&self.epoll, &output.fd);
+            }
+        }
+        say!("module {}: {reason}", slot.name);
+        slot.last_error = Some(reason);
+        if self.shutdown_deadline.is_some() {
+            slot.state = State::Stopped;
+        } else {
+            self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
+        }
     }
 
     /// Applies the restart policy after a worker of slot `i` ended.
