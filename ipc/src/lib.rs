@@ -7,6 +7,7 @@
 //!
 //! - [`control`]: the supervisor ⇄ worker messages and their version handshake.
 //! - [`zygote`]: the supervisor ⇄ fork-server messages.
+//! - [`ring`]: the shared-memory SPSC ring of the data plane.
 //! - [`rate`]: the line rate limit both sides apply to a module's output.
 //! - [`frame`]: sending and receiving one message (with fds) on a seqpacket socket,
 //!   treating every received byte as untrusted.
@@ -14,6 +15,7 @@
 pub mod control;
 pub mod frame;
 pub mod rate;
+pub mod ring;
 pub mod zygote;
 
 /// Version of the control protocol. Both sides send it first (in `Hello`) and

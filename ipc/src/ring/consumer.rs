@@ -1,0 +1,203 @@
+//! The consuming side of a ring. One consumer per ring: it alone publishes
+//! the read position. It trusts nothing in the ring.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{fence, Ordering};
+
+use super::layout::{self, FRAME_HEADER, WRAP};
+use super::mapping::Mapping;
+use super::RingError;
+
+/// One message, copied out of the ring and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Its sequence number (the same on a redelivery after a crash).
+    pub seq: u64,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Read position after this frame.
+    next: u64,
+}
+
+/// Reads frames from a ring.
+pub struct Consumer {
+    map: Mapping,
+    capacity: u64,
+    max_message: usize,
+    /// Committed read position (ours; published on commit).
+    read: u64,
+    /// The sequence number the next frame must carry.
+    expected_seq: u64,
+}
+
+impl Consumer {
+    /// Attaches to the ring in `fd`, resuming at the last committed position
+    /// (a restarted consumer gets every message not yet committed).
+    ///
+    /// # Errors
+    /// Not a valid ring, or impossible positions.
+    pub fn attach(fd: impl AsFd) -> Result<Self, RingError> {
+        let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
+        let map = Mapping::map(fd, len)?;
+        let (capacity, max_message) = layout::read_sizes(&map)?;
+        // SYNC: Acquire: pairs with a previous consumer's Release in `commit`.
+        let read = map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+        let expected_seq = map.atomic(layout::OFF_READ_SEQ).load(Ordering::Acquire);
+        let consumer = Self {
+            map,
+            capacity: u64::from(capacity),
+            max_message: max_message as usize,
+            read,
+            expected_seq,
+        };
+        consumer.available()?;
+        Ok(consumer)
+    }
+
+    /// Bytes between the read and write positions, checked.
+    fn available(&self) -> Result<u64, RingError> {
+        // SYNC: Acquire: pairs with the producer's Release store of the write
+        // position: every frame byte before it is visible to the copies below.
+        let write = self.map.atomic(layout::OFF_WRITE).load(Ordering::Acquire);
+        let available = write.wrapping_sub(self.read);
+        if available > self.capacity {
+            return Err(self.corrupt(format!(
+                "write position {write} is not within one ring of the read position {}",
+                self.read
+            )));
+        }
+        Ok(available)
+    }
+
+    fn corrupt(&self, what: String) -> RingError {
+        RingError::Corrupt {
+            seq: self.expected_seq,
+            what,
+        }
+    }
+
+    /// The next frame, verified, without consuming it; `Ok(None)` when empty.
+    /// Call [`Consumer::commit`] once it was handled.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`]: the ring must stop; nothing of it is delivered.
+    pub fn peek(&self) -> Result<Option<Frame>, RingError> {
+        let mut pos = self.read;
+        let mut available = self.available()?;
+        loop {
+            if available == 0 {
+                return Ok(None);
+            }
+            let off = (pos % self.capacity) as usize;
+            let tail = (self.capacity as usize - off) as u64;
+            if tail < FRAME_HEADER as u64 {
+                // Too little room for a header: both sides skip to the start.
+                if available < tail {
+                    return Err(
+                        self.corrupt("write position inside the ring's tail padding".into())
+                    );
+                }
+                pos += tail;
+                available -= tail;
+                continue;
+            }
+            if available < FRAME_HEADER as u64 {
+                return Err(self.corrupt(format!(
+                    "{available} bytes published, less than a frame header"
+                )));
+            }
+            let mut header = [0u8; FRAME_HEADER];
+            self.map.read_bytes(layout::DATA + off, &mut header);
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+            if len == WRAP {
+                if available < tail {
+                    return Err(self.corrupt("wrap marker past the write position".into()));
+                }
+                pos += tail;
+                available -= tail;
+                continue;
+            }
+            if len as usize > self.max_message {
+                return Err(self.corrupt(format!(
+                    "frame length {len} exceeds the maximum {}",
+                    self.max_message
+                )));
+            }
+            let size = layout::frame_size(len as usize) as u64;
+            if size > tail {
+                return Err(
+                    self.corrupt(format!("frame of {size} bytes crosses the end of the ring"))
+                );
+            }
+            if size > available {
+                return Err(self.corrupt(format!(
+                    "frame of {size} bytes extends past the write position"
+                )));
+            }
+            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+            let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            let mut payload = vec![0u8; len as usize];
+            self.map
+                .read_bytes(layout::DATA + off + FRAME_HEADER, &mut payload);
+            if layout::frame_crc(len, seq, &payload) != crc {
+                return Err(self.corrupt(format!("bad CRC in frame seq {seq}")));
+            }
+            if seq != self.expected_seq {
+                return Err(self.corrupt(format!("frame carries seq {seq}")));
+            }
+            return Ok(Some(Frame {
+                seq,
+                payload,
+                next: pos + size,
+            }));
+        }
+    }
+
+    /// Consumes `frame` (after its handler returned): its space is released.
+    pub fn commit(&mut self, frame: &Frame) {
+        self.read = frame.next;
+        self.expected_seq = frame.seq + 1;
+        // SYNC: Relaxed, then the Release below publishes it together with
+        // the read position.
+        self.map
+            .atomic(layout::OFF_READ_SEQ)
+            .store(self.expected_seq, Ordering::Relaxed);
+        // SYNC: Release: pairs with the producer's Acquire load of the read
+        // position: we are done reading the bytes before it.
+        self.map
+            .atomic(layout::OFF_READ)
+            .store(self.read, Ordering::Release);
+    }
+
+    /// Says the consumer is about to sleep on its eventfd. Returns `false` if
+    /// a frame arrived meanwhile (then it must not sleep).
+    ///
+    /// # Errors
+    /// As [`Consumer::peek`], for impossible positions.
+    pub fn park(&self) -> Result<bool, RingError> {
+        self.map
+            .atomic(layout::OFF_PARKED)
+            .store(1, Ordering::SeqCst);
+        // SYNC: SeqCst fence: pairs with the producer's fence in `try_send`:
+        // either it sees our flag and wakes us, or we see its frame here.
+        fence(Ordering::SeqCst);
+        if self.available()? > 0 {
+            self.map
+                .atomic(layout::OFF_PARKED)
+                .store(0, Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Messages the producer dropped on a full ring.
+    pub fn drops(&self) -> u64 {
+        // SYNC: Relaxed: a statistics counter only.
+        self.map.atomic(layout::OFF_DROPS).load(Ordering::Relaxed)
+    }
+
+    /// Bytes waiting to be read (for depth metrics).
+    pub fn depth(&self) -> u64 {
+        self.available().unwrap_or(0)
+    }
+}

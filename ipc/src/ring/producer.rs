@@ -1,0 +1,205 @@
+//! The producing side of a ring. One producer per ring: it alone writes the
+//! data region, the write position and the sequence numbers.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{fence, Ordering};
+
+use super::layout::{self, FRAME_HEADER, WRAP};
+use super::mapping::Mapping;
+use super::RingError;
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The payload is larger than the ring's maximum message size; it is
+    /// refused whole, never truncated.
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Payload size.
+        len: usize,
+        /// The ring's maximum.
+        max: usize,
+    },
+    /// Not enough free space now.
+    #[error("ring full")]
+    Full,
+    /// The consumer published an impossible read position.
+    #[error("ring corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What a successful send tells the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Sequence number of the frame.
+    pub seq: u64,
+    /// The consumer was parked: signal its eventfd (at most once per park).
+    pub wake: bool,
+}
+
+/// Writes frames into a ring.
+pub struct Producer {
+    map: Mapping,
+    capacity: u64,
+    max_message: usize,
+    /// Our write position; only we change it, so no need to load it.
+    write: u64,
+    next_seq: u64,
+}
+
+impl Producer {
+    /// Attaches to the ring in `fd`, continuing where a previous producer
+    /// (possibly crashed) left off.
+    ///
+    /// # Errors
+    /// Not a valid ring, or impossible positions.
+    pub fn attach(fd: impl AsFd) -> Result<Self, RingError> {
+        let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
+        let map = Mapping::map(fd, len)?;
+        let (capacity, max_message) = layout::read_sizes(&map)?;
+        let capacity = u64::from(capacity);
+        // SYNC: Acquire: pairs with the Release store of the write position
+        // by a previous producer; we continue after its last published frame.
+        let write = map.atomic(layout::OFF_WRITE).load(Ordering::Acquire);
+        // SYNC: Acquire: pairs with the consumer's Release in `commit`.
+        let read = map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+        if write.wrapping_sub(read) > capacity {
+            return Err(RingError::Corrupt {
+                seq: 0,
+                what: format!("positions read {read}, write {write} are more than a ring apart"),
+            });
+        }
+        let mut producer = Self {
+            map,
+            capacity,
+            max_message: max_message as usize,
+            write,
+            next_seq: 0,
+        };
+        producer.next_seq = producer.recover_seq(read);
+        Ok(producer)
+    }
+
+    /// The next sequence number after a restart: the published counter, the
+    /// consumer's expectation, or one past the last unread frame, whichever
+    /// is highest. (A producer that died between publishing a frame and
+    /// updating the counter leaves the counter one short.)
+    fn recover_seq(&self, read: u64) -> u64 {
+        let stored = self
+            .map
+            .atomic(layout::OFF_NEXT_SEQ)
+            .load(Ordering::Acquire);
+        let consumer = self
+            .map
+            .atomic(layout::OFF_READ_SEQ)
+            .load(Ordering::Acquire);
+        let mut next = stored.max(consumer);
+        let mut pos = read;
+        while pos < self.write {
+            let off = (pos % self.capacity) as usize;
+            let tail = self.capacity as usize - off;
+            if tail < FRAME_HEADER {
+                pos += tail as u64;
+                continue;
+            }
+            let mut header = [0u8; FRAME_HEADER];
+            self.map.read_bytes(layout::DATA + off, &mut header);
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+            if len == WRAP {
+                pos += tail as u64;
+                continue;
+            }
+            let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            next = next.max(seq + 1);
+            pos += layout::frame_size(len as usize) as u64;
+        }
+        next
+    }
+
+    /// The largest payload this ring carries.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Writes one frame and publishes it.
+    ///
+    /// # Errors
+    /// [`SendError::TooLarge`] or [`SendError::Full`]; nothing is written then.
+    pub fn try_send(&mut self, payload: &[u8]) -> Result<Sent, SendError> {
+        if payload.len() > self.max_message {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            });
+        }
+        let need = layout::frame_size(payload.len()) as u64;
+        // SYNC: Acquire: pairs with the consumer's Release store in
+        // `Consumer::commit`: space it released is no longer being read.
+        let read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+        let used = self.write.wrapping_sub(read);
+        if used > self.capacity {
+            return Err(SendError::Corrupt(format!(
+                "consumer's read position {read} is beyond the write position {}",
+                self.write
+            )));
+        }
+        let off = self.write % self.capacity;
+        let tail = self.capacity - off;
+        let skip = if need > tail { tail } else { 0 };
+        if skip + need > self.capacity - used {
+            return Err(SendError::Full);
+        }
+        if skip >= FRAME_HEADER as u64 {
+            let mut marker = [0u8; FRAME_HEADER];
+            marker[0..4].copy_from_slice(&WRAP.to_le_bytes());
+            self.map.write_bytes(layout::DATA + off as usize, &marker);
+        }
+        let start = self.write + skip;
+        let off = (start % self.capacity) as usize;
+        let seq = self.next_seq;
+        let len = payload.len() as u32;
+        let mut header = [0u8; FRAME_HEADER];
+        header[0..4].copy_from_slice(&len.to_le_bytes());
+        header[4..8].copy_from_slice(&layout::frame_crc(len, seq, payload).to_le_bytes());
+        header[8..16].copy_from_slice(&seq.to_le_bytes());
+        self.map.write_bytes(layout::DATA + off, &header);
+        self.map
+            .write_bytes(layout::DATA + off + FRAME_HEADER, payload);
+        self.write = start + need;
+        self.next_seq += 1;
+        // SYNC: Release: pairs with the consumer's Acquire load of the write
+        // position: every byte of the frame above is visible before the
+        // position that covers it.
+        self.map
+            .atomic(layout::OFF_WRITE)
+            .store(self.write, Ordering::Release);
+        // SYNC: Release (the counter is only a restart hint, see recover_seq).
+        self.map
+            .atomic(layout::OFF_NEXT_SEQ)
+            .store(self.next_seq, Ordering::Release);
+        // SYNC: SeqCst fence: the write-position store above is ordered before
+        // reading the parked flag; pairs with the fence in `Consumer::park`,
+        // so either we see the flag or the consumer sees our frame.
+        fence(Ordering::SeqCst);
+        let wake = self
+            .map
+            .atomic(layout::OFF_PARKED)
+            .swap(0, Ordering::SeqCst)
+            == 1;
+        Ok(Sent { seq, wake })
+    }
+
+    /// Counts a message dropped because the ring was full (`on_full = "drop"`).
+    pub fn record_drop(&self) {
+        // SYNC: Relaxed: a statistics counter only.
+        self.map
+            .atomic(layout::OFF_DROPS)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages dropped so far.
+    pub fn drops(&self) -> u64 {
+        // SYNC: Relaxed: a statistics counter only.
+        self.map.atomic(layout::OFF_DROPS).load(Ordering::Relaxed)
+    }
+}
