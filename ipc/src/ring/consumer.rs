@@ -28,6 +28,13 @@ pub struct Consumer {
     read: u64,
     /// The sequence number the next frame must carry.
     expected_seq: u64,
+    /// The producer's write position as last loaded (it only grows: frames
+    /// below it stay valid until we commit past them).
+    cached_write: std::cell::Cell<u64>,
+    /// Right after attach, the first frame may carry `expected_seq - 1`: a
+    /// consumer killed inside `commit` published its expectation but not
+    /// yet its read position, so that frame comes again.
+    resuming: bool,
 }
 
 impl Consumer {
@@ -49,13 +56,20 @@ impl Consumer {
             max_message: max_message as usize,
             read,
             expected_seq,
+            cached_write: std::cell::Cell::new(read),
+            resuming: true,
         };
         consumer.available()?;
         Ok(consumer)
     }
 
-    /// Bytes between the read and write positions, checked.
+    /// Bytes between the read and write positions, checked. The write
+    /// position is reloaded only when everything known was consumed.
     fn available(&self) -> Result<u64, RingError> {
+        let cached = self.cached_write.get().wrapping_sub(self.read);
+        if cached != 0 && cached <= self.capacity {
+            return Ok(cached);
+        }
         // SYNC: Acquire: pairs with the producer's Release store of the write
         // position: every frame byte before it is visible to the copies below.
         let write = self.map.atomic(layout::OFF_WRITE).load(Ordering::Acquire);
@@ -66,6 +80,7 @@ impl Consumer {
                 self.read
             )));
         }
+        self.cached_write.set(write);
         Ok(available)
     }
 
@@ -142,7 +157,8 @@ impl Consumer {
             if layout::frame_crc(len, seq, &payload) != crc {
                 return Err(self.corrupt(format!("bad CRC in frame seq {seq}")));
             }
-            if seq != self.expected_seq {
+            let redelivery = self.resuming && seq.checked_add(1) == Some(self.expected_seq);
+            if seq != self.expected_seq && !redelivery {
                 return Err(self.corrupt(format!("frame carries seq {seq}")));
             }
             return Ok(Some(Frame {
@@ -157,6 +173,7 @@ impl Consumer {
     pub fn commit(&mut self, frame: &Frame) {
         self.read = frame.next;
         self.expected_seq = frame.seq + 1;
+        self.resuming = false;
         // SYNC: Relaxed, then the Release below publishes it together with
         // the read position.
         self.map

@@ -55,12 +55,14 @@ impl Mapping {
     /// If `offset` is not an 8-byte aligned offset inside the header page:
     /// a programming error, never input-dependent.
     pub fn atomic(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= super::layout::DATA.min(self.len));
+        assert!(offset.is_multiple_of(8) && offset + 8 <= super::layout::DATA.min(self.len));
         // SAFETY: in bounds (checked above), 8-byte aligned (the mapping is
         // page aligned), and the memory lives as long as `self`. Concurrent
         // access by the peer is through atomics too, or is a hostile write
         // to a u64, which an atomic load tolerates.
-        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
+        let ptr = self.base.as_ptr().wrapping_add(offset).cast::<u64>();
+        // SAFETY: see above.
+        unsafe { AtomicU64::from_ptr(ptr) }
     }
 
     /// Copies `out.len()` bytes at `offset` out of the mapping.
@@ -71,17 +73,12 @@ impl Mapping {
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
         let end = offset.checked_add(out.len()).expect("range overflow");
         assert!(end <= self.len, "read past the ring mapping");
+        let src = self.base.as_ptr().wrapping_add(offset);
         // SAFETY: the source range is inside the mapping (checked) and the
         // destination is a distinct local buffer. The peer may be writing the
         // same bytes: we copy whatever is there and validate it afterwards
         // (lengths, CRC); no reference to the shared bytes is created.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.base.as_ptr().add(offset),
-                out.as_mut_ptr(),
-                out.len(),
-            )
-        };
+        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
     }
 
     /// Copies `data` into the mapping at `offset`.
@@ -91,11 +88,10 @@ impl Mapping {
     pub fn write_bytes(&self, offset: usize, data: &[u8]) {
         let end = offset.checked_add(data.len()).expect("range overflow");
         assert!(end <= self.len, "write past the ring mapping");
+        let dst = self.base.as_ptr().wrapping_add(offset);
         // SAFETY: the destination range is inside the mapping (checked); the
         // source is a distinct local buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(offset), data.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     }
 }
 

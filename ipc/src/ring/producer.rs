@@ -45,6 +45,9 @@ pub struct Producer {
     /// Our write position; only we change it, so no need to load it.
     write: u64,
     next_seq: u64,
+    /// The consumer's read position as last loaded. It only grows, so a stale
+    /// value under-estimates free space: reloaded only when space seems short.
+    cached_read: u64,
 }
 
 impl Producer {
@@ -75,6 +78,7 @@ impl Producer {
             max_message: max_message as usize,
             write,
             next_seq: 0,
+            cached_read: read,
         };
         producer.next_seq = producer.recover_seq(read);
         Ok(producer)
@@ -116,6 +120,11 @@ impl Producer {
         next
     }
 
+    /// The sequence number the next frame will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The largest payload this ring carries.
     pub fn max_message(&self) -> usize {
         self.max_message
@@ -133,21 +142,24 @@ impl Producer {
             });
         }
         let need = layout::frame_size(payload.len()) as u64;
-        // SYNC: Acquire: pairs with the consumer's Release store in
-        // `Consumer::commit`: space it released is no longer being read.
-        let read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
-        let used = self.write.wrapping_sub(read);
-        if used > self.capacity {
-            return Err(SendError::Corrupt(format!(
-                "consumer's read position {read} is beyond the write position {}",
-                self.write
-            )));
-        }
         let off = self.write % self.capacity;
         let tail = self.capacity - off;
         let skip = if need > tail { tail } else { 0 };
-        if skip + need > self.capacity - used {
-            return Err(SendError::Full);
+        if skip + need > self.capacity - self.write.wrapping_sub(self.cached_read) {
+            // SYNC: Acquire: pairs with the consumer's Release store in
+            // `Consumer::commit`: space it released is no longer being read.
+            let read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+            let used = self.write.wrapping_sub(read);
+            if used > self.capacity {
+                return Err(SendError::Corrupt(format!(
+                    "consumer's read position {read} is beyond the write position {}",
+                    self.write
+                )));
+            }
+            self.cached_read = read;
+            if skip + need > self.capacity - used {
+                return Err(SendError::Full);
+            }
         }
         if skip >= FRAME_HEADER as u64 {
             let mut marker = [0u8; FRAME_HEADER];

@@ -207,11 +207,15 @@ fn hostile_memory_is_reported_not_trusted() {
         matches!(&err, RingError::Corrupt { what, .. } if what.contains("past the write position")),
         "{err}"
     );
-    // A replayed sequence number.
+    // A sequence number from the past (further back than one redelivery).
     let (fd, map) = setup();
+    let mut producer = Producer::attach(&fd).unwrap();
+    producer.try_send(b"second").unwrap();
     let mut c = Consumer::attach(&fd).unwrap();
-    let f = c.peek().unwrap().unwrap();
-    c.commit(&f);
+    for _ in 0..2 {
+        let f = c.peek().unwrap().unwrap();
+        c.commit(&f);
+    }
     map.atomic(layout::OFF_READ)
         .store(0, std::sync::atomic::Ordering::SeqCst);
     let err = Consumer::attach(&fd).unwrap().peek().unwrap_err();
@@ -219,6 +223,21 @@ fn hostile_memory_is_reported_not_trusted() {
         matches!(&err, RingError::Corrupt { what, .. } if what.contains("carries seq 0")),
         "{err}"
     );
+}
+
+#[test]
+fn a_consumer_killed_inside_commit_gets_its_frame_again() {
+    let fd = ring(4096, 1024);
+    let mut producer = Producer::attach(&fd).unwrap();
+    producer.try_send(b"one").unwrap();
+    producer.try_send(b"two").unwrap();
+    // Killed after publishing its expectation (1) but before its read position.
+    let map = Mapping::map(&fd, layout::total_size(4096)).unwrap();
+    map.atomic(layout::OFF_READ_SEQ)
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let mut consumer = Consumer::attach(&fd).unwrap();
+    let got = drain(&mut consumer);
+    assert_eq!(got.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 1]);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! Each figure is one line: `{"bench","value","unit","baseline","baseline_value","ratio"}`
 //! with `--json`, an aligned table otherwise. Suites: `start` (start-up and
-//! memory of 32 modules). With no suite, all suites run.
+//! memory of 32 modules), `ring` (the data plane's raw ring). With no suite,
+//! all suites run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -57,13 +58,16 @@ fn main() {
     let all = suites.is_empty() || suites.contains(&"all");
     let mut figures = Vec::new();
     for suite in &suites {
-        if !["all", "start"].contains(suite) {
-            eprintln!("unknown suite {suite:?}; suites: start (default: all)");
+        if !["all", "start", "ring"].contains(suite) {
+            eprintln!("unknown suite {suite:?}; suites: start, ring (default: all)");
             std::process::exit(2);
         }
     }
     if all || suites.contains(&"start") {
         figures.extend(start_suite(json));
+    }
+    if all || suites.contains(&"ring") {
+        figures.extend(ring_suite(json));
     }
     for f in &figures {
         if json {
@@ -353,4 +357,89 @@ fn start_wasmtime_32(wasmtime: &Path, cwasm: &Path) -> (Vec<Child>, Duration) {
             .expect("a wasmtime run did not print ready");
     }
     (children, last - start)
+}
+
+/// Messages per throughput run.
+const RING_MESSAGES: u64 = 5_000_000;
+
+fn ring_suite(json: bool) -> Vec<Figure> {
+    progress(
+        json,
+        "ring: 64-byte messages between two processes, raw ring vs Unix seqpacket socket",
+    );
+    let ring = median((0..3).map(|_| ring_throughput(64)).collect());
+    let socket = median((0..3).map(|_| socket_throughput(64)).collect());
+    vec![figure(
+        "ring_throughput_64b",
+        ring,
+        "msg/s",
+        Some(("unix_seqpacket_throughput_64b", socket)),
+    )]
+}
+
+/// Starts `ring-peer MODE N SIZE` with `fd` as its fd 3.
+fn ring_peer(mode: &str, count: u64, size: usize, fd: std::os::fd::RawFd) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(bin("ring-peer"));
+    command
+        .arg(mode)
+        .arg(count.to_string())
+        .arg(size.to_string());
+    let place = move || -> std::io::Result<()> {
+        // SAFETY: fcntl/dup2 on an fd this child owns; async-signal-safe.
+        let tmp = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
+        // SAFETY: as above.
+        if tmp < 0 || unsafe { libc::dup2(tmp, 3) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls async-signal-safe functions.
+    unsafe { command.pre_exec(place) };
+    command.spawn().expect("start ring-peer")
+}
+
+fn ring_throughput(size: usize) -> f64 {
+    use std::os::fd::AsRawFd;
+    let ring = edgeward_ipc::ring::create("bench", 1 << 20, 16 << 10).expect("ring");
+    let mut consumer = edgeward_ipc::ring::Consumer::attach(&ring).expect("consumer");
+    let mut producer = ring_peer("flood", RING_MESSAGES, size, ring.as_raw_fd());
+    let mut received = 0u64;
+    let mut start = None;
+    while received < RING_MESSAGES {
+        match consumer.peek().expect("ring corrupt") {
+            Some(frame) => {
+                start.get_or_insert_with(Instant::now);
+                consumer.commit(&frame);
+                received += 1;
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    let elapsed = start.expect("received").elapsed().as_secs_f64();
+    let _ = producer.wait();
+    (RING_MESSAGES - 1) as f64 / elapsed
+}
+
+fn socket_throughput(size: usize) -> f64 {
+    use std::os::fd::AsRawFd;
+    let count = RING_MESSAGES / 10;
+    let (ours, theirs) = edgeward_ipc::frame::seqpacket_pair().expect("socketpair");
+    let mut producer = ring_peer("sockflood", count, size, theirs.as_raw_fd());
+    drop(theirs);
+    let mut buf = vec![0u8; size + 1];
+    let mut start = None;
+    for _ in 0..count {
+        let n = nix::sys::socket::recv(
+            ours.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .expect("recv");
+        assert_eq!(n, size);
+        start.get_or_insert_with(Instant::now);
+    }
+    let elapsed = start.expect("received").elapsed().as_secs_f64();
+    let _ = producer.wait();
+    (count - 1) as f64 / elapsed
 }
