@@ -91,7 +91,7 @@ fn faults_are_contained_named_and_end_failed_while_healthy_modules_tick_on() {
         },
     );
     // Let the healthy modules run on for a while after the storm.
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     let end = gateway.try_status().unwrap();
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -109,9 +109,9 @@ fn faults_are_contained_named_and_end_failed_while_healthy_modules_tick_on() {
         assert_eq!(after["restarts"], 0, "{name}");
         assert_eq!(after["state"], "running");
         let rate = (after["ticks"].as_u64().unwrap() - ticks_at_start[i]) as f64 / elapsed;
-        // 100 ticks/s configured; heartbeats lag by up to 0.5 s, so allow for
-        // that on top of the ±10% the module itself must hold.
-        let lag = 50.0 / elapsed;
+        // 100 ticks/s configured; heartbeats (every 0.1 s) lag by up to 0.1 s,
+        // allowed for on top of the ±10% the module itself must hold.
+        let lag = 10.0 / elapsed;
         assert!(
             rate >= 90.0 - lag && rate <= 110.0,
             "{name} ticked at {rate:.1}/s (elapsed {elapsed:.1}s)"

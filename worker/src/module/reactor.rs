@@ -20,7 +20,7 @@ use crate::host::imports::monotonic_ns;
 use crate::report::Reporter;
 
 /// How often counters go to the supervisor while ticks flow.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
 
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_TICK: u64 = 1;
