@@ -10,11 +10,14 @@ use std::time::Instant;
 pub const LINES_PER_SECOND: f64 = 100.0;
 /// Burst size.
 pub const BURST: f64 = 200.0;
+/// Drops are reported at most this often.
+pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bucket.
 pub struct LineLimit {
     tokens: f64,
     last: Instant,
+    last_report: Instant,
     /// Lines dropped since the last report.
     pub dropped: u64,
 }
@@ -24,6 +27,7 @@ impl Default for LineLimit {
         Self {
             tokens: BURST,
             last: Instant::now(),
+            last_report: Instant::now(),
             dropped: 0,
         }
     }
@@ -31,8 +35,10 @@ impl Default for LineLimit {
 
 impl LineLimit {
     /// Whether one more line may go out now. Returns `Err(dropped)` with the
-    /// number dropped so far when this line is allowed after drops (the
-    /// caller reports them first), `Ok(true)` to send, `Ok(false)` to drop.
+    /// number dropped so far when this line is allowed after drops and the
+    /// last report is at least a second old (the caller reports them first,
+    /// so reports add at most one line a second), `Ok(true)` to send,
+    /// `Ok(false)` to drop.
     pub fn admit(&mut self) -> Result<bool, u64> {
         let now = Instant::now();
         self.tokens = (self.tokens
@@ -44,7 +50,8 @@ impl LineLimit {
             return Ok(false);
         }
         self.tokens -= 1.0;
-        if self.dropped > 0 {
+        if self.dropped > 0 && now.duration_since(self.last_report) >= REPORT_EVERY {
+            self.last_report = now;
             return Err(std::mem::take(&mut self.dropped));
         }
         Ok(true)
@@ -63,7 +70,11 @@ mod tests {
             .count();
         assert!((200..=202).contains(&sent), "{sent}");
         assert!(limit.dropped >= 9_790);
+        // Lines flow again after a short pause, but drops are reported only
+        // once a second has passed since the last report.
         std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(limit.admit(), Ok(true));
+        std::thread::sleep(REPORT_EVERY);
         let dropped = limit.dropped;
         assert_eq!(limit.admit(), Err(dropped));
     }
