@@ -339,3 +339,35 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A command whose child gets `fds[i]` as fd `3 + i` (for peers that take
+/// their ring or socket on fixed descriptors).
+pub fn command_with_fds(program: &Path, fds: &[std::os::fd::RawFd]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let fds = fds.to_vec();
+    let mut command = Command::new(program);
+    let place = move || -> std::io::Result<()> {
+        // Move every fd out of the way first (one may already sit on 3 or 4),
+        // then onto 3, 4, …; dup2 results are not close-on-exec.
+        let mut moved = Vec::with_capacity(fds.len());
+        for &fd in &fds {
+            // SAFETY: fcntl on an fd this child owns; async-signal-safe.
+            let tmp = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
+            if tmp < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            moved.push(tmp);
+        }
+        for (i, tmp) in moved.into_iter().enumerate() {
+            // SAFETY: dup2 onto a fixed low fd in this child; async-signal-safe.
+            if unsafe { libc::dup2(tmp, 3 + i as i32) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child before exec and only calls
+    // async-signal-safe functions (the Vec was built before fork).
+    unsafe { command.pre_exec(place) };
+    command
+}

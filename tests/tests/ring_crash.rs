@@ -7,12 +7,11 @@
 //!   in flight is handled twice.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use edgeward_ipc::ring::{create, Consumer};
-use edgeward_tests::bin;
+use edgeward_tests::{bin, command_with_fds};
 
 /// A tiny deterministic PRNG (xorshift), so failures reproduce.
 struct Rng(u64);
@@ -26,35 +25,13 @@ impl Rng {
 }
 
 fn peer(mode: &str, count: u64, ring: &OwnedFd, extra: Option<&OwnedFd>) -> Child {
-    let ring_fd = ring.as_raw_fd();
-    let extra_fd = extra.map(|f| f.as_raw_fd());
-    let mut command = Command::new(bin("ring-peer"));
-    command.arg(mode).arg(count.to_string());
-    let place = move || -> std::io::Result<()> {
-        // Move both out of the way first (they may already sit on 3 or 4),
-        // then onto 3 and 4; dup2 results are not close-on-exec.
-        // SAFETY: fcntl/dup2 on fds this child owns; async-signal-safe.
-        let ring_tmp = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD, 100) };
-        let extra_tmp = extra_fd.map(|fd| {
-            // SAFETY: as above.
-            unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) }
-        });
-        // SAFETY: as above.
-        if ring_tmp < 0 || unsafe { libc::dup2(ring_tmp, 3) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if let Some(tmp) = extra_tmp {
-            // SAFETY: as above.
-            if tmp < 0 || unsafe { libc::dup2(tmp, 4) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the closure runs in the child before exec and only calls
-    // async-signal-safe functions.
-    unsafe { command.pre_exec(place) };
-    command.spawn().expect("start ring-peer")
+    let mut fds = vec![ring.as_raw_fd()];
+    fds.extend(extra.map(|f| f.as_raw_fd()));
+    command_with_fds(&bin("ring-peer"), &fds)
+        .arg(mode)
+        .arg(count.to_string())
+        .spawn()
+        .expect("start ring-peer")
 }
 
 fn kill_after(mut child: Child, micros: u64) {

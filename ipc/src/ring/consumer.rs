@@ -44,9 +44,7 @@ impl Consumer {
     /// # Errors
     /// Not a valid ring, or impossible positions.
     pub fn attach(fd: impl AsFd) -> Result<Self, RingError> {
-        let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
-        let map = Mapping::map(fd, len)?;
-        let (capacity, max_message) = layout::read_sizes(&map)?;
+        let (map, capacity, max_message) = layout::attach(fd)?;
         // SYNC: Acquire: pairs with a previous consumer's Release in `commit`.
         let read = map.atomic(layout::OFF_READ).load(Ordering::Acquire);
         let expected_seq = map.atomic(layout::OFF_READ_SEQ).load(Ordering::Acquire);
@@ -205,6 +203,12 @@ impl Consumer {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// The sequence number the next frame will carry: everything before it
+    /// was committed (handled) by this consumer or a predecessor.
+    pub fn next_seq(&self) -> u64 {
+        self.expected_seq
     }
 
     /// Messages the producer dropped on a full ring.

@@ -108,6 +108,15 @@ pub fn read_sizes(map: &Mapping) -> Result<(u32, u32), RingError> {
     Ok((capacity, max_message))
 }
 
+/// Maps the whole ring in `fd` and checks its header: what both sides do
+/// first on attach. Returns the mapping, the capacity and the max message.
+pub fn attach(fd: impl std::os::fd::AsFd) -> Result<(Mapping, u32, u32), RingError> {
+    let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
+    let map = Mapping::map(fd, len)?;
+    let (capacity, max_message) = read_sizes(&map)?;
+    Ok((map, capacity, max_message))
+}
+
 /// The CRC32C a frame carries: over len, seq and payload.
 pub fn frame_crc(len: u32, seq: u64, payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&len.to_le_bytes());

@@ -57,9 +57,7 @@ impl Producer {
     /// # Errors
     /// Not a valid ring, or impossible positions.
     pub fn attach(fd: impl AsFd) -> Result<Self, RingError> {
-        let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
-        let map = Mapping::map(fd, len)?;
-        let (capacity, max_message) = layout::read_sizes(&map)?;
+        let (map, capacity, max_message) = layout::attach(fd)?;
         let capacity = u64::from(capacity);
         // SYNC: Acquire: pairs with the Release store of the write position
         // by a previous producer; we continue after its last published frame.

@@ -379,24 +379,12 @@ fn ring_suite(json: bool) -> Vec<Figure> {
 
 /// Starts `ring-peer MODE N SIZE` with `fd` as its fd 3.
 fn ring_peer(mode: &str, count: u64, size: usize, fd: std::os::fd::RawFd) -> Child {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(bin("ring-peer"));
-    command
+    edgeward_tests::command_with_fds(&bin("ring-peer"), &[fd])
         .arg(mode)
         .arg(count.to_string())
-        .arg(size.to_string());
-    let place = move || -> std::io::Result<()> {
-        // SAFETY: fcntl/dup2 on an fd this child owns; async-signal-safe.
-        let tmp = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
-        // SAFETY: as above.
-        if tmp < 0 || unsafe { libc::dup2(tmp, 3) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only calls async-signal-safe functions.
-    unsafe { command.pre_exec(place) };
-    command.spawn().expect("start ring-peer")
+        .arg(size.to_string())
+        .spawn()
+        .expect("start ring-peer")
 }
 
 fn ring_throughput(size: usize) -> f64 {

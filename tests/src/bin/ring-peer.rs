@@ -49,6 +49,11 @@ fn main() {
             // SAFETY: see above (fd 4).
             let mut log = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(4) });
             let mut consumer = Consumer::attach(&ring).expect("attach consumer");
+            // A predecessor may have handled the last frame and been killed
+            // before it could exit.
+            if consumer.next_seq() >= total {
+                return;
+            }
             loop {
                 match consumer.peek().expect("ring corrupt") {
                     Some(frame) => {
