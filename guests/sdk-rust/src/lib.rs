@@ -78,6 +78,15 @@ pub fn now_ns() -> u64 {
     unsafe { sys::now_ns() as u64 }
 }
 
+/// The value after `--name` in the module's args (`[wasi] args`), parsed;
+/// `None` when absent or unparsable. E.g. `edgeward::arg::<f64>("--threshold")`.
+pub fn arg<T: core::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+}
+
 /// A reactor module: edgeward calls these handlers, each to completion.
 /// A returned `Err(code)` is reported by the host (codes are yours; use
 /// negative values).

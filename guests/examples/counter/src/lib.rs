@@ -7,12 +7,7 @@ struct Counter {
 
 impl edgeward::Module for Counter {
     fn init() -> Result<Self, i32> {
-        let args: Vec<String> = std::env::args().collect();
-        let every = args
-            .windows(2)
-            .find(|w| w[0] == "--every")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or(50);
+        let every = edgeward::arg("--every").unwrap_or(50);
         Ok(Counter { ticks: 0, every })
     }
 

@@ -13,12 +13,7 @@ struct TempAlert {
 
 impl edgeward::Module for TempAlert {
     fn init() -> Result<Self, i32> {
-        let args: Vec<String> = std::env::args().collect();
-        let threshold = args
-            .windows(2)
-            .find(|w| w[0] == "--threshold")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or(85.0);
+        let threshold = edgeward::arg("--threshold").unwrap_or(85.0);
         edgeward::info(&format!(
             "watching /sensor/temperature, threshold {threshold:.1}"
         ));

@@ -9,12 +9,7 @@ struct MemoryBomb {
 
 impl edgeward::Module for MemoryBomb {
     fn init() -> Result<Self, i32> {
-        let args: Vec<String> = std::env::args().collect();
-        let chunk_kib: usize = args
-            .windows(2)
-            .find(|w| w[0] == "--chunk-kib")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or(4096);
+        let chunk_kib: usize = edgeward::arg("--chunk-kib").unwrap_or(4096);
         Ok(MemoryBomb {
             hoard: Vec::new(),
             chunk: chunk_kib << 10,

@@ -13,19 +13,10 @@ fn on_tick_fails() -> ! {
 
 impl edgeward::Module for Trap {
     fn init() -> Result<Self, i32> {
-        let args: Vec<String> = std::env::args().collect();
-        if let Some(code) = args
-            .windows(2)
-            .find(|w| w[0] == "--init-code")
-            .and_then(|w| w[1].parse().ok())
-        {
+        if let Some(code) = edgeward::arg("--init-code") {
             return Err(code);
         }
-        let left = args
-            .windows(2)
-            .find(|w| w[0] == "--ticks")
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or(3);
+        let left = edgeward::arg("--ticks").unwrap_or(3);
         Ok(Trap { left })
     }
 
