@@ -18,9 +18,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
     /// Load and start the module. Sent once, after the worker's `Hello`.
-    Init(Init),
+    Init(Box<Init>),
     /// Stop gracefully: finish the current guest call and exit 0.
     Stop,
+    /// The supervisor reset ring `ring` (after a corruption report and the
+    /// death of its other side): use it again from its new positions.
+    RingReset {
+        /// The ring's id, as in [`RingGrant::ring`].
+        ring: u32,
+    },
 }
 
 /// Everything a worker needs to run its one module. Nothing outside this
@@ -47,6 +53,65 @@ pub struct Init {
     pub call_budget_ms: u32,
     /// How the worker confines itself before running guest code.
     pub sandbox: SandboxPlan,
+    /// The channels granted, sorted by name: a channel's handle is its index.
+    pub channels: Vec<ChannelGrant>,
+    /// What `send` does when a subscriber's ring is full.
+    pub on_full: OnFull,
+    /// Largest message `send` accepts, bytes (`max_message_kib`).
+    pub max_message_bytes: u32,
+    /// Microseconds to busy-poll the rings before sleeping (0 = park at once).
+    pub spin_us: u32,
+}
+
+/// One channel a module may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelGrant {
+    /// The channel's name, as in the policies.
+    pub name: String,
+    /// The module may send on it.
+    pub publish: bool,
+    /// The module receives it.
+    pub subscribe: bool,
+    /// The rings of this channel the module is an end of: one per
+    /// subscriber when publishing, one per publisher when subscribing.
+    pub rings: Vec<RingGrant>,
+}
+
+/// One ring end handed to a worker. The fds travel beside the `Init`
+/// message (SCM_RIGHTS); these are indices into that fd list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingGrant {
+    /// The supervisor's id of the ring (unique within a gateway run).
+    pub ring: u32,
+    /// The module at the other end.
+    pub peer: String,
+    /// Which end this worker is.
+    pub role: RingRole,
+    /// Index of the ring's memfd in the fds received with `Init`.
+    pub memfd: usize,
+    /// Index of the ring's eventfd (the consumer's wakeup) in those fds.
+    pub eventfd: usize,
+}
+
+/// Which end of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RingRole {
+    /// This worker writes (publishes) into the ring.
+    Producer,
+    /// This worker reads (subscribes) from it.
+    Consumer,
+}
+
+/// What `send` does when a subscriber's ring is full (`channels.on_full`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnFull {
+    /// Wait for space up to the call budget, then return `EW_ERR_FULL`.
+    #[default]
+    Block,
+    /// Drop the message for the full subscriber, count it, return 0.
+    Drop,
+    /// Return `EW_ERR_FULL` at once; nothing is sent to anyone.
+    Error,
 }
 
 /// The sandbox a worker applies to itself (see `worker/src/sandbox/`).
@@ -116,6 +181,16 @@ pub enum FromWorker {
     /// Why the worker is about to exit abnormally. The supervisor shows
     /// `message` as the module's `last_error`.
     Fault(Fault),
+    /// A ring holds something impossible. The worker stopped using it (the
+    /// module's other rings go on) and waits for [`ToWorker::RingReset`].
+    RingCorrupt {
+        /// The ring's id.
+        ring: u32,
+        /// The sequence number expected next.
+        seq: u64,
+        /// What was wrong.
+        what: String,
+    },
 }
 
 /// Severity of a guest log line; the guest passes it as an `i32`.
@@ -160,8 +235,18 @@ pub struct Stats {
     pub ticks: u64,
     /// Messages handled by the guest.
     pub msgs_in: u64,
-    /// Messages sent by the guest.
+    /// Messages sent by the guest (counted once per `send`, whatever the
+    /// number of subscribers).
     pub msgs_out: u64,
+    /// `channel()` or `send()` calls on a channel the policy does not grant.
+    pub denials: u64,
+    /// Messages dropped for a full subscriber ring (`on_full = "drop"`).
+    pub dropped: u64,
+    /// Sends refused: a full ring (`block` timed out, or `error`), or a
+    /// message over `max_message_kib`.
+    pub refused: u64,
+    /// Wake-ups written to subscribers' eventfds.
+    pub wakes: u64,
 }
 
 /// What went wrong in a worker, in words an operator understands.

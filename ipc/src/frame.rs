@@ -200,13 +200,17 @@ mod tests {
                 max_fds: 64,
                 max_threads: 8,
             },
+            channels: vec![],
+            on_full: crate::control::OnFull::Block,
+            max_message_bytes: 16384,
+            spin_us: 0,
         }
     }
 
     #[test]
     fn every_control_message_round_trips() {
         let (a, b) = seqpacket_pair().unwrap();
-        let to_worker = [ToWorker::Init(sample_init()), ToWorker::Stop];
+        let to_worker = [ToWorker::Init(Box::new(sample_init())), ToWorker::Stop];
         for m in &to_worker {
             send(&a, m, &[]).unwrap();
             let (got, fds): (ToWorker, _) = recv(&b).unwrap();

@@ -21,11 +21,12 @@ pub mod zygote;
 /// Version of the control protocol. Both sides send it first (in `Hello`) and
 /// refuse to talk to a peer with another version: the supervisor and its
 /// workers always come from one build, so a mismatch means a stale binary.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest control message, in bytes. Anything larger is refused by the
 /// sender and rejected as truncated by the receiver.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// Most file descriptors accepted beside one message.
-pub const MAX_FDS_PER_FRAME: usize = 16;
+/// Most file descriptors accepted beside one message: the kernel's
+/// `SCM_MAX_FD`. An `Init` carries two per ring (memfd and eventfd).
+pub const MAX_FDS_PER_FRAME: usize = 253;

@@ -4,6 +4,7 @@
 //! in `edgeward-worker` processes (see `docs/architecture.md`).
 
 mod cgroup;
+mod channels;
 mod cli;
 mod compile_cache;
 mod control;

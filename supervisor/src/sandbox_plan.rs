@@ -19,7 +19,7 @@ use crate::policy::{DirMode, Policy};
 pub const DEFAULT_RUNTIME_OVERHEAD_MIB: u64 = 8;
 
 /// fd limit of a worker: stdio, control, epoll, timer, tokio, preopens, files.
-const MAX_FDS: u64 = 128;
+const MAX_FDS: u64 = 320;
 
 /// Threads a worker itself needs beyond the module's `pids` grant.
 const OWN_THREADS: u64 = 3;

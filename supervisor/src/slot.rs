@@ -109,6 +109,8 @@ pub struct Slot {
     pub kind: Option<ModuleKind>,
     /// Counters from the last heartbeat.
     pub stats: Stats,
+    /// Counters of this module's earlier workers, so `status` shows totals.
+    pub stats_before: Stats,
     /// The module's cgroup, once created.
     pub cgroup: Option<crate::cgroup::ModuleCgroup>,
     /// Sandbox layers the worker could not apply.
@@ -131,6 +133,7 @@ impl Slot {
             generation: 0,
             kind: None,
             stats: Stats::default(),
+            stats_before: Stats::default(),
             cgroup: None,
             degraded: Vec::new(),
         }
@@ -166,8 +169,8 @@ impl Slot {
                 .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
             rss_kib: worker.and_then(|w| w.pid).map_or(0, rss_kib),
             snapshot_epoch: None,
-            msgs_in: self.stats.msgs_in,
-            msgs_out: self.stats.msgs_out,
+            msgs_in: self.stats_before.msgs_in + self.stats.msgs_in,
+            msgs_out: self.stats_before.msgs_out + self.stats.msgs_out,
             last_error: self.last_error.clone(),
             kind: self.kind.map(|k| match k {
                 ModuleKind::Reactor => "reactor".to_string(),
@@ -175,7 +178,23 @@ impl Slot {
             }),
             ticks: self.stats.ticks,
             degraded: self.degraded.clone(),
+            denials: self.stats_before.denials + self.stats.denials,
+            dropped: self.stats_before.dropped + self.stats.dropped,
+            refused: self.stats_before.refused + self.stats.refused,
+            wakes: self.stats_before.wakes + self.stats.wakes,
         }
+    }
+
+    /// Folds the ended worker's counters into the totals.
+    pub fn fold_stats(&mut self) {
+        let (a, b) = (&mut self.stats_before, std::mem::take(&mut self.stats));
+        a.ticks += b.ticks;
+        a.msgs_in += b.msgs_in;
+        a.msgs_out += b.msgs_out;
+        a.denials += b.denials;
+        a.dropped += b.dropped;
+        a.refused += b.refused;
+        a.wakes += b.wakes;
     }
 }
 

@@ -16,6 +16,9 @@ pub struct StatusReport {
     /// Host-wide sandbox layers that are missing, in words.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// One entry per ring (publisher → subscriber on a channel).
+    #[serde(default)]
+    pub rings: Vec<crate::channels::RingStatus>,
 }
 
 /// One module's row.
@@ -49,6 +52,19 @@ pub struct ModuleStatus {
     /// Sandbox layers this module runs without, in words (empty: all enforced).
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// `channel()`/`send()` calls on channels the policy does not grant.
+    #[serde(default)]
+    pub denials: u64,
+    /// Messages dropped for full subscriber rings (`on_full = "drop"`).
+    #[serde(default)]
+    pub dropped: u64,
+    /// Sends refused (full ring with `error` or after `block` timed out,
+    /// or a message over `max_message_kib`).
+    #[serde(default)]
+    pub refused: u64,
+    /// Wake-ups this module wrote to subscribers' eventfds.
+    #[serde(default)]
+    pub wakes: u64,
 }
 
 /// Renders the report as an aligned table.
@@ -136,8 +152,13 @@ mod tests {
                 kind: Some("reactor".into()),
                 ticks: 0,
                 degraded: vec![],
+                denials: 0,
+                dropped: 0,
+                refused: 0,
+                wakes: 0,
             }],
             warnings: vec![],
+            rings: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];

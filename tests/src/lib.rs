@@ -6,6 +6,8 @@
 //! `$CARGO_TARGET_DIR/release`, else `target/release`; guest modules from
 //! `EDGEWARD_GUESTS_OUT`, else `guests/out`. Build both with `scripts/setup`.
 
+pub mod floor;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

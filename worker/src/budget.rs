@@ -15,6 +15,9 @@ use wasmtime::{Engine, Store};
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
+/// SIGALRMs so far: the epoch as we count it (the engine does not expose its own).
+static ALARMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Remembers the engine whose epoch the timer bumps and installs the
 /// SIGALRM handler. Call once per process, before any guest call.
 pub fn install(engine: &Engine) {
@@ -28,22 +31,28 @@ pub fn install(engine: &Engine) {
 }
 
 extern "C" fn on_alarm(_signal: libc::c_int) {
+    // SYNC: Relaxed: a counter read by the same thread after the handler ran.
+    ALARMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(engine) = ENGINE.get() {
         engine.increment_epoch();
     }
 }
 
+fn timeval(d: Duration) -> libc::timeval {
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    }
+}
+
 fn set_timer(after: Duration) {
-    let value = libc::timeval {
-        tv_sec: after.as_secs() as libc::time_t,
-        tv_usec: after.subsec_micros() as libc::suseconds_t,
-    };
+    set_periodic(after, Duration::ZERO);
+}
+
+fn set_periodic(after: Duration, every: Duration) {
     let timer = libc::itimerval {
-        it_interval: libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        it_value: value,
+        it_interval: timeval(every),
+        it_value: timeval(after),
     };
     // SAFETY: setitimer reads `timer` and writes nothing (old value null).
     unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
@@ -62,4 +71,63 @@ pub fn call<T, R>(store: &mut Store<T>, budget: Duration, f: impl FnOnce(&mut St
 /// timer never reaches, as the timer is never armed for them.
 pub fn unbounded<T>(store: &mut Store<T>) {
     store.set_epoch_deadline(u64::MAX / 2);
+}
+
+/// The budget of a busy event loop: instead of two `setitimer` calls per
+/// guest call, a periodic timer runs while the loop is busy (a quarter of
+/// the budget, at least 1 ms) and each call gets a deadline of enough
+/// periods to cover the budget. A call is interrupted after between one and
+/// one and a quarter budgets. The timer stops while the loop sleeps, so an
+/// idle worker takes no signals.
+pub struct Watchdog {
+    period: Duration,
+    periods: u64,
+    armed: bool,
+}
+
+impl Watchdog {
+    /// A watchdog for `budget` per call (not yet armed).
+    pub fn new(budget: Duration) -> Self {
+        let period = (budget / 4).max(Duration::from_millis(1));
+        let periods = budget.as_nanos().div_ceil(period.as_nanos()) as u64 + 1;
+        Self {
+            period,
+            periods,
+            armed: false,
+        }
+    }
+
+    /// Starts the periodic timer (the loop is about to run guest calls).
+    pub fn arm(&mut self) {
+        if !self.armed {
+            set_periodic(self.period, self.period);
+            self.armed = true;
+        }
+    }
+
+    /// Stops it (the loop is about to sleep).
+    pub fn disarm(&mut self) {
+        if self.armed {
+            set_timer(Duration::ZERO);
+            self.armed = false;
+        }
+    }
+
+    /// Gives the next guest call its deadline. Returns the tick count at
+    /// the call's start, for [`Watchdog::expired`].
+    pub fn start_call<T>(&self, store: &mut Store<T>) -> u64 {
+        store.set_epoch_deadline(self.periods);
+        ALARMS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Periods in one call's deadline.
+    pub fn periods(&self) -> u64 {
+        self.periods
+    }
+}
+
+/// Timer ticks since the process started (see [`Watchdog::start_call`]).
+pub fn ticks() -> u64 {
+    // SYNC: Relaxed: only compared with an earlier value on this thread.
+    ALARMS.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -24,8 +24,22 @@ pub mod sys {
         pub fn log(level: i32, ptr: *const u8, len: usize) -> i32;
         /// `now_ns() -> i64`
         pub fn now_ns() -> i64;
+        /// `channel(name_ptr, name_len) -> i32`: a handle or `DENIED`.
+        pub fn channel(name: *const u8, len: usize) -> i32;
+        /// `send(ch, ptr, len) -> i32`
+        pub fn send(ch: i32, ptr: *const u8, len: usize) -> i32;
+        /// `recv(ch, buf_ptr, buf_cap) -> i32` (command modules; blocks)
+        pub fn recv(ch: i32, ptr: *mut u8, cap: usize) -> i32;
+        /// `message_seq() -> i64`
+        pub fn message_seq() -> i64;
     }
 }
+
+mod channel;
+mod message;
+
+pub use channel::{channel, Channel, Incoming};
+pub use message::Message;
 
 /// Error codes returned by edgeward imports (negative `i32`s).
 pub mod error {
@@ -33,6 +47,24 @@ pub mod error {
     pub const DENIED: i32 = -1;
     /// A pointer, length or handle is out of range.
     pub const INVALID: i32 = -2;
+    /// Larger than `max_message_kib` (send) or the buffer (recv).
+    pub const TOO_LARGE: i32 = -3;
+    /// A subscriber's ring is full (`on_full = "error"`, or `"block"` timed out).
+    pub const FULL: i32 = -4;
+    /// Not available to this kind of module (`recv` in a reactor).
+    pub const UNSUPPORTED: i32 = -5;
+
+    /// The name of an error code, for log lines.
+    pub fn name(code: i32) -> &'static str {
+        match code {
+            DENIED => "denied",
+            INVALID => "invalid",
+            TOO_LARGE => "too large",
+            FULL => "full",
+            UNSUPPORTED => "unsupported",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Severity of a log line.
@@ -99,6 +131,13 @@ pub trait Module: Sized + 'static {
     fn on_tick(&mut self, _now_ns: u64) -> Result<(), i32> {
         Ok(())
     }
+
+    /// Called for each message of a subscribed channel, in order per
+    /// publisher. After a crash of this module the message being handled
+    /// comes again, with the same [`Incoming::seq`].
+    fn on_message(&mut self, _message: Incoming<'_>) -> Result<(), i32> {
+        Ok(())
+    }
 }
 
 #[doc(hidden)]
@@ -117,6 +156,25 @@ pub mod __private {
             Err(code) => code,
         }
     }
+
+    /// The receive buffer: allocated once at the size the host asks for,
+    /// then reused by the host for every message (see `ew_alloc` in
+    /// docs/guest-abi.md). Never freed.
+    pub fn alloc(len: i32) -> i32 {
+        let buffer: &'static mut [u8] = Vec::leak(vec![0u8; len.max(1) as usize]);
+        buffer.as_mut_ptr() as i32
+    }
+
+    /// Builds the message view for `ew_on_message`.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be the receive buffer the host filled.
+    pub unsafe fn incoming<'a>(ch: i32, ptr: i32, len: i32) -> crate::Incoming<'a> {
+        // SAFETY: per this function's contract the range is our own live
+        // receive buffer, not aliased while the handler runs.
+        let bytes = unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) };
+        crate::Incoming::new(ch, bytes)
+    }
 }
 
 /// Exports the `ew_*` handlers for a [`Module`] type.
@@ -134,6 +192,23 @@ macro_rules! module {
                     0
                 }
                 Err(code) => code,
+            }
+        }
+
+        #[no_mangle]
+        pub extern "C" fn ew_alloc(len: i32) -> i32 {
+            $crate::__private::alloc(len)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn ew_on_message(ch: i32, ptr: i32, len: i32) -> i32 {
+            // SAFETY: the host calls this with the buffer `ew_alloc` gave it.
+            let message = unsafe { $crate::__private::incoming(ch, ptr, len) };
+            match __EDGEWARD_MODULE.0.borrow_mut().as_mut() {
+                Some(module) => {
+                    $crate::__private::code($crate::Module::on_message(module, message))
+                }
+                None => $crate::error::INVALID,
             }
         }
 

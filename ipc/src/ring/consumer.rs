@@ -19,6 +19,21 @@ pub struct Frame {
     next: u64,
 }
 
+/// A frame whose header was checked and whose payload is still in the
+/// ring (see [`Consumer::next_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Payload length in bytes (at most the ring's maximum message).
+    pub len: usize,
+    crc: u32,
+    /// Offset of the payload in the mapping (checked against the bounds).
+    data: usize,
+    /// Read position after this frame.
+    next: u64,
+}
+
 /// Reads frames from a ring.
 pub struct Consumer {
     map: Mapping,
@@ -95,6 +110,26 @@ impl Consumer {
     /// # Errors
     /// [`RingError::Corrupt`]: the ring must stop; nothing of it is delivered.
     pub fn peek(&self) -> Result<Option<Frame>, RingError> {
+        let Some(pending) = self.next_frame()? else {
+            return Ok(None);
+        };
+        let mut payload = vec![0u8; pending.len];
+        self.read_payload(&pending, &mut payload)?;
+        Ok(Some(Frame {
+            seq: pending.seq,
+            payload,
+            next: pending.next,
+        }))
+    }
+
+    /// The header of the next frame, checked against the ring's bounds and
+    /// the expected sequence number; `Ok(None)` when empty. The payload is
+    /// not read yet: copy it with [`Consumer::read_payload`] straight into
+    /// its destination (the guest's memory), which also checks the CRC.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`]: the ring must stop.
+    pub fn next_frame(&self) -> Result<Option<Pending>, RingError> {
         let mut pos = self.read;
         let mut available = self.available()?;
         loop {
@@ -119,6 +154,7 @@ impl Consumer {
                     "{available} bytes published, less than a frame header"
                 )));
             }
+            // The header is copied out once; everything below uses the copy.
             let mut header = [0u8; FRAME_HEADER];
             self.map.read_bytes(layout::DATA + off, &mut header);
             let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
@@ -149,28 +185,56 @@ impl Consumer {
             }
             let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
             let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-            let mut payload = vec![0u8; len as usize];
-            self.map
-                .read_bytes(layout::DATA + off + FRAME_HEADER, &mut payload);
-            if layout::frame_crc(len, seq, &payload) != crc {
-                return Err(self.corrupt(format!("bad CRC in frame seq {seq}")));
-            }
             let redelivery = self.resuming && seq.checked_add(1) == Some(self.expected_seq);
             if seq != self.expected_seq && !redelivery {
                 return Err(self.corrupt(format!("frame carries seq {seq}")));
             }
-            return Ok(Some(Frame {
+            return Ok(Some(Pending {
                 seq,
-                payload,
+                len: len as usize,
+                crc,
+                data: layout::DATA + off + FRAME_HEADER,
                 next: pos + size,
             }));
         }
     }
 
+    /// Copies the payload of `pending` into `out` (exactly `pending.len`
+    /// bytes) and checks its CRC. On an error `out` holds garbage that must
+    /// not be handed on.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] on a CRC mismatch (the ring must stop), or
+    /// when `out` has the wrong length (a caller bug, reported the same way
+    /// so it cannot be mistaken for a message).
+    pub fn read_payload(&self, pending: &Pending, out: &mut [u8]) -> Result<(), RingError> {
+        if out.len() != pending.len {
+            return Err(self.corrupt(format!(
+                "payload buffer of {} bytes for a frame of {}",
+                out.len(),
+                pending.len
+            )));
+        }
+        self.map.read_bytes(pending.data, out);
+        if layout::frame_crc(pending.len as u32, pending.seq, out) != pending.crc {
+            return Err(self.corrupt(format!("bad CRC in frame seq {}", pending.seq)));
+        }
+        Ok(())
+    }
+
+    /// Consumes `pending` (after its handler returned): its space is released.
+    pub fn commit_pending(&mut self, pending: &Pending) {
+        self.commit_at(pending.next, pending.seq);
+    }
+
     /// Consumes `frame` (after its handler returned): its space is released.
     pub fn commit(&mut self, frame: &Frame) {
-        self.read = frame.next;
-        self.expected_seq = frame.seq + 1;
+        self.commit_at(frame.next, frame.seq);
+    }
+
+    fn commit_at(&mut self, next: u64, seq: u64) {
+        self.read = next;
+        self.expected_seq = seq + 1;
         self.resuming = false;
         // SYNC: Relaxed, then the Release below publishes it together with
         // the read position.
@@ -205,10 +269,32 @@ impl Consumer {
         Ok(true)
     }
 
+    /// Reloads the positions after the supervisor reset the ring (see
+    /// [`super::Observer::reset`]); the consumer had stopped using it.
+    ///
+    /// # Errors
+    /// Impossible positions (the ring was scribbled on again).
+    pub fn resume(&mut self) -> Result<(), RingError> {
+        // SYNC: Acquire: pairs with the Release stores in `Observer::reset`.
+        self.read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+        self.expected_seq = self
+            .map
+            .atomic(layout::OFF_READ_SEQ)
+            .load(Ordering::Acquire);
+        self.cached_write.set(self.read);
+        self.resuming = false;
+        self.available().map(|_| ())
+    }
+
     /// The sequence number the next frame will carry: everything before it
     /// was committed (handled) by this consumer or a predecessor.
     pub fn next_seq(&self) -> u64 {
         self.expected_seq
+    }
+
+    /// The largest payload this ring carries.
+    pub fn max_message(&self) -> usize {
+        self.max_message
     }
 
     /// Messages the producer dropped on a full ring.

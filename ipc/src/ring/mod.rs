@@ -35,6 +35,7 @@
 mod consumer;
 mod layout;
 mod mapping;
+mod observer;
 mod producer;
 
 #[cfg(test)]
@@ -42,8 +43,9 @@ mod tests;
 
 use std::os::fd::OwnedFd;
 
-pub use consumer::{Consumer, Frame};
+pub use consumer::{Consumer, Frame, Pending};
 pub use layout::{FRAME_HEADER, MAX_CAPACITY, MIN_CAPACITY};
+pub use observer::{Observer, RingStats};
 pub use producer::{Producer, SendError, Sent};
 
 /// Why a ring operation failed.

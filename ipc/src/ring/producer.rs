@@ -118,6 +118,27 @@ impl Producer {
         next
     }
 
+    /// Reloads the positions after the supervisor reset the ring (see
+    /// [`super::Observer::reset`]); the producer had stopped using it.
+    ///
+    /// # Errors
+    /// Impossible positions (the ring was scribbled on again).
+    pub fn resume(&mut self) -> Result<(), RingError> {
+        // SYNC: Acquire: pairs with the Release stores in `Observer::reset`.
+        self.write = self.map.atomic(layout::OFF_WRITE).load(Ordering::Acquire);
+        // SYNC: Acquire: as above.
+        let read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+        if self.write.wrapping_sub(read) > self.capacity {
+            return Err(RingError::Corrupt {
+                seq: self.next_seq,
+                what: "positions are more than a ring apart after a reset".into(),
+            });
+        }
+        self.cached_read = read;
+        self.next_seq = self.recover_seq(read);
+        Ok(())
+    }
+
     /// The sequence number the next frame will carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -126,6 +147,45 @@ impl Producer {
     /// The largest payload this ring carries.
     pub fn max_message(&self) -> usize {
         self.max_message
+    }
+
+    /// Whether a payload of `len` bytes fits now (a later [`Producer::try_send`]
+    /// of it cannot fail with [`SendError::Full`]: only we fill the ring).
+    ///
+    /// # Errors
+    /// [`SendError::TooLarge`], or [`SendError::Corrupt`] for an impossible
+    /// read position.
+    pub fn has_room(&mut self, len: usize) -> Result<bool, SendError> {
+        if len > self.max_message {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.max_message,
+            });
+        }
+        self.room_for(layout::frame_size(len) as u64)
+    }
+
+    /// Space check for a frame of `need` bytes (plus a wrap skip), reloading
+    /// the read position only when the cached one says no.
+    fn room_for(&mut self, need: u64) -> Result<bool, SendError> {
+        let off = self.write % self.capacity;
+        let tail = self.capacity - off;
+        let skip = if need > tail { tail } else { 0 };
+        if skip + need <= self.capacity - self.write.wrapping_sub(self.cached_read) {
+            return Ok(true);
+        }
+        // SYNC: Acquire: pairs with the consumer's Release store in
+        // `Consumer::commit`: space it released is no longer being read.
+        let read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
+        let used = self.write.wrapping_sub(read);
+        if used > self.capacity {
+            return Err(SendError::Corrupt(format!(
+                "consumer's read position {read} is beyond the write position {}",
+                self.write
+            )));
+        }
+        self.cached_read = read;
+        Ok(skip + need <= self.capacity - used)
     }
 
     /// Writes one frame and publishes it.
@@ -140,25 +200,12 @@ impl Producer {
             });
         }
         let need = layout::frame_size(payload.len()) as u64;
+        if !self.room_for(need)? {
+            return Err(SendError::Full);
+        }
         let off = self.write % self.capacity;
         let tail = self.capacity - off;
         let skip = if need > tail { tail } else { 0 };
-        if skip + need > self.capacity - self.write.wrapping_sub(self.cached_read) {
-            // SYNC: Acquire: pairs with the consumer's Release store in
-            // `Consumer::commit`: space it released is no longer being read.
-            let read = self.map.atomic(layout::OFF_READ).load(Ordering::Acquire);
-            let used = self.write.wrapping_sub(read);
-            if used > self.capacity {
-                return Err(SendError::Corrupt(format!(
-                    "consumer's read position {read} is beyond the write position {}",
-                    self.write
-                )));
-            }
-            self.cached_read = read;
-            if skip + need > self.capacity - used {
-                return Err(SendError::Full);
-            }
-        }
         if skip >= FRAME_HEADER as u64 {
             let mut marker = [0u8; FRAME_HEADER];
             marker[0..4].copy_from_slice(&WRAP.to_le_bytes());

@@ -104,6 +104,8 @@ pub struct Supervisor {
     all_ready_logged: bool,
     /// How workers are confined on this host.
     sandbox: crate::sandbox_plan::HostSandbox,
+    /// The data-plane rings between modules.
+    wiring: crate::channels::Wiring,
 }
 
 /// Prints a supervisor message on stderr.
@@ -211,6 +213,22 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         }
     }
 
+    let (wiring, wiring_errors) = {
+        let policies: Vec<Option<&policy::Policy>> =
+            slots.iter().map(|s| s.policy.as_ref()).collect();
+        crate::channels::Wiring::build(&policies)
+    };
+    for error in wiring_errors {
+        let slot = &mut slots[error.slot];
+        say!("module {}: {}", slot.name, error.reason);
+        slot.state = State::Failed;
+        slot.artifact = None;
+        slot.last_error = Some(error.reason);
+    }
+    if !wiring.rings.is_empty() {
+        say!("data plane: {} ring(s)", wiring.rings.len());
+    }
+
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
     epoll.add(
         signals.as_fd(),
@@ -254,6 +272,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         unclaimed_exits: std::collections::HashMap::new(),
         all_ready_logged: false,
         sandbox,
+        wiring,
     };
     say!(
         "supervising {} module(s) from {} ({} workers)",

@@ -20,6 +20,7 @@ impl Supervisor {
                     status: Some(StatusReport {
                         modules: self.slots.iter().map(|s| s.status(now)).collect(),
                         warnings: self.sandbox.warnings.clone(),
+                        rings: self.wiring.status(|i| self.slots[i].name.clone()),
                     }),
                     ..Response::done("")
                 }

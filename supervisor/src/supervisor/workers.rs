@@ -2,13 +2,14 @@
 
 use std::time::Instant;
 
-use edgeward_ipc::control::{DirGrant, FromWorker, Init, SandboxPlan, ToWorker};
+use edgeward_ipc::control::{DirGrant, FromWorker, Init, OnFull, SandboxPlan, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::zygote::FromZygote;
 use edgeward_ipc::PROTOCOL_VERSION;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
 
 use super::{say, Supervisor, Token};
 use crate::output::OutputPipe;
@@ -168,16 +169,7 @@ impl Supervisor {
                     None => worker.hello_pid = Some(pid),
                 }
                 worker.said_hello = true;
-                let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
-                    return;
-                };
-                let plan = self.sandbox.plan(policy, i, slot.cgroup.as_ref());
-                let init = init_message(policy, &artifact.to_string_lossy(), plan);
-                if let Some(control) = &worker.control {
-                    if let Err(e) = frame::send(control, &ToWorker::Init(init), &[]) {
-                        say!("module {}: cannot send Init: {e}", slot.name);
-                    }
-                }
+                self.send_init(i);
             }
             FromWorker::Ready { kind, degraded } => {
                 if !worker.said_hello || worker.ready_at.is_some() {
@@ -206,6 +198,77 @@ impl Supervisor {
             FromWorker::Fault(fault) => {
                 say!("module {}: {}", slot.name, fault.message);
                 worker.fault = Some(fault.message);
+            }
+            FromWorker::RingCorrupt { ring, seq, what } => self.ring_corrupt(i, ring, seq, what),
+        }
+    }
+
+    /// Sends slot `i`'s worker its Init, with the fds of its ring ends.
+    fn send_init(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
+            return;
+        };
+        let plan = self.sandbox.plan(policy, i, slot.cgroup.as_ref());
+        let mut init = init_message(policy, &artifact.to_string_lossy(), plan);
+        let slots = &self.slots;
+        let (channels, fds) = self.wiring.grants_for(i, policy, |j| slots[j].name.clone());
+        init.channels = channels;
+        let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let Some(control) = slot.worker.as_ref().and_then(|w| w.control.as_ref()) else {
+            return;
+        };
+        if let Err(e) = frame::send(control, &ToWorker::Init(Box::new(init)), &raw) {
+            say!("module {}: cannot send Init: {e}", slot.name);
+        }
+    }
+
+    /// Slot `i` found ring `id` corrupt and stopped using it. The other end
+    /// is killed (it is restarted by its restart policy); once it is dead
+    /// the ring is reset and the reporter told to use it again.
+    fn ring_corrupt(&mut self, i: usize, id: u32, seq: u64, what: String) {
+        let Some(ring) = self.wiring.rings.get_mut(id as usize) else {
+            return self.violation(i, format!("corruption report for unknown ring {id}"));
+        };
+        if ring.publisher != i && ring.subscriber != i {
+            return self.violation(i, format!("corruption report for ring {id}, not its own"));
+        }
+        ring.corrupt += 1;
+        let peer = ring.peer_of(i);
+        let message = format!(
+            "ring corrupt: channel {} from {} at seq {seq} ({what}; reported by {})",
+            ring.channel, self.slots[ring.publisher].name, self.slots[i].name
+        );
+        say!("{message}; restarting {}", self.slots[peer].name);
+        ring.reset_pending_for = Some(i);
+        self.slots[i].last_error = Some(message.clone());
+        match self.slots[peer].worker.as_mut() {
+            Some(worker) => {
+                worker.killed_because = Some(message);
+                worker.kill();
+            }
+            // The other end is not running: nothing can write meanwhile.
+            None => self.reset_rings_of_dead(peer),
+        }
+    }
+
+    /// Slot `dead` has no worker now: reset the rings whose corruption
+    /// waited for that, and tell the reporting ends.
+    fn reset_rings_of_dead(&mut self, dead: usize) {
+        for ring in &mut self.wiring.rings {
+            let Some(reporter) = ring.reset_pending_for else {
+                continue;
+            };
+            if ring.peer_of(reporter) != dead {
+                continue;
+            }
+            ring.reset();
+            let control = self.slots[reporter]
+                .worker
+                .as_ref()
+                .and_then(|w| w.control.as_ref());
+            if let Some(control) = control {
+                let _ = frame::send(control, &ToWorker::RingReset { ring: ring.id }, &[]);
             }
         }
     }
@@ -308,6 +371,7 @@ impl Supervisor {
                 worker.killed_because = Some(format!("out of memory: cgroup limit {limit} MiB"));
             }
         }
+        slot.fold_stats();
         let clean = matches!(status, WaitStatus::Exited(_, 0)) && worker.killed_because.is_none();
         let ending = if clean {
             Ending::Clean
@@ -325,6 +389,8 @@ impl Supervisor {
         let ran_for = worker
             .ready_at
             .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        self.reset_rings_of_dead(i);
+        let slot = &mut self.slots[i];
         if self.shutdown_deadline.is_some() {
             slot.state = State::Stopped;
             return;
@@ -494,6 +560,17 @@ fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
         tick_us: policy.tick_us,
         call_budget_ms: policy.resources.call_budget_ms,
         sandbox,
+        channels: Vec::new(),
+        max_message_bytes: policy.channels.max_message_kib << 10,
+        on_full: match policy.channels.on_full {
+            crate::policy::OnFull::Block => OnFull::Block,
+            crate::policy::OnFull::Drop => OnFull::Drop,
+            crate::policy::OnFull::Error => OnFull::Error,
+        },
+        spin_us: match policy.channels.wait {
+            crate::policy::WaitMode::Park => 0,
+            crate::policy::WaitMode::Spin { micros } => micros,
+        },
     }
 }
 

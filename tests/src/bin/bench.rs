@@ -369,12 +369,193 @@ fn ring_suite(json: bool) -> Vec<Figure> {
     );
     let ring = median((0..3).map(|_| ring_throughput(64)).collect());
     let socket = median((0..3).map(|_| socket_throughput(64)).collect());
-    vec![figure(
+    let mut figures = vec![figure(
         "ring_throughput_64b",
         ring,
         "msg/s",
         Some(("unix_seqpacket_throughput_64b", socket)),
-    )]
+    )];
+    progress(
+        json,
+        "guest → guest through edgeward: 64-byte messages, flat out",
+    );
+    let (guest, wakes) = guest_throughput();
+    figures.push(figure(
+        "guest_throughput_64b",
+        guest,
+        "msg/s",
+        Some(("ring_throughput_64b", ring)),
+    ));
+    figures.push(figure("wake_syscalls_per_msg", wakes, "ratio", None));
+    progress(
+        json,
+        "floors: two-process futex and socketpair wake-ups, one way",
+    );
+    let futex = floor_latencies(Floor::Futex);
+    let socketpair = floor_latencies(Floor::Socketpair);
+    progress(
+        json,
+        "guest → guest hop, consumer parked, one message per ms",
+    );
+    let parked = hop_latencies(None);
+    progress(
+        json,
+        "guest → guest hop, consumer wait = spin:50, one message per 20 µs",
+    );
+    let spin = hop_latencies(Some(50));
+    figures.extend([
+        figure(
+            "hop_latency_p50_ns",
+            parked.0,
+            "ns",
+            Some(("futex_wake_p50_ns", futex.0)),
+        ),
+        figure(
+            "hop_latency_p99_ns",
+            parked.1,
+            "ns",
+            Some(("futex_wake_p99_ns", futex.1)),
+        ),
+        figure(
+            "socketpair_wake_p50_ns",
+            socketpair.0,
+            "ns",
+            Some(("futex_wake_p50_ns", futex.0)),
+        ),
+        figure(
+            "socketpair_wake_p99_ns",
+            socketpair.1,
+            "ns",
+            Some(("futex_wake_p99_ns", futex.1)),
+        ),
+        figure(
+            "hop_latency_spin50_p50_ns",
+            spin.0,
+            "ns",
+            Some(("futex_wake_p50_ns", futex.0)),
+        ),
+        figure(
+            "hop_latency_spin50_p99_ns",
+            spin.1,
+            "ns",
+            Some(("futex_wake_p99_ns", futex.1)),
+        ),
+    ]);
+    figures
+}
+
+/// Messages in the guest throughput run.
+const GUEST_MESSAGES: u64 = 2_000_000;
+/// Messages per latency run (one per pacing interval).
+const HOP_MESSAGES: u64 = 3000;
+
+/// A source → sink gateway of the bench guests; returns it and its dir.
+fn source_sink(
+    source_args: &str,
+    sink_args: &str,
+    sink_extra: &str,
+) -> (GatewayDir, edgeward_tests::Gateway) {
+    let dir = GatewayDir::new();
+    dir.add_policy(
+        "source",
+        &policy(
+            "bench_source",
+            &format!(
+                "[wasi]\nargs = [{source_args}]\n[channels]\npublish = [\"bench\"]\n[resources]\ncpu_percent = 100\n[restart]\npolicy = \"never\""
+            ),
+        ),
+    );
+    dir.add_policy(
+        "sink",
+        &policy(
+            "bench_sink",
+            &format!(
+                "[wasi]\nargs = [{sink_args}]\n[channels]\nsubscribe = [\"bench\"]\ncapacity_kib = 1024\n{sink_extra}\n[resources]\ncpu_percent = 100"
+            ),
+        ),
+    );
+    let gateway = dir.start();
+    (dir, gateway)
+}
+
+/// The value after `key=` in the line of `log` containing `needle`.
+fn logged(gateway: &edgeward_tests::Gateway, needle: &str, timeout: Duration) -> String {
+    gateway.wait_log(needle, timeout);
+    let log = gateway.log();
+    log.lines()
+        .find(|l| l.contains(needle))
+        .expect("line")
+        .to_string()
+}
+
+fn number_after(line: &str, key: &str) -> f64 {
+    line.split(key)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key:?} in {line:?}"))
+}
+
+/// msgs/s from the sink's first to last arrival, and the source's wake
+/// syscalls per message.
+fn guest_throughput() -> (f64, f64) {
+    let (_dir, gateway) = source_sink(
+        &format!("\"--count\", \"{GUEST_MESSAGES}\", \"--size\", \"64\""),
+        &format!("\"--count\", \"{GUEST_MESSAGES}\""),
+        "",
+    );
+    let line = logged(&gateway, "info: sink: ", Duration::from_secs(60));
+    let ns = number_after(&line, "messages in ");
+    // The source's counters arrive with its next heartbeat (≤ 100 ms).
+    let status = gateway.wait_for(Duration::from_secs(5), "source counters", |s| {
+        edgeward_tests::module(s, "source")["msgs_out"].as_u64() == Some(GUEST_MESSAGES)
+    });
+    let wakes = edgeward_tests::module(&status, "source")["wakes"]
+        .as_f64()
+        .unwrap_or(0.0);
+    (
+        (GUEST_MESSAGES - 1) as f64 * 1e9 / ns,
+        wakes / GUEST_MESSAGES as f64,
+    )
+}
+
+/// One-way guest → guest latency (p50, p99) in ns; `spin`: the sink's
+/// `wait = "spin:N"` (then messages come every 20 µs, inside the spin).
+fn hop_latencies(spin: Option<u32>) -> (f64, f64) {
+    let interval = if spin.is_some() { 20 } else { 1000 };
+    let wait = spin.map_or(String::new(), |us| format!("wait = \"spin:{us}\""));
+    let (_dir, gateway) = source_sink(
+        &format!("\"--count\", \"{HOP_MESSAGES}\", \"--interval-us\", \"{interval}\""),
+        &format!("\"--count\", \"{HOP_MESSAGES}\", \"--latency\""),
+        &wait,
+    );
+    let line = logged(&gateway, "info: sink: latency", Duration::from_secs(60));
+    (number_after(&line, "p50="), number_after(&line, "p99="))
+}
+
+/// A baseline wake-up mechanism between two processes.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// The waiter sleeps in `futex_wait` on a shared word.
+    Futex,
+    /// The waiter sleeps in `read` on a Unix socketpair.
+    Socketpair,
+}
+
+/// One-way wake-up latency (p50, p99) in ns of `floor`, paced like the
+/// parked hop (one message per ms, the sender busy-waiting between).
+fn floor_latencies(floor: Floor) -> (f64, f64) {
+    let mut latencies = edgeward_tests::floor::one_way(
+        match floor {
+            Floor::Futex => edgeward_tests::floor::Mechanism::Futex,
+            Floor::Socketpair => edgeward_tests::floor::Mechanism::Socketpair,
+        },
+        HOP_MESSAGES as usize,
+        Duration::from_millis(1),
+    );
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
+    (at(0.50), at(0.99))
 }
 
 /// Starts `ring-peer MODE N SIZE` with `fd` as its fd 3.

@@ -12,10 +12,7 @@ use super::HostState;
 /// Import module name.
 pub const MODULE: &str = "edgeward";
 
-/// Success.
-pub const EW_OK: i32 = 0;
-/// A pointer, length or handle is out of range.
-pub const EW_ERR_INVALID: i32 = -2;
+use super::errors::*;
 
 /// Longest log line forwarded; longer ones are cut and marked with `…`.
 pub const MAX_LOG_BYTES: usize = 1024;
@@ -27,7 +24,79 @@ pub const MAX_LOG_BYTES: usize = 1024;
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "log", log)?;
     linker.func_wrap(MODULE, "now_ns", now_ns)?;
+    linker.func_wrap(MODULE, "channel", channel)?;
+    linker.func_wrap(MODULE, "send", send)?;
+    linker.func_wrap(MODULE, "recv", recv)?;
+    linker.func_wrap(MODULE, "message_seq", message_seq)?;
     Ok(())
+}
+
+/// Longest channel name (policy names are at most 63 bytes).
+const MAX_CHANNEL_NAME: usize = 64;
+
+/// `channel(name_ptr, name_len) -> i32`: the handle of a granted channel,
+/// or `EW_ERR_DENIED` (counted).
+fn channel(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> i32 {
+    let Some((name, false)) = read_guest_bytes(&mut caller, ptr, len, MAX_CHANNEL_NAME) else {
+        return EW_ERR_INVALID;
+    };
+    let state = caller.data_mut();
+    match state.channels.handle(&name) {
+        Some(handle) => handle,
+        None => {
+            state.stats.denials += 1;
+            EW_ERR_DENIED
+        }
+    }
+}
+
+/// The guest range `[ptr, ptr+len)` as a `usize` range, unchecked against
+/// the memory (callers use `get`).
+fn range(ptr: i32, len: i32) -> Option<std::ops::Range<usize>> {
+    let start = ptr as u32 as usize;
+    Some(start..start.checked_add(len as u32 as usize)?)
+}
+
+/// `send(ch, ptr, len) -> i32`: one message to every subscriber of `ch`,
+/// copied once from guest memory into each ring.
+fn send(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, len: i32) -> i32 {
+    let Some(memory) = caller.data().memory else {
+        return EW_ERR_INVALID;
+    };
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let Some(payload) = range(ptr, len).and_then(|r| data.get(r)) else {
+        return EW_ERR_INVALID;
+    };
+    state
+        .channels
+        .send(&mut state.stats, ch, payload, state.call_ticks)
+}
+
+/// `recv(ch, buf_ptr, buf_cap) -> i32` (command modules): blocks for the
+/// next message of `ch`, copies it into the buffer, returns its length.
+fn recv(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, cap: i32) -> i32 {
+    if !caller.data().is_command {
+        return EW_ERR_UNSUPPORTED;
+    }
+    let Some(memory) = caller.data().memory else {
+        return EW_ERR_INVALID;
+    };
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let Some(buffer) = range(ptr, cap).and_then(|r| data.get_mut(r)) else {
+        return EW_ERR_INVALID;
+    };
+    let code = state.channels.recv(&mut state.stats, ch, buffer);
+    if code >= 0 {
+        state.current_seq = state.channels.last_recv_seq();
+    }
+    code
+}
+
+/// `message_seq() -> i64`: the sequence number of the message being
+/// handled (in `ew_on_message`, or the last `recv`), -1 if none. A message
+/// delivered twice after a crash carries the same number.
+fn message_seq(caller: Caller<'_, HostState>) -> i64 {
+    caller.data().current_seq
 }
 
 /// `log(level, ptr, len) -> i32`: one line to the supervisor's output.

@@ -1,6 +1,8 @@
 //! The host side of one module: store state, the linker, and the imports
 //! edgeward gives a guest (WASI preview 1 as granted, plus module `edgeward`).
 
+pub mod channels;
+pub mod errors;
 pub mod imports;
 pub mod limits;
 pub mod wasi;
@@ -25,6 +27,18 @@ pub struct HostState {
     pub reporter: Arc<Reporter>,
     /// Counters reported to the supervisor.
     pub stats: Stats,
+    /// The module's channels and ring ends.
+    pub channels: channels::Channels,
+    /// The guest's exported memory, once instantiated.
+    pub memory: Option<wasmtime::Memory>,
+    /// Watchdog ticks at the start of the current guest call and periods
+    /// in its deadline (`None` outside the reactor loop: no per-call budget
+    /// to respect while blocking).
+    pub call_ticks: Option<(u64, u64)>,
+    /// Sequence number of the message being handled, or -1.
+    pub current_seq: i64,
+    /// The module is a command (it may block in `recv`).
+    pub is_command: bool,
 }
 
 /// Builds a linker with every import a guest may use. The set is the same

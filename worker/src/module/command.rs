@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use edgeward_ipc::control::{FaultKind, ModuleKind, ToWorker};
+use edgeward_ipc::control::{FaultKind, FromWorker, ModuleKind, Stats, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
 use wasmtime_wasi::I32Exit;
 
 use super::{report_trap, Loaded};
 use crate::exit_code;
+use crate::host::channels::{ResetRequests, SharedStats};
 use crate::report::Reporter;
 
 /// Reports Ready, runs `_start` to its end and returns the exit code.
@@ -33,10 +34,13 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
         }
     };
     let control = Arc::clone(reporter);
+    let resets = Arc::clone(&store.data().channels.resets);
+    let stats = Arc::new(SharedStats::default());
+    store.data_mut().channels.shared_stats = Some(Arc::clone(&stats));
     let spawned = std::thread::Builder::new()
         .name("control".into())
         .stack_size(64 * 1024)
-        .spawn(move || control_thread(&control));
+        .spawn(move || control_thread(&control, &resets, &stats));
     if let Err(e) = spawned {
         reporter.fault(FaultKind::Load, format!("cannot start control thread: {e}"));
         return exit_code::LOAD_FAILED;
@@ -57,11 +61,29 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
     }
 }
 
-/// Waits for Stop (exit 0) or the supervisor's disappearance.
-fn control_thread(reporter: &Reporter) {
+/// How often a command's counters are reported while they change.
+const HEARTBEAT_MS: u16 = 100;
+
+/// Waits for Stop (exit 0) or the supervisor's disappearance; passes ring
+/// resets on to the guest thread; reports the counters while they change.
+fn control_thread(reporter: &Reporter, resets: &ResetRequests, stats: &SharedStats) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut reported = Stats::default();
     loop {
+        let mut fds = [PollFd::new(reporter.socket().as_fd(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::from(HEARTBEAT_MS)).unwrap_or(1);
+        let now = stats.load();
+        if now != reported {
+            reporter.send(&FromWorker::Heartbeat(now));
+            reported = now;
+        }
+        if ready == 0 {
+            continue;
+        }
         match frame::recv::<ToWorker>(reporter.socket()) {
             Ok((ToWorker::Stop, _)) => std::process::exit(exit_code::OK),
+            Ok((ToWorker::RingReset { ring }, _)) => resets.push(ring),
             Ok((other, _)) => {
                 reporter.fault(
                     FaultKind::Protocol,

@@ -6,7 +6,7 @@ mod command;
 mod reactor;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use edgeward_ipc::control::{FaultKind, FromWorker, Init, ModuleKind, Stats, ToWorker};
@@ -92,8 +92,8 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
     if frame::send(&control, &hello, &[]).is_err() {
         return exit_code::SUPERVISOR_GONE;
     }
-    let init = match frame::recv::<ToWorker>(&control) {
-        Ok((ToWorker::Init(init), _)) => init,
+    let (init, ring_fds) = match frame::recv::<ToWorker>(&control) {
+        Ok((ToWorker::Init(init), fds)) => (*init, fds),
         Ok((other, _)) => {
             let reporter = Reporter::new(control, String::from("?"));
             reporter.fault(
@@ -134,8 +134,17 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
             return exit_code::LOAD_FAILED;
         }
     };
+    // Rings are mapped before the sandbox; only their eventfds stay open.
+    let channels = match host::channels::Channels::attach(&init, ring_fds, Arc::clone(&reporter)) {
+        Ok(c) => c,
+        Err(e) => {
+            reporter.fault(FaultKind::Load, format!("channels: {e}"));
+            return exit_code::LOAD_FAILED;
+        }
+    };
     let mut keep_fds = vec![0, 1, 2, crate::sandbox::sigsys::CONTROL_FD];
     keep_fds.extend(fds_open_on(&init.artifact, &inherited_fds));
+    keep_fds.extend(channels.wake_fds().map(|(_, fd)| fd.as_raw_fd()));
     let runbook = crate::sandbox::Runbook {
         plan: &init.sandbox,
         dirs: &init.dirs,
@@ -161,7 +170,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         }
     };
     let _entered = runtime.enter();
-    match instantiate(prepared, &module, wasi, &init, &reporter) {
+    match instantiate(prepared, &module, wasi, channels, &init, &reporter) {
         Ok(loaded) => match loaded.kind {
             ModuleKind::Reactor => reactor::run(loaded, &init, &reporter, degraded),
             ModuleKind::Command => command::run(loaded, &reporter, degraded),
@@ -212,9 +221,11 @@ fn instantiate(
     prepared: &Prepared,
     module: &Module,
     wasi: wasmtime_wasi::p1::WasiP1Ctx,
+    channels: host::channels::Channels,
     init: &Init,
     reporter: &Arc<Reporter>,
 ) -> Result<Loaded, (FaultKind, String)> {
+    let is_command = module.get_export("_start").is_some();
     let memory_limit = usize::try_from(init.memory_limit_bytes).unwrap_or(usize::MAX);
     let limits = host::limits::Limits::new(memory_limit);
     let mut store = Store::new(
@@ -225,6 +236,11 @@ fn instantiate(
             reporter: Arc::clone(reporter),
             stats: Stats::default(),
             log_limit: Default::default(),
+            channels,
+            memory: None,
+            call_ticks: None,
+            current_seq: -1,
+            is_command,
         },
     );
     store.limiter(|state| &mut state.limits);
@@ -242,7 +258,8 @@ fn instantiate(
             (FaultKind::Load, format!("cannot instantiate: {e:#}"))
         }
     })?;
-    let kind = if module.get_export("_start").is_some() {
+    store.data_mut().memory = instance.get_memory(&mut store, "memory");
+    let kind = if is_command {
         ModuleKind::Command
     } else {
         ModuleKind::Reactor

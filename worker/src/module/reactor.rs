@@ -1,39 +1,67 @@
-//! The reactor loop: one epoll set over the control socket and the tick
-//! timer; every guest call runs to completion on this thread.
+//! The reactor loop: one epoll set over the control socket, the tick timer
+//! and the eventfd of every ring the module reads; every guest call runs to
+//! completion on this thread.
 //!
 //! Exports used (all optional but `memory`): `_initialize` (WASI reactor
-//! start-up), `ew_init() -> i32`, `ew_on_tick(now_ns: i64) -> i32`.
+//! start-up), `ew_init() -> i32`, `ew_on_tick(now_ns: i64) -> i32`,
+//! `ew_alloc(len: i32) -> i32` and `ew_on_message(ch: i32, ptr: i32, len: i32) -> i32`.
+//!
+//! Messages: the host asks `ew_alloc` once for a receive buffer as large as
+//! the largest message any of its rings carries, then copies each message
+//! from the ring straight into it (the only copy) and calls `ew_on_message`.
+//! The read position advances only after the handler returned, so a
+//! module that crashes in its handler gets that message again.
+//!
+//! Waiting: when every ring is empty the loop busy-polls for `wait =
+//! "spin:<µs>"` (if set), then marks each ring parked and sleeps in
+//! `epoll_wait`. A producer writes a ring's eventfd only when it finds the
+//! ring parked, so a saturating stream costs no wake-up system calls.
 
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
-use edgeward_ipc::control::{FaultKind, FromWorker, Init, LogLevel, ModuleKind, ToWorker};
+use edgeward_ipc::control::{FaultKind, FromWorker, Init, LogLevel, ModuleKind, Stats, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use wasmtime::TypedFunc;
+use wasmtime::{Store, TypedFunc};
 
 use super::{report_trap, Loaded};
-use crate::budget;
+use crate::budget::{self, Watchdog};
 use crate::exit_code;
 use crate::host::imports::monotonic_ns;
+use crate::host::HostState;
 use crate::report::Reporter;
 
-/// How often counters go to the supervisor while ticks flow.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often counters go to the supervisor while the module is busy.
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// Messages taken from one ring before looking at the others and at the
+/// timer and control socket (fairness, bounded latency of Stop).
+const BATCH: usize = 64;
 
 const TOKEN_CONTROL: u64 = 0;
 const TOKEN_TICK: u64 = 1;
+const TOKEN_RING: u64 = 16;
 
-/// Initialises the reactor, reports Ready, then serves ticks and control
-/// messages until Stop. Returns the exit code.
+/// The message handler and where messages are copied to.
+struct Delivery {
+    on_message: TypedFunc<(i32, i32, i32), i32>,
+    memory: wasmtime::Memory,
+    buffer: usize,
+    warned_code: bool,
+}
+
+/// Initialises the reactor, reports Ready, then serves messages, ticks and
+/// control messages until Stop. Returns the exit code.
 pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<String>) -> i32 {
     let Loaded {
         mut store,
         instance,
         ..
     } = loaded;
-    let budget = std::time::Duration::from_millis(u64::from(init.call_budget_ms));
+    let budget = Duration::from_millis(u64::from(init.call_budget_ms));
 
     if let Some(initialize) = instance.get_func(&mut store, "_initialize") {
         let initialize = match initialize.typed::<(), ()>(&store) {
@@ -66,6 +94,10 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             Err(e) => return report_trap(reporter, &store, "ew_init", init.call_budget_ms, &e),
         }
     }
+    let mut delivery = match delivery(&instance, &mut store, budget, init, reporter) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
 
     let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
         Ok(e) => e,
@@ -74,6 +106,17 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
     let control = reporter.socket();
     if let Err(e) = epoll.add(control, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CONTROL)) {
         return load_fault(reporter, format!("epoll_ctl(control): {e}"));
+    }
+    for (index, fd) in store.data().channels.wake_fds() {
+        // Edge-triggered: each producer write is one event, and the counter
+        // never needs reading (it cannot overflow at one per park).
+        let event = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLET,
+            TOKEN_RING + index as u64,
+        );
+        if let Err(e) = epoll.add(fd, event) {
+            return load_fault(reporter, format!("epoll_ctl(ring eventfd): {e}"));
+        }
     }
     let timer = if init.tick_us > 0 && on_tick.is_some() {
         match tick_timer(init.tick_us) {
@@ -94,19 +137,62 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
 
     reporter.ready(ModuleKind::Reactor, degraded);
 
+    let mut watchdog = Watchdog::new(budget);
+    watchdog.arm();
+    let spin = store.data().channels.spin;
     let mut warned_tick_code = false;
-    let mut last_heartbeat = std::time::Instant::now();
-    let mut events = [EpollEvent::empty(); 4];
+    let mut last_heartbeat = Instant::now();
+    let mut reported = Stats::default();
+    let mut events = [EpollEvent::empty(); 16];
     loop {
-        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+        let delivered = match &mut delivery {
+            Some(d) => match deliver(&mut store, d, &watchdog, init, reporter) {
+                Ok(n) => n,
+                Err(code) => return code,
+            },
+            None => 0,
+        };
+        let stats = store.data().stats;
+        let since = last_heartbeat.elapsed();
+        if stats != reported && since >= HEARTBEAT {
+            reporter.send(&FromWorker::Heartbeat(stats));
+            reported = stats;
+            last_heartbeat = Instant::now();
+        }
+        let timeout = if delivered > 0 {
+            EpollTimeout::ZERO
+        } else {
+            if !spin.is_zero() && spin_for_messages(&store, spin) {
+                continue;
+            }
+            if !park_all(&mut store) {
+                continue;
+            }
+            watchdog.disarm();
+            if stats != reported {
+                // Report the last counters once the module is quiet.
+                EpollTimeout::try_from(HEARTBEAT.saturating_sub(since))
+                    .unwrap_or(EpollTimeout::ZERO)
+            } else {
+                EpollTimeout::NONE
+            }
+        };
+        let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return load_fault(reporter, format!("epoll_wait: {e}")),
         };
+        watchdog.arm();
         for event in &events[..n] {
             match event.data() {
                 TOKEN_CONTROL => match frame::recv::<ToWorker>(control) {
-                    Ok((ToWorker::Stop, _)) => return exit_code::OK,
+                    Ok((ToWorker::Stop, _)) => {
+                        reporter.send(&FromWorker::Heartbeat(store.data().stats));
+                        return exit_code::OK;
+                    }
+                    Ok((ToWorker::RingReset { ring }, _)) => {
+                        store.data_mut().channels.reset(ring);
+                    }
                     Ok((other, _)) => {
                         reporter.fault(
                             FaultKind::Protocol,
@@ -123,12 +209,10 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                     // coalesced into one call, as a tick is "time has passed".
                     let _ = timer.wait();
                     let Some(on_tick) = &on_tick else { continue };
-                    let result =
-                        budget::call(&mut store, budget, |s| on_tick.call(s, monotonic_ns()));
-                    if last_heartbeat.elapsed() >= HEARTBEAT {
-                        last_heartbeat = std::time::Instant::now();
-                        reporter.send(&FromWorker::Heartbeat(store.data().stats));
-                    }
+                    let started = watchdog.start_call(&mut store);
+                    store.data_mut().call_ticks = Some((started, watchdog.periods()));
+                    let result = on_tick.call(&mut store, monotonic_ns());
+                    store.data_mut().call_ticks = None;
                     match result {
                         Ok(0) => store.data_mut().stats.ticks += 1,
                         Ok(code) => {
@@ -152,10 +236,176 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                         }
                     }
                 }
+                // A ring's eventfd: its frames are delivered at the loop's top.
                 _ => {}
             }
         }
     }
+}
+
+/// Finds `ew_on_message` and asks `ew_alloc` for the receive buffer, when
+/// the module reads any ring.
+fn delivery(
+    instance: &wasmtime::Instance,
+    store: &mut Store<HostState>,
+    budget: Duration,
+    init: &Init,
+    reporter: &Reporter,
+) -> Result<Option<Delivery>, i32> {
+    let largest = store
+        .data()
+        .channels
+        .inbox
+        .iter()
+        .map(|r| r.consumer.max_message())
+        .max();
+    let Some(largest) = largest else {
+        return Ok(None);
+    };
+    let on_message: Option<TypedFunc<(i32, i32, i32), i32>> =
+        typed_export(instance, store, "ew_on_message").map_err(|m| load_fault(reporter, m))?;
+    let alloc: Option<TypedFunc<i32, i32>> =
+        typed_export(instance, store, "ew_alloc").map_err(|m| load_fault(reporter, m))?;
+    let (Some(on_message), Some(alloc)) = (on_message, alloc) else {
+        return Err(load_fault(
+            reporter,
+            "the policy subscribes this module to channels, but it does not export both ew_on_message and ew_alloc (see docs/guest-abi.md)".into(),
+        ));
+    };
+    let Some(memory) = store.data().memory else {
+        return Err(load_fault(reporter, "module exports no memory".into()));
+    };
+    let ptr = match budget::call(store, budget, |s| alloc.call(s, largest as i32)) {
+        Ok(ptr) => ptr,
+        Err(e) => {
+            return Err(report_trap(
+                reporter,
+                store,
+                "ew_alloc",
+                init.call_budget_ms,
+                &e,
+            ))
+        }
+    };
+    let buffer = ptr as u32 as usize;
+    if ptr <= 0 || buffer + largest > memory.data_size(&*store) {
+        return Err(load_fault(
+            reporter,
+            format!("ew_alloc({largest}) returned {ptr}, not a buffer inside the module's memory"),
+        ));
+    }
+    Ok(Some(Delivery {
+        on_message,
+        memory,
+        buffer,
+        warned_code: false,
+    }))
+}
+
+/// Hands waiting messages to `ew_on_message`, up to [`BATCH`] per ring.
+/// Returns how many, or the exit code after a trap.
+fn deliver(
+    store: &mut Store<HostState>,
+    delivery: &mut Delivery,
+    watchdog: &Watchdog,
+    init: &Init,
+    reporter: &Reporter,
+) -> Result<usize, i32> {
+    let mut delivered = 0;
+    for index in 0..store.data().channels.inbox.len() {
+        for _ in 0..BATCH {
+            let ring = &store.data().channels.inbox[index];
+            if ring.stopped {
+                break;
+            }
+            let pending = match ring.consumer.next_frame() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    store.data_mut().channels.inbox_corrupt(index, e);
+                    break;
+                }
+            };
+            let (memory, state) = delivery.memory.data_and_store_mut(&mut *store);
+            // In bounds: checked against the memory at start, which never shrinks.
+            let out = &mut memory[delivery.buffer..delivery.buffer + pending.len];
+            let ring = &state.channels.inbox[index];
+            if let Err(e) = ring.consumer.read_payload(&pending, out) {
+                state.channels.inbox_corrupt(index, e);
+                break;
+            }
+            let channel = ring.channel;
+            state.current_seq = pending.seq as i64;
+            let started = watchdog.start_call(store);
+            store.data_mut().call_ticks = Some((started, watchdog.periods()));
+            let result = delivery.on_message.call(
+                &mut *store,
+                (channel, delivery.buffer as i32, pending.len as i32),
+            );
+            let state = store.data_mut();
+            state.call_ticks = None;
+            state.current_seq = -1;
+            match result {
+                Ok(code) => {
+                    state.channels.inbox[index]
+                        .consumer
+                        .commit_pending(&pending);
+                    state.stats.msgs_in += 1;
+                    delivered += 1;
+                    if code != 0 && !delivery.warned_code {
+                        delivery.warned_code = true;
+                        reporter.log(
+                            LogLevel::Warn,
+                            format!("ew_on_message returned {code} (reported once; the message counts as handled)"),
+                        );
+                    }
+                }
+                Err(e) => {
+                    return Err(report_trap(
+                        reporter,
+                        store,
+                        "ew_on_message",
+                        init.call_budget_ms,
+                        &e,
+                    ))
+                }
+            }
+        }
+    }
+    Ok(delivered)
+}
+
+/// Busy-polls the rings for up to `spin`; `true` if a frame arrived.
+fn spin_for_messages(store: &Store<HostState>, spin: Duration) -> bool {
+    let until = Instant::now() + spin;
+    let inbox = &store.data().channels.inbox;
+    loop {
+        if inbox.iter().any(|r| !r.stopped && r.consumer.depth() > 0) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        for _ in 0..16 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Marks every ring parked; `false` if one has a frame (do not sleep).
+fn park_all(store: &mut Store<HostState>) -> bool {
+    for index in 0..store.data().channels.inbox.len() {
+        let ring = &store.data().channels.inbox[index];
+        if ring.stopped {
+            continue;
+        }
+        match ring.consumer.park() {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => store.data_mut().channels.inbox_corrupt(index, e),
+        }
+    }
+    true
 }
 
 fn tick_timer(tick_us: u64) -> nix::Result<TimerFd> {
