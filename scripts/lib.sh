@@ -9,3 +9,5 @@ export EDGEWARD_BIN_DIR="$CARGO_TARGET_DIR/release"
 export EDGEWARD_GUESTS_OUT="$ROOT/guests/out"
 export PATH="$EDGEWARD_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+export EDGEWARD_CACHE=${EDGEWARD_CACHE:-$HOME/.cache/edgeward}
+die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }

@@ -2,7 +2,7 @@
 //! the read position. It trusts nothing in the ring.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::layout::{self, FRAME_HEADER, WRAP};
 use super::mapping::Mapping;
@@ -60,6 +60,17 @@ impl Consumer {
     /// Not a valid ring, or impossible positions.
     pub fn attach(fd: impl AsFd) -> Result<Self, RingError> {
         let (map, capacity, max_message) = layout::attach(fd)?;
+        Self::from_mapping(map, capacity, max_message)
+    }
+
+    /// Attaches to a model mapping (loom model tests only).
+    #[cfg(loom)]
+    pub(crate) fn attach_model(map: Mapping) -> Result<Self, RingError> {
+        let (capacity, max_message) = layout::read_sizes(&map)?;
+        Self::from_mapping(map, capacity, max_message)
+    }
+
+    fn from_mapping(map: Mapping, capacity: u32, max_message: u32) -> Result<Self, RingError> {
         // SYNC: Acquire: pairs with a previous consumer's Release in `commit`.
         let read = map.atomic(layout::OFF_READ).load(Ordering::Acquire);
         let expected_seq = map.atomic(layout::OFF_READ_SEQ).load(Ordering::Acquire);
@@ -145,7 +156,7 @@ impl Consumer {
                         self.corrupt("write position inside the ring's tail padding".into())
                     );
                 }
-                pos += tail;
+                pos = pos.wrapping_add(tail);
                 available -= tail;
                 continue;
             }
@@ -162,7 +173,7 @@ impl Consumer {
                 if available < tail {
                     return Err(self.corrupt("wrap marker past the write position".into()));
                 }
-                pos += tail;
+                pos = pos.wrapping_add(tail);
                 available -= tail;
                 continue;
             }
@@ -194,7 +205,7 @@ impl Consumer {
                 len: len as usize,
                 crc,
                 data: layout::DATA + off + FRAME_HEADER,
-                next: pos + size,
+                next: pos.wrapping_add(size),
             }));
         }
     }
@@ -234,7 +245,7 @@ impl Consumer {
 
     fn commit_at(&mut self, next: u64, seq: u64) {
         self.read = next;
-        self.expected_seq = seq + 1;
+        self.expected_seq = seq.wrapping_add(1);
         self.resuming = false;
         // SYNC: Relaxed, then the Release below publishes it together with
         // the read position.
@@ -254,16 +265,18 @@ impl Consumer {
     /// # Errors
     /// As [`Consumer::peek`], for impossible positions.
     pub fn park(&self) -> Result<bool, RingError> {
+        // SYNC: AcqRel swap: the producer's `swap(0)` of the same flag and
+        // this one are totally ordered (both are read-modify-writes). If ours
+        // comes first, the producer reads 1 and wakes us. If the producer's
+        // comes first, ours reads from it (Acquire pairs with its Release):
+        // its write-position store is visible to the load below. So either
+        // we are woken or we see the frame. (The consumer never writes the
+        // flag otherwise, which keeps the producer's swaps and ours one
+        // release sequence.)
         self.map
             .atomic(layout::OFF_PARKED)
-            .store(1, Ordering::SeqCst);
-        // SYNC: SeqCst fence: pairs with the producer's fence in `try_send`:
-        // either it sees our flag and wakes us, or we see its frame here.
-        fence(Ordering::SeqCst);
+            .swap(1, Ordering::AcqRel);
         if self.available()? > 0 {
-            self.map
-                .atomic(layout::OFF_PARKED)
-                .store(0, Ordering::SeqCst);
             return Ok(false);
         }
         Ok(true)

@@ -34,11 +34,17 @@
 
 mod consumer;
 mod layout;
+#[cfg(not(loom))]
+mod mapping;
+#[cfg(loom)]
+#[path = "mapping_model.rs"]
 mod mapping;
 mod observer;
 mod producer;
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 use std::os::fd::OwnedFd;

@@ -2,7 +2,7 @@
 //! data region, the write position and the sequence numbers.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::layout::{self, FRAME_HEADER, WRAP};
 use super::mapping::Mapping;
@@ -58,6 +58,17 @@ impl Producer {
     /// Not a valid ring, or impossible positions.
     pub fn attach(fd: impl AsFd) -> Result<Self, RingError> {
         let (map, capacity, max_message) = layout::attach(fd)?;
+        Self::from_mapping(map, capacity, max_message)
+    }
+
+    /// Attaches to a model mapping (loom model tests only).
+    #[cfg(loom)]
+    pub(crate) fn attach_model(map: Mapping) -> Result<Self, RingError> {
+        let (capacity, max_message) = layout::read_sizes(&map)?;
+        Self::from_mapping(map, capacity, max_message)
+    }
+
+    fn from_mapping(map: Mapping, capacity: u32, max_message: u32) -> Result<Self, RingError> {
         let capacity = u64::from(capacity);
         // SYNC: Acquire: pairs with the Release store of the write position
         // by a previous producer; we continue after its last published frame.
@@ -96,24 +107,28 @@ impl Producer {
             .atomic(layout::OFF_READ_SEQ)
             .load(Ordering::Acquire);
         let mut next = stored.max(consumer);
-        let mut pos = read;
-        while pos < self.write {
+        // Positions come from shared memory: modular arithmetic only, and
+        // never more than the (checked) distance from read to write.
+        let unread = self.write.wrapping_sub(read);
+        let mut scanned = 0u64;
+        while scanned < unread {
+            let pos = read.wrapping_add(scanned);
             let off = (pos % self.capacity) as usize;
             let tail = self.capacity as usize - off;
             if tail < FRAME_HEADER {
-                pos += tail as u64;
+                scanned += tail as u64;
                 continue;
             }
             let mut header = [0u8; FRAME_HEADER];
             self.map.read_bytes(layout::DATA + off, &mut header);
             let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
             if len == WRAP {
-                pos += tail as u64;
+                scanned += tail as u64;
                 continue;
             }
             let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-            next = next.max(seq + 1);
-            pos += layout::frame_size(len as usize) as u64;
+            next = next.max(seq.saturating_add(1));
+            scanned += layout::frame_size(len as usize) as u64;
         }
         next
     }
@@ -211,7 +226,7 @@ impl Producer {
             marker[0..4].copy_from_slice(&WRAP.to_le_bytes());
             self.map.write_bytes(layout::DATA + off as usize, &marker);
         }
-        let start = self.write + skip;
+        let start = self.write.wrapping_add(skip);
         let off = (start % self.capacity) as usize;
         let seq = self.next_seq;
         let len = payload.len() as u32;
@@ -222,8 +237,8 @@ impl Producer {
         self.map.write_bytes(layout::DATA + off, &header);
         self.map
             .write_bytes(layout::DATA + off + FRAME_HEADER, payload);
-        self.write = start + need;
-        self.next_seq += 1;
+        self.write = start.wrapping_add(need);
+        self.next_seq = self.next_seq.wrapping_add(1);
         // SYNC: Release: pairs with the consumer's Acquire load of the write
         // position: every byte of the frame above is visible before the
         // position that covers it.
@@ -234,15 +249,16 @@ impl Producer {
         self.map
             .atomic(layout::OFF_NEXT_SEQ)
             .store(self.next_seq, Ordering::Release);
-        // SYNC: SeqCst fence: the write-position store above is ordered before
-        // reading the parked flag; pairs with the fence in `Consumer::park`,
-        // so either we see the flag or the consumer sees our frame.
-        fence(Ordering::SeqCst);
+        // SYNC: AcqRel swap: pairs with the consumer's swap in
+        // `Consumer::park` (see there): if it parked before this swap, we
+        // read 1 and wake it; otherwise its swap reads ours and sees the
+        // write position stored above.
         let wake = self
             .map
             .atomic(layout::OFF_PARKED)
-            .swap(0, Ordering::SeqCst)
+            .swap(0, Ordering::AcqRel)
             == 1;
+
         Ok(Sent { seq, wake })
     }
 

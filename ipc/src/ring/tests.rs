@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use proptest::prelude::*;
 
-use super::layout::{self, DATA, OFF_WRITE};
+use super::layout::{self, DATA, FRAME_HEADER, OFF_WRITE};
 use super::mapping::Mapping;
 use super::*;
 
@@ -318,4 +318,81 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn single_copy_path_checks_length_and_crc() {
+    let fd = ring(4096, 1024);
+    let mut producer = Producer::attach(&fd).unwrap();
+    let mut consumer = Consumer::attach(&fd).unwrap();
+    producer.try_send(b"hello ring").unwrap();
+    let pending = consumer.next_frame().unwrap().unwrap();
+    assert_eq!((pending.seq, pending.len), (0, 10));
+    let mut wrong = [0u8; 3];
+    assert!(consumer.read_payload(&pending, &mut wrong).is_err());
+    let mut out = [0u8; 10];
+    consumer.read_payload(&pending, &mut out).unwrap();
+    assert_eq!(&out, b"hello ring");
+    consumer.commit_pending(&pending);
+    assert_eq!(consumer.next_frame().unwrap(), None);
+
+    // A payload changed after the header was checked fails its CRC.
+    producer.try_send(b"second").unwrap();
+    let pending = consumer.next_frame().unwrap().unwrap();
+    let map = Mapping::map(&fd, layout::total_size(4096)).unwrap();
+    map.write_bytes(DATA + layout::frame_size(10) + FRAME_HEADER, b"X");
+    let mut out = [0u8; 6];
+    assert!(matches!(
+        consumer.read_payload(&pending, &mut out),
+        Err(RingError::Corrupt { seq: 1, .. })
+    ));
+}
+
+#[test]
+fn has_room_agrees_with_try_send() {
+    let fd = ring(4096, 1024);
+    let mut producer = Producer::attach(&fd).unwrap();
+    let mut sent = 0;
+    while producer.has_room(1000).unwrap() {
+        producer.try_send(&[1u8; 1000]).unwrap();
+        sent += 1;
+    }
+    assert_eq!(sent, 4096 / layout::frame_size(1000));
+    assert_eq!(producer.try_send(&[1u8; 1000]), Err(SendError::Full));
+    assert!(matches!(
+        producer.has_room(5000),
+        Err(SendError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn observer_counts_and_reset_lets_both_sides_resume() {
+    let fd = ring(4096, 512);
+    let observer = Observer::attach(&fd, 4096, 512).unwrap();
+    let mut producer = Producer::attach(&fd).unwrap();
+    let mut consumer = Consumer::attach(&fd).unwrap();
+    for i in 0..5u8 {
+        producer.try_send(&[i; 40]).unwrap();
+    }
+    let frame = consumer.peek().unwrap().unwrap();
+    consumer.commit(&frame);
+    producer.record_drop();
+    let stats = observer.stats();
+    assert_eq!(stats.depth_msgs, 4);
+    assert_eq!(stats.depth_bytes, 4 * layout::frame_size(40) as u64);
+    assert_eq!((stats.drops, stats.sent), (1, 5));
+
+    // Scribble, detect, reset, resume: sequence numbers continue from the
+    // consumer's last commit, the scribbled frames are gone.
+    let map = Mapping::map(&fd, layout::total_size(4096)).unwrap();
+    map.write_bytes(DATA + layout::frame_size(40), &[0xff; 16]);
+    assert!(consumer.peek().is_err());
+    observer.reset();
+    consumer.resume().unwrap();
+    producer.resume().unwrap();
+    assert_eq!(observer.stats().depth_msgs, 0);
+    assert_eq!(producer.next_seq(), 1);
+    producer.try_send(b"after").unwrap();
+    let frame = consumer.peek().unwrap().unwrap();
+    assert_eq!((frame.seq, frame.payload.as_slice()), (1, &b"after"[..]));
 }
