@@ -61,6 +61,16 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The modules of the example policy set in `policies/`.
+pub const EXAMPLES: [&str; 6] = [
+    "alarm",
+    "counter",
+    "filter",
+    "hello-command",
+    "sensor",
+    "temp-alert",
+];
+
 /// A policy for guest `name` with extra TOML appended (sections after `[module]`).
 pub fn policy(guest_name: &str, extra: &str) -> String {
     format!(

@@ -85,6 +85,11 @@ const BURST: u64 = 200;
 /// A flood guest sending a burst of 64-byte messages in one call to a sink
 /// that takes 2 ms per message, through a 4 KiB ring (about 50 frames).
 fn flood(on_full: &str) -> (GatewayDir, Gateway) {
+    flood_with(on_full, 2000, 20)
+}
+
+/// As [`flood`], with the sink's time per message and the flood's call budget.
+fn flood_with(on_full: &str, sink_spin_us: u32, budget_ms: u32) -> (GatewayDir, Gateway) {
     let g = GatewayDir::new();
     g.add_policy(
         "flood",
@@ -92,7 +97,8 @@ fn flood(on_full: &str) -> (GatewayDir, Gateway) {
             "flood",
             &format!(
                 "[wasi]\nargs = [\"--burst\", \"{BURST}\", \"--size\", \"64\", \"--oversize\", \"5000\", \"--deny\", \"secrets\"]\n\
-                 [channels]\npublish = [\"flood\"]\nmax_message_kib = 1\non_full = \"{on_full}\"\n[schedule]\ntick_us = 100000"
+                 [channels]\npublish = [\"flood\"]\nmax_message_kib = 1\non_full = \"{on_full}\"\n[schedule]\ntick_us = 100000\n\
+                 [resources]\ncall_budget_ms = {budget_ms}"
             ),
         ),
     );
@@ -100,8 +106,10 @@ fn flood(on_full: &str) -> (GatewayDir, Gateway) {
         "sink",
         &policy(
             "bench_sink",
-            "[wasi]\nargs = [\"--spin-us\", \"2000\"]\n[channels]\nsubscribe = [\"flood\"]\ncapacity_kib = 4\n\
-             [resources]\ncall_budget_ms = 100",
+            &format!(
+                "[wasi]\nargs = [\"--spin-us\", \"{sink_spin_us}\"]\n[channels]\nsubscribe = [\"flood\"]\ncapacity_kib = 4\n\
+                 [resources]\ncall_budget_ms = 100"
+            ),
         ),
     );
     let gateway = g.start();
@@ -174,6 +182,37 @@ fn on_full_drop_accepts_every_send_and_counts_the_dropped() {
     gateway.wait_for(Duration::from_secs(10), "sink drains", |s| {
         module(s, "sink")["msgs_in"] == delivered
     });
+}
+
+#[test]
+fn on_full_block_waits_for_room_within_the_call_budget() {
+    // A sink at 50 µs a message frees room well within a 2 s budget: every
+    // send of the burst succeeds, none is refused or dropped.
+    let (_g, gateway) = flood_with("block", 50, 2000);
+    let report = flood_report(&gateway);
+    assert_eq!(report["ok"], BURST as i64, "{report:?}");
+    assert_eq!(report["full"], 0, "{report:?}");
+    let status = gateway.wait_for(Duration::from_secs(10), "sink drains", |s| {
+        module(s, "sink")["msgs_in"] == BURST && module(s, "flood")["msgs_out"] == BURST
+    });
+    assert_eq!(
+        module(&status, "flood")["refused"],
+        1,
+        "only the oversized send"
+    );
+    assert_eq!(module(&status, "flood")["dropped"], 0);
+
+    // A sink at 2 ms a message cannot make room for 150 more frames within
+    // a 100 ms budget: blocking gives up with EW_ERR_FULL, sends nothing for
+    // those, and the module is not killed for it.
+    let (_g, gateway) = flood_with("block", 2000, 100);
+    let report = flood_report(&gateway);
+    assert!(report["full"] > 0, "{report:?}");
+    assert_eq!(report["ok"] + report["full"], BURST as i64, "{report:?}");
+    let status = gateway.wait_for(Duration::from_secs(5), "flood counters", |s| {
+        module(s, "flood")["msgs_out"] == report["ok"]
+    });
+    assert_eq!(module(&status, "flood")["restarts"], 0, "{status}");
 }
 
 /// The memfd of the ring `name` (`edgeward:<channel>:<from>><to>`) as the

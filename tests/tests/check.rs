@@ -20,10 +20,18 @@ fn check(dir: &std::path::Path) -> (i32, String) {
 fn the_example_policies_are_valid() {
     let (code, out) = check(&repo_root().join("policies"));
     assert_eq!(code, 0, "{out}");
-    for name in ["counter", "temp-alert", "hello-command"] {
+    let names = [
+        "alarm",
+        "counter",
+        "filter",
+        "hello-command",
+        "sensor",
+        "temp-alert",
+    ];
+    for name in names {
         assert!(out.contains(&format!("{name:<20} ok")), "{out}");
     }
-    assert!(out.contains("3 module(s), 3 valid, 0 invalid"), "{out}");
+    assert!(out.contains("6 module(s), 6 valid, 0 invalid"), "{out}");
 }
 
 #[test]

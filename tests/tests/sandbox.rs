@@ -49,10 +49,7 @@ fn read(path: std::path::PathBuf) -> String {
 fn every_worker_is_jailed_and_sees_only_what_it_was_given() {
     let g = GatewayDir::new();
     let gateway = g.start_on(&repo_root().join("policies"), &[]);
-    let status = gateway.wait_running(
-        &["counter", "temp-alert", "hello-command"],
-        Duration::from_secs(20),
-    );
+    let status = gateway.wait_running(&edgeward_tests::EXAMPLES, Duration::from_secs(20));
     let supervisor_net = std::fs::read_link(format!("/proc/{}/ns/net", gateway.pid())).unwrap();
     let mut uids = BTreeSet::new();
     for (name, memory_mib, cpu_percent) in [

@@ -8,19 +8,19 @@ use nix::sys::signal::Signal;
 
 const STARTUP: Duration = Duration::from_secs(20);
 
-fn three_examples() -> (GatewayDir, edgeward_tests::Gateway) {
+fn examples() -> (GatewayDir, edgeward_tests::Gateway) {
     let g = GatewayDir::new();
     let gateway = g.start_on(&repo_root().join("policies"), &[]);
-    gateway.wait_running(&["counter", "temp-alert", "hello-command"], STARTUP);
+    gateway.wait_running(&edgeward_tests::EXAMPLES, STARTUP);
     (g, gateway)
 }
 
 #[test]
-fn three_examples_run_and_status_json_matches_the_schema() {
-    let (_g, gateway) = three_examples();
+fn the_examples_run_and_status_json_matches_the_schema() {
+    let (_g, gateway) = examples();
     let status = gateway.try_status().expect("status");
     let modules = status["modules"].as_array().expect("modules array");
-    assert_eq!(modules.len(), 3);
+    assert_eq!(modules.len(), edgeward_tests::EXAMPLES.len());
     for m in modules {
         assert!(m["name"].is_string());
         assert!([
@@ -60,7 +60,7 @@ fn three_examples_run_and_status_json_matches_the_schema() {
 
 #[test]
 fn kill_9_restarts_only_that_worker_within_a_second() {
-    let (_g, gateway) = three_examples();
+    let (_g, gateway) = examples();
     let before = gateway.try_status().unwrap();
     let pid = |s: &serde_json::Value, m: &str| module(s, m)["pid"].as_i64().unwrap();
     let victim = pid(&before, "counter");
@@ -75,7 +75,7 @@ fn kill_9_restarts_only_that_worker_within_a_second() {
         module(&after, "counter")["last_error"],
         "killed by signal 9 (SIGKILL)"
     );
-    for other in ["temp-alert", "hello-command"] {
+    for other in edgeward_tests::EXAMPLES.iter().filter(|m| **m != "counter") {
         assert_eq!(
             pid(&after, other),
             pid(&before, other),
@@ -121,10 +121,14 @@ fn crash_loop_ends_failed_after_its_intensity_while_others_run() {
 
 #[test]
 fn sigterm_stops_everything_within_two_seconds_and_leaves_no_process() {
-    let (_g, mut gateway) = three_examples();
+    let (_g, mut gateway) = examples();
     let children = gateway.children();
-    // Three workers and the fork server.
-    assert_eq!(children.len(), 4, "children: {children:?}");
+    // The workers and the fork server.
+    assert_eq!(
+        children.len(),
+        edgeward_tests::EXAMPLES.len() + 1,
+        "children: {children:?}"
+    );
     let start = Instant::now();
     gateway.signal(Signal::SIGTERM);
     let status = gateway
@@ -140,7 +144,7 @@ fn sigterm_stops_everything_within_two_seconds_and_leaves_no_process() {
 
 #[test]
 fn sigint_and_stop_command_also_exit_cleanly() {
-    let (_g, mut gateway) = three_examples();
+    let (_g, mut gateway) = examples();
     gateway.signal(Signal::SIGINT);
     assert_eq!(
         gateway
@@ -149,7 +153,7 @@ fn sigint_and_stop_command_also_exit_cleanly() {
         Some(0)
     );
 
-    let (_g2, mut gateway) = three_examples();
+    let (_g2, mut gateway) = examples();
     let children = gateway.children();
     let (code, out, err) = gateway.cli(&["stop"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -164,7 +168,7 @@ fn sigint_and_stop_command_also_exit_cleanly() {
 
 #[test]
 fn restart_command_replaces_the_worker_and_rejects_unknown_modules() {
-    let (_g, gateway) = three_examples();
+    let (_g, gateway) = examples();
     let before = gateway.try_status().unwrap();
     let old = module(&before, "temp-alert")["pid"].clone();
     let (code, out, _) = gateway.cli(&["restart", "temp-alert"]);
@@ -259,9 +263,9 @@ fn exec_per_worker_model_runs_the_same_modules() {
         &repo_root().join("policies"),
         &[("EDGEWARD_PROCESS_MODEL", "exec")],
     );
-    gateway.wait_running(&["counter", "temp-alert", "hello-command"], STARTUP);
-    // No fork server: only the three workers are children.
-    assert_eq!(gateway.children().len(), 3);
+    gateway.wait_running(&edgeward_tests::EXAMPLES, STARTUP);
+    // No fork server: only the workers are children.
+    assert_eq!(gateway.children().len(), edgeward_tests::EXAMPLES.len());
 }
 
 #[test]
