@@ -117,3 +117,42 @@ fn a_module_importing_something_edgeward_lacks_is_invalid() {
     );
     assert!(out.contains("teleport"), "{out}");
 }
+
+#[test]
+fn a_subscriber_that_cannot_receive_is_invalid_and_unwired_channels_are_warned() {
+    let g = GatewayDir::new();
+    // The smallest valid module: no exports, so no ew_on_message.
+    let empty = g.dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x01\0\0\0").unwrap();
+    g.add_policy(
+        "deaf",
+        &format!(
+            "[module]\nwasm = \"{}\"\n[channels]\nsubscribe = [\"readings\"]\n",
+            empty.display()
+        ),
+    );
+    g.add_policy(
+        "lonely",
+        &policy("counter", "[channels]\npublish = [\"nowhere\"]"),
+    );
+    let (code, out) = check(&g.policies());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("channels.subscribe: module")
+            && out.contains("exports no ew_on_message and ew_alloc"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: channel \"nowhere\" is published by lonely but no module subscribes to it"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: channel \"readings\" is subscribed to by deaf but no module publishes it"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("2 module(s), 1 valid, 1 invalid"), "{out}");
+}

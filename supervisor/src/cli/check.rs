@@ -18,6 +18,8 @@ struct Inspection {
     file: String,
     ok: bool,
     kind: Option<String>,
+    #[serde(default)]
+    handles_messages: bool,
     error: Option<String>,
 }
 
@@ -51,6 +53,20 @@ pub fn run(policies: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
                 }
             }
             Ok(p) => match inspections.get(&p.wasm.to_string_lossy().into_owned()) {
+                Some(i)
+                    if i.ok
+                        && i.kind.as_deref() == Some("reactor")
+                        && !p.channels.subscribe.is_empty()
+                        && !i.handles_messages =>
+                {
+                    failures += 1;
+                    println!("{:<20} INVALID  1 error(s)", l.name);
+                    println!(
+                        "    {}: channels.subscribe: module {} exports no ew_on_message and ew_alloc, so it cannot receive; add them (the Rust SDK's module! does) or remove the subscriptions",
+                        l.file.display(),
+                        p.wasm.display()
+                    );
+                }
                 Some(i) if i.ok => println!(
                     "{:<20} ok       {} ({}, sha256 {})",
                     l.name,
@@ -74,12 +90,48 @@ pub fn run(policies: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
             },
         }
     }
+    for warning in unwired_channels(&loaded) {
+        println!("warning: {warning}");
+    }
     println!(
         "{} module(s), {} valid, {failures} invalid",
         loaded.len(),
         loaded.len() - failures
     );
     Ok(if failures == 0 { 0 } else { 1 })
+}
+
+/// Channels that are published but read by no one, or subscribed to but
+/// written by no one (legal, but usually a typo in a channel name).
+fn unwired_channels(loaded: &[policy::Loaded]) -> Vec<String> {
+    let mut publishers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut subscribers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in loaded.iter().filter_map(|l| l.result.as_ref().ok()) {
+        for c in &p.channels.publish {
+            publishers.entry(c).or_default().push(&p.name);
+        }
+        for c in &p.channels.subscribe {
+            subscribers.entry(c).or_default().push(&p.name);
+        }
+    }
+    let mut warnings = Vec::new();
+    for (channel, who) in &publishers {
+        if !subscribers.contains_key(channel) {
+            warnings.push(format!(
+                "channel \"{channel}\" is published by {} but no module subscribes to it; its messages go nowhere",
+                who.join(", ")
+            ));
+        }
+    }
+    for (channel, who) in &subscribers {
+        if !publishers.contains_key(channel) {
+            warnings.push(format!(
+                "channel \"{channel}\" is subscribed to by {} but no module publishes it",
+                who.join(", ")
+            ));
+        }
+    }
+    warnings
 }
 
 fn inspect(worker_bin: &Path, files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Inspection>> {

@@ -1,5 +1,5 @@
 //! `edgeward-worker inspect FILE...`: validate and link-check each module and
-//! print one JSON line per file: `{"file","ok","kind","error"}`.
+//! print one JSON line per file: `{"file","ok","kind","handles_messages","error"}`.
 
 use serde::Serialize;
 
@@ -9,6 +9,9 @@ struct Report<'a> {
     ok: bool,
     /// `reactor` or `command` when ok.
     kind: Option<&'static str>,
+    /// Exports both `ew_on_message` and `ew_alloc` (a reactor needs them to
+    /// subscribe to channels).
+    handles_messages: bool,
     error: Option<String>,
 }
 
@@ -35,6 +38,8 @@ pub fn run(files: &[String]) -> i32 {
                 } else {
                     "reactor"
                 }),
+                handles_messages: module.get_export("ew_on_message").is_some()
+                    && module.get_export("ew_alloc").is_some(),
                 error: None,
             },
             Err(e) => {
@@ -43,6 +48,7 @@ pub fn run(files: &[String]) -> i32 {
                     file,
                     ok: false,
                     kind: None,
+                    handles_messages: false,
                     error: Some(format!("{e:#}")),
                 }
             }
