@@ -15,6 +15,7 @@ mod restart;
 mod sandbox_plan;
 mod signals;
 mod slot;
+mod snapshot;
 mod status;
 mod supervisor;
 
