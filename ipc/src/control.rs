@@ -27,6 +27,9 @@ pub enum ToWorker {
         /// The ring's id, as in [`RingGrant::ring`].
         ring: u32,
     },
+    /// Take a snapshot: call `ew_snapshot` and answer with
+    /// [`FromWorker::SnapshotData`] or [`FromWorker::SnapshotFailed`].
+    Snapshot,
 }
 
 /// Everything a worker needs to run its one module. Nothing outside this
@@ -61,6 +64,10 @@ pub struct Init {
     pub max_message_bytes: u32,
     /// Microseconds to busy-poll the rings before sleeping (0 = park at once).
     pub spin_us: u32,
+    /// The state to hand to `ew_restore` before the module counts as
+    /// running, with its epoch: the newest durable snapshot taken by this
+    /// same wasm, if any.
+    pub restore: Option<(u64, Vec<u8>)>,
 }
 
 /// One channel a module may use.
@@ -168,6 +175,8 @@ pub enum FromWorker {
         /// Sandbox layers this host could not apply, in words (empty when
         /// every layer is in force).
         degraded: Vec<String>,
+        /// The module exports `ew_snapshot` (it can be asked for snapshots).
+        snapshots: bool,
     },
     /// A line the guest logged with the `log` import.
     Log {
@@ -191,6 +200,13 @@ pub enum FromWorker {
         /// What was wrong.
         what: String,
     },
+    /// The module's state, as `ew_snapshot` gave it with `snapshot_put`
+    /// (at most [`crate::MAX_SNAPSHOT_BYTES`]).
+    SnapshotData(Vec<u8>),
+    /// No snapshot this time, in words: `ew_snapshot` returned non-zero or
+    /// never called `snapshot_put` (a trap is reported as a Fault instead).
+    /// Empty when it returned 1, "nothing to save".
+    SnapshotFailed(String),
 }
 
 /// Severity of a guest log line; the guest passes it as an `i32`.

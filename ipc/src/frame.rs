@@ -204,6 +204,7 @@ mod tests {
             on_full: crate::control::OnFull::Block,
             max_message_bytes: 16384,
             spin_us: 0,
+            restore: None,
         }
     }
 
@@ -225,7 +226,9 @@ mod tests {
             FromWorker::Ready {
                 kind: crate::control::ModuleKind::Reactor,
                 degraded: vec!["landlock: not supported by this kernel".into()],
+                snapshots: true,
             },
+            FromWorker::SnapshotData(vec![1, 2, 3]),
             FromWorker::Log {
                 level: LogLevel::Warn,
                 text: "high temperature: 91.5".into(),

@@ -27,6 +27,10 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// sender and rejected as truncated by the receiver.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// Largest snapshot a module may take: it travels in one control message
+/// (and back in `Init`), which is at most [`MAX_FRAME_BYTES`].
+pub const MAX_SNAPSHOT_BYTES: usize = 48 * 1024;
+
 /// Most file descriptors accepted beside one message: the kernel's
 /// `SCM_MAX_FD`. An `Init` carries two per ring (memfd and eventfd).
 pub const MAX_FDS_PER_FRAME: usize = 253;

@@ -69,6 +69,8 @@ pub struct Worker {
     pub killed_because: Option<String>,
     /// OOM kills in the module's cgroup when this worker started.
     pub oom_kills_at_start: u64,
+    /// It exports `ew_snapshot` (from its Ready).
+    pub snapshots: bool,
 }
 
 impl Worker {

@@ -41,8 +41,12 @@ impl Reporter {
     }
 
     /// Announces readiness.
-    pub fn ready(&self, kind: ModuleKind, degraded: Vec<String>) {
-        self.send(&FromWorker::Ready { kind, degraded });
+    pub fn ready(&self, kind: ModuleKind, degraded: Vec<String>, snapshots: bool) {
+        self.send(&FromWorker::Ready {
+            kind,
+            degraded,
+            snapshots,
+        });
     }
 
     /// Reports a fault; the caller exits right after.

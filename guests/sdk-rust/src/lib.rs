@@ -32,6 +32,8 @@ pub mod sys {
         pub fn recv(ch: i32, ptr: *mut u8, cap: usize) -> i32;
         /// `message_seq() -> i64`
         pub fn message_seq() -> i64;
+        /// `snapshot_put(ptr, len) -> i32` (during `ew_snapshot`)
+        pub fn snapshot_put(ptr: *const u8, len: usize) -> i32;
     }
 }
 
@@ -138,6 +140,20 @@ pub trait Module: Sized + 'static {
     fn on_message(&mut self, _message: Incoming<'_>) -> Result<(), i32> {
         Ok(())
     }
+
+    /// The state to save in a snapshot (`None`: nothing to save). Called
+    /// every `[snapshot] interval_ms` and when edgeward stops; at most
+    /// 48 KiB. [`Message`] encodes typed values: `self.total.to_bytes()`.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Called once after `init`, before the module counts as running, with
+    /// the newest durable snapshot taken by this same wasm. `Err` starts
+    /// the module from its initial state (logged).
+    fn restore(&mut self, _state: &[u8]) -> Result<(), i32> {
+        Ok(())
+    }
 }
 
 #[doc(hidden)]
@@ -207,6 +223,32 @@ macro_rules! module {
             match __EDGEWARD_MODULE.0.borrow_mut().as_mut() {
                 Some(module) => {
                     $crate::__private::code($crate::Module::on_message(module, message))
+                }
+                None => $crate::error::INVALID,
+            }
+        }
+
+        #[no_mangle]
+        pub extern "C" fn ew_snapshot() -> i32 {
+            match __EDGEWARD_MODULE.0.borrow().as_ref() {
+                Some(module) => match $crate::Module::snapshot(module) {
+                    // SAFETY: pointer and length describe `state`, live for the call.
+                    Some(state) => unsafe {
+                        $crate::sys::snapshot_put(state.as_ptr(), state.len())
+                    },
+                    None => 1,
+                },
+                None => $crate::error::INVALID,
+            }
+        }
+
+        #[no_mangle]
+        pub extern "C" fn ew_restore(ptr: i32, len: i32) -> i32 {
+            // SAFETY: the host calls this with a buffer `ew_alloc` gave it.
+            let state = unsafe { $crate::__private::incoming(0, ptr, len) };
+            match __EDGEWARD_MODULE.0.borrow_mut().as_mut() {
+                Some(module) => {
+                    $crate::__private::code($crate::Module::restore(module, state.bytes()))
                 }
                 None => $crate::error::INVALID,
             }

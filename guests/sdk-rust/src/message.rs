@@ -16,6 +16,12 @@ pub trait Message: Sized {
     }
     /// Decodes a value at the start of `bytes`; returns it and the rest.
     fn decode_prefix(bytes: &[u8]) -> Option<(Self, &[u8])>;
+    /// The encoding as a new vector (for snapshots).
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
 }
 
 macro_rules! number {

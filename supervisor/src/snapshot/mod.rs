@@ -18,11 +18,6 @@
 //! Every record carries its own CRCs, so a torn or half-written segment costs
 //! only its unacknowledged records.
 
-// The store is complete and tested on its own; the supervisor's snapshot
-// triggers, the guest ABI and `edgeward snapshot` that use it are the next
-// step of issue 6 (see docs/operations.md). Until then it has no caller.
-#![allow(dead_code, unused_imports)]
-
 mod record;
 mod storage;
 mod store;
@@ -30,6 +25,5 @@ mod store;
 #[cfg(test)]
 mod crash_tests;
 
-pub use record::{Record, RecordError};
-pub use storage::{DirStorage, Storage};
-pub use store::{Report, Staged, Store, StoreError};
+pub use storage::DirStorage;
+pub use store::Store;

@@ -188,6 +188,7 @@ impl<S: Storage> Store<S> {
 
     /// Compacts once the active segment exceeds `bytes` (and four times the
     /// live records); tests make it small.
+    #[cfg(test)]
     pub fn set_roll_min_bytes(&mut self, bytes: u64) {
         self.roll_min_bytes = bytes;
     }
@@ -367,6 +368,7 @@ impl<S: Storage> Store<S> {
     }
 
     /// The storage (for its counters).
+    #[cfg(test)]
     pub fn storage(&self) -> &S {
         &self.storage
     }

@@ -7,6 +7,7 @@
 //! - `requests.rs`: control-socket requests and shutdown.
 
 mod requests;
+mod snapshots;
 mod workers;
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -106,6 +107,8 @@ pub struct Supervisor {
     sandbox: crate::sandbox_plan::HostSandbox,
     /// The data-plane rings between modules.
     wiring: crate::channels::Wiring,
+    /// The snapshot store and rounds.
+    snapshots: snapshots::Snapshots,
 }
 
 /// Prints a supervisor message on stderr.
@@ -273,7 +276,9 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         all_ready_logged: false,
         sandbox,
         wiring,
+        snapshots: snapshots::Snapshots::default(),
     };
+    supervisor.open_snapshots();
     say!(
         "supervising {} module(s) from {} ({} workers)",
         supervisor.slots.len(),
@@ -350,6 +355,9 @@ impl Supervisor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = self.shutdown_deadline;
+        if let Some(t) = self.next_snapshot_deadline() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -368,6 +376,7 @@ impl Supervisor {
     }
 
     fn on_deadlines(&mut self, now: Instant) {
+        self.snapshot_deadlines(now);
         if let Some(deadline) = self.shutdown_deadline {
             if now >= deadline {
                 self.kill_everything("did not stop within the stop timeout");

@@ -18,7 +18,15 @@ impl Supervisor {
                 let now = Instant::now();
                 Response {
                     status: Some(StatusReport {
-                        modules: self.slots.iter().map(|s| s.status(now)).collect(),
+                        modules: self
+                            .slots
+                            .iter()
+                            .map(|s| {
+                                let mut row = s.status(now);
+                                row.snapshot_epoch = self.acknowledged_epoch(&s.name);
+                                row
+                            })
+                            .collect(),
                         warnings: self.sandbox.warnings.clone(),
                         rings: self.wiring.status(|i| self.slots[i].name.clone()),
                     }),
@@ -72,17 +80,28 @@ impl Supervisor {
         Response::done(format!("restarting {module}"))
     }
 
-    /// Asks every worker to stop; SIGKILL follows at the stop timeout.
+    /// Stops everything: a final snapshot round for every module, then
+    /// Stop to every worker; SIGKILL follows at the stop timeout.
     pub(super) fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }
+        // No restart from now on; the deadline is pushed back when Stop goes out.
         self.shutdown_deadline = Some(Instant::now() + self.options.stop_timeout);
         for slot in &mut self.slots {
             slot.restart_at = None;
             if slot.state == State::Backoff {
                 slot.state = State::Stopped;
             }
+        }
+        let all = (0..self.slots.len()).collect();
+        self.start_round(all, super::snapshots::AfterRound::StopAll);
+    }
+
+    /// Sends Stop to every worker (after the final snapshot round).
+    pub(super) fn stop_all_workers(&mut self) {
+        self.shutdown_deadline = Some(Instant::now() + self.options.stop_timeout);
+        for slot in &mut self.slots {
             if let Some(worker) = slot.worker.as_mut() {
                 stop_worker(worker, self.options.stop_timeout);
             }

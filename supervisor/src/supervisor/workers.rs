@@ -82,6 +82,7 @@ impl Supervisor {
                     fault: None,
                     killed_because: None,
                     oom_kills_at_start,
+                    snapshots: false,
                 };
                 slot.state = State::Starting;
                 let slot_index = i;
@@ -171,7 +172,12 @@ impl Supervisor {
                 worker.said_hello = true;
                 self.send_init(i);
             }
-            FromWorker::Ready { kind, degraded } => {
+            FromWorker::Ready {
+                kind,
+                degraded,
+                snapshots,
+            } => {
+                worker.snapshots = snapshots;
                 if !worker.said_hello || worker.ready_at.is_some() {
                     return self.violation(i, "Ready out of order".into());
                 }
@@ -200,11 +206,19 @@ impl Supervisor {
                 worker.fault = Some(fault.message);
             }
             FromWorker::RingCorrupt { ring, seq, what } => self.ring_corrupt(i, ring, seq, what),
+            FromWorker::SnapshotData(bytes) => self.snapshot_answered(i, Some(bytes)),
+            FromWorker::SnapshotFailed(reason) => {
+                if !reason.is_empty() {
+                    say!("module {}: no snapshot: {reason}", slot.name);
+                }
+                self.snapshot_answered(i, None);
+            }
         }
     }
 
     /// Sends slot `i`'s worker its Init, with the fds of its ring ends.
     fn send_init(&mut self, i: usize) {
+        let restore = self.restore_for(i);
         let slot = &self.slots[i];
         let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
             return;
@@ -214,6 +228,7 @@ impl Supervisor {
         let slots = &self.slots;
         let (channels, fds) = self.wiring.grants_for(i, policy, |j| slots[j].name.clone());
         init.channels = channels;
+        init.restore = restore;
         let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         let Some(control) = slot.worker.as_ref().and_then(|w| w.control.as_ref()) else {
             return;
@@ -372,6 +387,15 @@ impl Supervisor {
             }
         }
         slot.fold_stats();
+        let was_asked = self
+            .snapshots
+            .round
+            .as_ref()
+            .is_some_and(|r| r.is_waiting_for(i));
+        if was_asked {
+            self.snapshot_answered(i, None);
+        }
+        let slot = &mut self.slots[i];
         let clean = matches!(status, WaitStatus::Exited(_, 0)) && worker.killed_because.is_none();
         let ending = if clean {
             Ending::Clean
@@ -571,6 +595,7 @@ fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
             crate::policy::WaitMode::Park => 0,
             crate::policy::WaitMode::Spin { micros } => micros,
         },
+        restore: None,
     }
 }
 

@@ -28,6 +28,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "send", send)?;
     linker.func_wrap(MODULE, "recv", recv)?;
     linker.func_wrap(MODULE, "message_seq", message_seq)?;
+    linker.func_wrap(MODULE, "snapshot_put", snapshot_put)?;
     Ok(())
 }
 
@@ -90,6 +91,22 @@ fn recv(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, cap: i32) -> i32 {
         state.current_seq = state.channels.last_recv_seq();
     }
     code
+}
+
+/// `snapshot_put(ptr, len) -> i32`: the module's state, during
+/// `ew_snapshot` (a later call in the same `ew_snapshot` replaces it).
+/// `EW_ERR_TOO_LARGE` over [`edgeward_ipc::MAX_SNAPSHOT_BYTES`].
+fn snapshot_put(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> i32 {
+    if len as u32 as usize > edgeward_ipc::MAX_SNAPSHOT_BYTES {
+        return EW_ERR_TOO_LARGE;
+    }
+    let Some((bytes, false)) =
+        read_guest_bytes(&mut caller, ptr, len, edgeward_ipc::MAX_SNAPSHOT_BYTES)
+    else {
+        return EW_ERR_INVALID;
+    };
+    caller.data_mut().snapshot = Some(bytes);
+    EW_OK
 }
 
 /// `message_seq() -> i64`: the sequence number of the message being

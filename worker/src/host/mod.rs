@@ -39,6 +39,8 @@ pub struct HostState {
     pub current_seq: i64,
     /// The module is a command (it may block in `recv`).
     pub is_command: bool,
+    /// What `snapshot_put` was given during the current `ew_snapshot`.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 /// Builds a linker with every import a guest may use. The set is the same

@@ -45,7 +45,7 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
         reporter.fault(FaultKind::Load, format!("cannot start control thread: {e}"));
         return exit_code::LOAD_FAILED;
     }
-    reporter.ready(ModuleKind::Command, degraded);
+    reporter.ready(ModuleKind::Command, degraded, false);
     // A command owns its thread for its whole life: no per-call budget.
     crate::budget::unbounded(&mut store);
     match start.call(&mut store, ()) {
@@ -84,6 +84,9 @@ fn control_thread(reporter: &Reporter, resets: &ResetRequests, stats: &SharedSta
         match frame::recv::<ToWorker>(reporter.socket()) {
             Ok((ToWorker::Stop, _)) => std::process::exit(exit_code::OK),
             Ok((ToWorker::RingReset { ring }, _)) => resets.push(ring),
+            Ok((ToWorker::Snapshot, _)) => reporter.send(&FromWorker::SnapshotFailed(
+                "command modules take no snapshots".into(),
+            )),
             Ok((other, _)) => {
                 reporter.fault(
                     FaultKind::Protocol,

@@ -4,6 +4,7 @@
 
 mod command;
 mod reactor;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -241,6 +242,7 @@ fn instantiate(
             call_ticks: None,
             current_seq: -1,
             is_command,
+            snapshot: None,
         },
     );
     store.limiter(|state| &mut state.limits);

@@ -4,7 +4,8 @@
 //!
 //! Exports used (all optional but `memory`): `_initialize` (WASI reactor
 //! start-up), `ew_init() -> i32`, `ew_on_tick(now_ns: i64) -> i32`,
-//! `ew_alloc(len: i32) -> i32` and `ew_on_message(ch: i32, ptr: i32, len: i32) -> i32`.
+//! `ew_alloc(len: i32) -> i32`, `ew_on_message(ch: i32, ptr: i32, len: i32) -> i32`,
+//! `ew_restore(ptr: i32, len: i32) -> i32` and `ew_snapshot() -> i32`.
 //!
 //! Messages: the host asks `ew_alloc` once for a receive buffer as large as
 //! the largest message any of its rings carries, then copies each message
@@ -94,6 +95,14 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             Err(e) => return report_trap(reporter, &store, "ew_init", init.call_budget_ms, &e),
         }
     }
+    if let Err(code) = super::snapshot::restore(&instance, &mut store, init, reporter) {
+        return code;
+    }
+    let ew_snapshot: Option<TypedFunc<(), i32>> =
+        match typed_export(&instance, &mut store, "ew_snapshot") {
+            Ok(f) => f,
+            Err(msg) => return load_fault(reporter, msg),
+        };
     let mut delivery = match delivery(&instance, &mut store, budget, init, reporter) {
         Ok(d) => d,
         Err(code) => return code,
@@ -135,7 +144,7 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
         None
     };
 
-    reporter.ready(ModuleKind::Reactor, degraded);
+    reporter.ready(ModuleKind::Reactor, degraded, ew_snapshot.is_some());
 
     let mut watchdog = Watchdog::new(budget);
     watchdog.arm();
@@ -192,6 +201,17 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                     }
                     Ok((ToWorker::RingReset { ring }, _)) => {
                         store.data_mut().channels.reset(ring);
+                    }
+                    Ok((ToWorker::Snapshot, _)) => {
+                        if let Err(code) = super::snapshot::take(
+                            &mut store,
+                            ew_snapshot.as_ref(),
+                            &watchdog,
+                            init,
+                            reporter,
+                        ) {
+                            return code;
+                        }
                     }
                     Ok((other, _)) => {
                         reporter.fault(

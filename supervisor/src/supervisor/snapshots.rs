@@ -1,0 +1,239 @@
+//! Snapshot rounds: asking modules for their state, staging the answers,
+//! and committing them together (group commit, `snapshot/store.rs`).
+//!
+//! A round asks every running reactor that exports `ew_snapshot` among the
+//! modules due, waits for all answers (at most [`ROUND_TIMEOUT`]), then
+//! commits once. Rounds start every `[snapshot] interval_ms` (modules with
+//! the same interval share rounds, so their flushes are shared), and once
+//! more, for every module, when edgeward stops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use edgeward_ipc::control::ToWorker;
+use edgeward_ipc::frame;
+
+use super::{say, Supervisor};
+use crate::slot::State;
+use crate::snapshot::{DirStorage, Store};
+
+/// Longest a round waits for answers before committing what it has.
+const ROUND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What happens once a round is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterRound {
+    /// Nothing: a periodic round.
+    Continue,
+    /// Stop every worker: the final round before shutdown.
+    StopAll,
+}
+
+/// A round in progress.
+pub(super) struct Round {
+    /// Slots whose answer is awaited.
+    waiting: BTreeSet<usize>,
+    deadline: Instant,
+    then: AfterRound,
+}
+
+impl Round {
+    /// Whether slot `i`'s answer is awaited.
+    pub(super) fn is_waiting_for(&self, i: usize) -> bool {
+        self.waiting.contains(&i)
+    }
+}
+
+/// The snapshot side of the supervisor.
+#[derive(Default)]
+pub(super) struct Snapshots {
+    /// `None` when the state dir cannot hold snapshots (reported at start).
+    pub store: Option<Store<DirStorage>>,
+    pub round: Option<Round>,
+    /// Next round per interval (ms).
+    pub next: BTreeMap<u64, Instant>,
+}
+
+/// The wasm sha256 of a policy as bytes.
+pub(super) fn sha_bytes(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+impl Supervisor {
+    /// Opens the store in `<state>/snapshots` and reports what it skipped.
+    pub(super) fn open_snapshots(&mut self) {
+        let dir = self.options.state.join("snapshots");
+        let opened = DirStorage::open(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|s| Store::open(s).map_err(|e| e.to_string()));
+        match opened {
+            Ok((store, reports)) => {
+                for report in reports {
+                    say!("snapshots: {}: {}", report.segment, report.what);
+                    if let Some(slot) = report
+                        .module
+                        .as_ref()
+                        .and_then(|m| self.slots.iter_mut().find(|s| &s.name == m))
+                    {
+                        slot.last_error = Some(report.what);
+                    }
+                }
+                self.snapshots.store = Some(store);
+            }
+            Err(e) => say!(
+                "WARNING: snapshots disabled: cannot use {}: {e}",
+                dir.display()
+            ),
+        }
+        let now = Instant::now();
+        for slot in &self.slots {
+            if let Some(interval) = slot.policy.as_ref().map(|p| p.snapshot_interval_ms) {
+                if interval > 0 {
+                    self.snapshots
+                        .next
+                        .entry(interval)
+                        .or_insert(now + Duration::from_millis(interval));
+                }
+            }
+        }
+    }
+
+    /// The durable state to hand to slot `i`'s next worker.
+    pub(super) fn restore_for(&mut self, i: usize) -> Option<(u64, Vec<u8>)> {
+        let slot = &mut self.slots[i];
+        let policy = slot.policy.as_ref()?;
+        let store = self.snapshots.store.as_ref()?;
+        let (record, note) = store.restore(&slot.name, &sha_bytes(&policy.wasm_sha256));
+        if let Some(note) = note {
+            say!("module {}: {note}", slot.name);
+        }
+        record.map(|r| (r.epoch, r.payload.clone()))
+    }
+
+    /// The newest acknowledged snapshot epoch of `module`.
+    pub(super) fn acknowledged_epoch(&self, module: &str) -> Option<u64> {
+        self.snapshots.store.as_ref()?.acknowledged(module)
+    }
+
+    /// Starts a round over `slots` (those able to answer are asked).
+    pub(super) fn start_round(&mut self, slots: Vec<usize>, then: AfterRound) {
+        let mut waiting = BTreeSet::new();
+        if self.snapshots.store.is_some() {
+            for i in slots {
+                let slot = &mut self.slots[i];
+                let Some(worker) = slot.worker.as_mut() else {
+                    continue;
+                };
+                if slot.state != State::Running || !worker.snapshots {
+                    continue;
+                }
+                let asked = worker
+                    .control
+                    .as_ref()
+                    .is_some_and(|c| frame::send(c, &ToWorker::Snapshot, &[]).is_ok());
+                if asked {
+                    waiting.insert(i);
+                }
+            }
+        }
+        self.snapshots.round = Some(Round {
+            waiting,
+            deadline: Instant::now() + ROUND_TIMEOUT,
+            then,
+        });
+        self.maybe_finish_round(false);
+    }
+
+    /// A worker answered (or can no longer answer).
+    pub(super) fn snapshot_answered(&mut self, i: usize, bytes: Option<Vec<u8>>) {
+        if let (Some(bytes), Some(store)) = (bytes, self.snapshots.store.as_mut()) {
+            let slot = &mut self.slots[i];
+            if let Some(policy) = &slot.policy {
+                if let Err(e) = store.stage(&slot.name, sha_bytes(&policy.wasm_sha256), &bytes) {
+                    say!("module {}: {e}", slot.name);
+                }
+            }
+        }
+        if let Some(round) = &mut self.snapshots.round {
+            round.waiting.remove(&i);
+        }
+        self.maybe_finish_round(false);
+    }
+
+    /// Commits the round once every answer is in, or at its deadline.
+    pub(super) fn maybe_finish_round(&mut self, deadline_passed: bool) {
+        let Some(round) = &self.snapshots.round else {
+            return;
+        };
+        if !round.waiting.is_empty() && !deadline_passed {
+            return;
+        }
+        let then = round.then;
+        self.snapshots.round = None;
+        if let Some(store) = self.snapshots.store.as_mut() {
+            if let Err(e) = store.commit() {
+                say!("{e}; the snapshots stay staged and the next round retries");
+            }
+        }
+        if then == AfterRound::StopAll {
+            self.stop_all_workers();
+        }
+    }
+
+    /// Starts the periodic rounds that are due; commits a round past its
+    /// deadline.
+    pub(super) fn snapshot_deadlines(&mut self, now: Instant) {
+        if self
+            .snapshots
+            .round
+            .as_ref()
+            .is_some_and(|r| now >= r.deadline)
+        {
+            self.maybe_finish_round(true);
+        }
+        if self.snapshots.round.is_some() || self.shutdown_deadline.is_some() {
+            return;
+        }
+        let due: Vec<u64> = self
+            .snapshots
+            .next
+            .iter()
+            .filter(|(_, t)| now >= **t)
+            .map(|(interval, _)| *interval)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut slots = Vec::new();
+        for interval in due {
+            self.snapshots
+                .next
+                .insert(interval, now + Duration::from_millis(interval));
+            slots.extend(self.slots.iter().enumerate().filter_map(|(i, s)| {
+                (s.policy.as_ref()?.snapshot_interval_ms == interval).then_some(i)
+            }));
+        }
+        self.start_round(slots, AfterRound::Continue);
+    }
+
+    /// The earliest snapshot deadline.
+    pub(super) fn next_snapshot_deadline(&self) -> Option<Instant> {
+        let round = self.snapshots.round.as_ref().map(|r| r.deadline);
+        let next = if self.shutdown_deadline.is_some() {
+            None
+        } else {
+            self.snapshots.next.values().min().copied()
+        };
+        match (round, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! A reactor's snapshots: handing the last durable state to `ew_restore`
+//! at start, and answering the supervisor's `Snapshot` with what
+//! `ew_snapshot` gave to `snapshot_put`.
+
+use std::time::Duration;
+
+use edgeward_ipc::control::{FromWorker, Init, LogLevel};
+use wasmtime::{Instance, Store, TypedFunc};
+
+use super::report_trap;
+use crate::budget::{self, Watchdog};
+use crate::host::HostState;
+use crate::report::Reporter;
+
+/// Calls `ew_restore(ptr, len)` with the state in `init.restore`, in a
+/// buffer from `ew_alloc`. A module without these exports, or whose
+/// `ew_restore` returns non-zero, starts from its initial state; that is
+/// logged, not fatal (the bytes stay durable for a later version).
+///
+/// # Errors
+/// The exit code after a trap (reported).
+pub fn restore(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    init: &Init,
+    reporter: &Reporter,
+) -> Result<(), i32> {
+    let Some((epoch, bytes)) = &init.restore else {
+        return Ok(());
+    };
+    let budget = Duration::from_millis(u64::from(init.call_budget_ms));
+    let restore = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "ew_restore");
+    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "ew_alloc");
+    let (Ok(restore), Ok(alloc)) = (restore, alloc) else {
+        reporter.log(
+            LogLevel::Warn,
+            format!("snapshot epoch {epoch} not restored: the module exports no ew_restore(i32, i32) -> i32 and ew_alloc(i32) -> i32"),
+        );
+        return Ok(());
+    };
+    let ptr = budget::call(store, budget, |s| alloc.call(s, bytes.len() as i32))
+        .map_err(|e| report_trap(reporter, store, "ew_alloc", init.call_budget_ms, &e))?;
+    let Some(memory) = store.data().memory else {
+        return Ok(());
+    };
+    let start = ptr as u32 as usize;
+    if ptr <= 0 || memory.write(&mut *store, start, bytes).is_err() {
+        reporter.log(
+            LogLevel::Warn,
+            format!("snapshot epoch {epoch} not restored: ew_alloc({}) returned {ptr}, not a buffer in the module's memory", bytes.len()),
+        );
+        return Ok(());
+    }
+    let code = budget::call(store, budget, |s| {
+        restore.call(s, (ptr, bytes.len() as i32))
+    })
+    .map_err(|e| report_trap(reporter, store, "ew_restore", init.call_budget_ms, &e))?;
+    if code == 0 {
+        reporter.log(
+            LogLevel::Info,
+            format!("restored snapshot epoch {epoch} ({} bytes)", bytes.len()),
+        );
+    } else {
+        reporter.log(
+            LogLevel::Warn,
+            format!("ew_restore returned {code}: snapshot epoch {epoch} refused; starting from the initial state"),
+        );
+    }
+    Ok(())
+}
+
+/// Answers a `Snapshot` request.
+///
+/// # Errors
+/// The exit code after a trap in `ew_snapshot` (reported).
+pub fn take(
+    store: &mut Store<HostState>,
+    ew_snapshot: Option<&TypedFunc<(), i32>>,
+    watchdog: &Watchdog,
+    init: &Init,
+    reporter: &Reporter,
+) -> Result<(), i32> {
+    let Some(ew_snapshot) = ew_snapshot else {
+        reporter.send(&FromWorker::SnapshotFailed(
+            "the module exports no ew_snapshot".into(),
+        ));
+        return Ok(());
+    };
+    store.data_mut().snapshot = None;
+    let started = watchdog.start_call(store);
+    store.data_mut().call_ticks = Some((started, watchdog.periods()));
+    let result = ew_snapshot.call(&mut *store, ());
+    store.data_mut().call_ticks = None;
+    let code =
+        result.map_err(|e| report_trap(reporter, store, "ew_snapshot", init.call_budget_ms, &e))?;
+    let message = match (code, store.data_mut().snapshot.take()) {
+        (0, Some(bytes)) => FromWorker::SnapshotData(bytes),
+        (0, None) => {
+            FromWorker::SnapshotFailed("ew_snapshot returned 0 without calling snapshot_put".into())
+        }
+        // 1: nothing to save (the SDKs' default); not worth a log line.
+        (1, _) => FromWorker::SnapshotFailed(String::new()),
+        (code, _) => FromWorker::SnapshotFailed(format!("ew_snapshot returned {code}")),
+    };
+    reporter.send(&message);
+    Ok(())
+}
