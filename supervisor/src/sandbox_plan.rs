@@ -29,6 +29,10 @@ pub struct HostSandbox {
     cgroups: Option<Box<dyn CgroupDriver>>,
     overhead_mib: u64,
     uid_base: Option<u32>,
+    /// This gateway's block of uids above `uid_base` (from the state dir's
+    /// hash), so two gateways on one host do not share module uids (and with
+    /// them `RLIMIT_NPROC` budgets and file ownership).
+    uid_block: u32,
     /// Layers this host cannot enforce, in words.
     pub warnings: Vec<String>,
 }
@@ -61,6 +65,7 @@ impl HostSandbox {
             cgroups,
             overhead_mib,
             uid_base: root.then_some(uid_base),
+            uid_block: instance_number(state),
             warnings,
         }
     }
@@ -72,10 +77,12 @@ impl HostSandbox {
             .map_or_else(|| "none".to_string(), |c| c.describe())
     }
 
-    /// The uid/gid of the module in slot `index`, when identities are switched.
+    /// The uid/gid of the module in slot `index`, when identities are
+    /// switched: `uid_base + UIDS_PER_GATEWAY × block + index`, the block
+    /// chosen by the state dir's hash.
     pub fn identity(&self, index: usize) -> Option<(u32, u32)> {
         self.uid_base.map(|base| {
-            let id = base + index as u32;
+            let id = base + UIDS_PER_GATEWAY * self.uid_block + index as u32;
             (id, id)
         })
     }
@@ -133,6 +140,18 @@ impl HostSandbox {
             max_threads: u64::from(policy.resources.pids) + OWN_THREADS,
         }
     }
+}
+
+/// Module uids reserved per gateway instance; also the most modules one
+/// gateway runs with distinct uids.
+pub const UIDS_PER_GATEWAY: u32 = 1024;
+
+/// A number for this gateway instance, 0..65536, from its state dir.
+fn instance_number(state: &Path) -> u32 {
+    use sha2::{Digest, Sha256};
+    let state = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+    let digest = Sha256::digest(state.as_os_str().as_encoded_bytes());
+    u32::from(u16::from_le_bytes([digest[0], digest[1]]))
 }
 
 /// `edgeward-<12 hex digits of sha256(canonical state dir)>`.

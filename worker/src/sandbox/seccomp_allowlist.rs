@@ -128,6 +128,10 @@ pub const ALLOWLIST: &[Allowed] = &[
     always("getpid", "fault reports"),
     always("gettid", "thread bookkeeping in glibc"),
     always("getppid", "checking the supervisor is still the parent"),
+    always(
+        "getcwd",
+        "Rust's panic message (a runtime panic must be reported as itself, not as a denied call)",
+    ),
     always("getrandom", "WASI random_get and hash-map seeds"),
     always(
         "clock_gettime",
