@@ -177,3 +177,76 @@ fn kill_9_of_everything_at_random_moments_never_loses_an_acknowledged_epoch() {
         "only {restores} of {rounds} runs restored a snapshot"
     );
 }
+
+#[test]
+fn snapshot_command_returns_the_durable_epoch_and_refuses_what_it_cannot_do() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "counter",
+        &counter_policy().replace("interval_ms = 20", "interval_ms = 0"),
+    );
+    g.add_policy("hello", &policy("hello_command", ""));
+    let gateway = g.start();
+    gateway.wait_running(&["counter", "hello"], Duration::from_secs(20));
+    let (code, out, err) = gateway.cli(&["snapshot", "counter"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "counter: snapshot epoch 1 is durable");
+    assert_eq!(acknowledged(&gateway), 1);
+    gateway.wait_log("[counter] info: ticks=100", Duration::from_secs(10));
+    let (_, out, _) = gateway.cli(&["snapshot", "counter"]);
+    assert_eq!(out.trim(), "counter: snapshot epoch 2 is durable");
+
+    let (code, _, err) = gateway.cli(&["snapshot", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no module named \"nobody\""), "{err}");
+    let (code, _, err) = gateway.cli(&["snapshot", "hello"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("takes no snapshots"), "{err}");
+}
+
+#[test]
+fn a_damaged_newest_record_is_reported_and_the_previous_epoch_restored() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "counter",
+        &counter_policy().replace("interval_ms = 20", "interval_ms = 0"),
+    );
+    let mut gateway = g.start();
+    gateway.wait_running(&["counter"], Duration::from_secs(20));
+    // Ticks in between, so each snapshot holds new state (equal state
+    // would keep its epoch).
+    for ticks in [100, 200] {
+        gateway.wait_log(
+            &format!("[counter] info: ticks={ticks}"),
+            Duration::from_secs(10),
+        );
+        assert_eq!(gateway.cli(&["snapshot", "counter"]).0, 0);
+    }
+    gateway.wait_log("[counter] info: ticks=300", Duration::from_secs(10));
+    gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    gateway.wait_exit(Duration::from_secs(5)).expect("stopped");
+    // Epochs 1 and 2 by command, 3 at the stop: damage the payload of 3,
+    // the last record of the segment.
+    let dir = g.state().join("snapshots");
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let gateway = g.start();
+    let (epoch, _) = wait_restored(&gateway, Duration::from_secs(20));
+    assert_eq!(epoch, 2);
+    gateway.wait_log(
+        "snapshot counter epoch 3 is damaged (payload CRC mismatch); an older epoch is used",
+        Duration::from_secs(5),
+    );
+    let status = gateway.wait_running(&["counter"], Duration::from_secs(5));
+    assert!(module(&status, "counter")["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("epoch 3 is damaged")));
+}

@@ -85,3 +85,22 @@ pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
     println!("{}", response.message.unwrap_or_default());
     Ok(0)
 }
+
+/// `edgeward snapshot MODULE`: prints `MODULE: snapshot epoch N is durable`.
+///
+/// # Errors
+/// As [`request`], or if the supervisor refuses (unknown module, module not
+/// running or without `ew_snapshot`, the commit failed).
+pub fn snapshot(socket: &Path, module: &str) -> anyhow::Result<i32> {
+    let response = request(
+        socket,
+        &Request::Snapshot {
+            module: module.to_string(),
+        },
+    )?;
+    if !response.ok {
+        bail!("{}", response.error.unwrap_or_default());
+    }
+    println!("{}", response.message.unwrap_or_default());
+    Ok(0)
+}

@@ -93,6 +93,14 @@ pub enum Command {
         #[command(flatten)]
         control: ControlArg,
     },
+    /// Take a snapshot of one module now; returns once it is durable and
+    /// prints its epoch.
+    Snapshot {
+        /// Module name (its policy file's stem).
+        module: String,
+        #[command(flatten)]
+        control: ControlArg,
+    },
 }
 
 /// The `edgeward-worker` binary: `EDGEWARD_WORKER`, else beside this binary.

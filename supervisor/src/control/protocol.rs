@@ -18,6 +18,20 @@ pub enum Request {
         /// Module name.
         module: String,
     },
+    /// Take a snapshot of one module now; answered once it is durable.
+    Snapshot {
+        /// Module name.
+        module: String,
+    },
+}
+
+/// How a request is answered.
+#[derive(Debug)]
+pub enum Reply {
+    /// Now.
+    Now(Response),
+    /// Later, by the supervisor (the client's connection is kept open).
+    Later,
 }
 
 /// The supervisor's answer.
@@ -34,6 +48,9 @@ pub struct Response {
     /// The report, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusReport>,
+    /// The durable snapshot epoch, for `snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl Response {
@@ -44,6 +61,7 @@ impl Response {
             error: None,
             message: Some(message.into()),
             status: None,
+            epoch: None,
         }
     }
 
@@ -54,6 +72,7 @@ impl Response {
             error: Some(error.into()),
             message: None,
             status: None,
+            epoch: None,
         }
     }
 }

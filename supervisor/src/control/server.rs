@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::protocol::{Request, Response};
+use super::protocol::{Reply, Request, Response};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -61,17 +61,18 @@ impl ControlServer {
         self.listener.as_fd()
     }
 
-    /// Accepts every pending client and answers each with `handle`.
-    pub fn serve_pending(&self, mut handle: impl FnMut(Request) -> Response) {
+    /// Accepts every pending client and answers each with `handle`. A
+    /// handler that answers [`Reply::Later`] takes the stream out of the
+    /// option and answers it with [`answer`] when it can.
+    pub fn serve_pending(&self, mut handle: impl FnMut(Request, &mut Option<UnixStream>) -> Reply) {
         while let Ok((stream, _)) = self.listener.accept() {
-            let response = match read_request(&stream) {
-                Ok(request) => handle(request),
-                Err(e) => Response::refused(format!("bad request: {e:#}")),
+            let mut stream = Some(stream);
+            let reply = match read_request(stream.as_ref().expect("just accepted")) {
+                Ok(request) => handle(request, &mut stream),
+                Err(e) => Reply::Now(Response::refused(format!("bad request: {e:#}"))),
             };
-            let mut stream = stream;
-            if let Ok(mut line) = serde_json::to_string(&response) {
-                line.push('\n');
-                let _ = stream.write_all(line.as_bytes());
+            if let (Reply::Now(response), Some(stream)) = (reply, stream) {
+                answer(stream, &response);
             }
         }
     }
@@ -80,6 +81,15 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `response` to a client (best effort: a client that went away
+/// loses its answer, nothing else).
+pub fn answer(mut stream: UnixStream, response: &Response) {
+    if let Ok(mut line) = serde_json::to_string(response) {
+        line.push('\n');
+        let _ = stream.write_all(line.as_bytes());
     }
 }
 

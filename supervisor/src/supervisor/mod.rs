@@ -438,7 +438,7 @@ impl Supervisor {
         let Some(control) = self.control.take() else {
             return;
         };
-        control.serve_pending(|request| self.handle_request(request));
+        control.serve_pending(|request, stream| self.handle_request(request, stream));
         self.control = Some(control);
     }
 }

@@ -7,12 +7,31 @@ use edgeward_ipc::frame;
 use nix::sys::signal::{kill, Signal};
 
 use super::{say, Supervisor};
-use crate::control::protocol::{Request, Response};
+use crate::control::protocol::{Reply, Request, Response};
 use crate::slot::State;
 use crate::status::StatusReport;
 
 impl Supervisor {
-    pub(super) fn handle_request(&mut self, request: Request) -> Response {
+    pub(super) fn handle_request(
+        &mut self,
+        request: Request,
+        stream: &mut Option<std::os::unix::net::UnixStream>,
+    ) -> Reply {
+        if let Request::Snapshot { module } = &request {
+            return match self.snapshot_now(module) {
+                Ok(slot) => {
+                    if let Some(stream) = stream.take() {
+                        self.snapshots.clients.push((stream, slot));
+                    }
+                    Reply::Later
+                }
+                Err(refusal) => Reply::Now(Response::refused(refusal)),
+            };
+        }
+        Reply::Now(self.handle_now(request))
+    }
+
+    fn handle_now(&mut self, request: Request) -> Response {
         match request {
             Request::Status => {
                 let now = Instant::now();
@@ -41,7 +60,40 @@ impl Supervisor {
                 Response::done("stopping all modules")
             }
             Request::Restart { module } => self.restart(&module),
+            Request::Snapshot { .. } => Response::refused("internal: snapshot answered later"),
         }
+    }
+
+    /// `edgeward snapshot MODULE`: asks it now (in the current round if
+    /// one is running). Returns its slot, or the refusal.
+    fn snapshot_now(&mut self, module: &str) -> Result<usize, String> {
+        if self.shutdown_deadline.is_some() {
+            return Err("edgeward is stopping".into());
+        }
+        let Some(i) = self.slots.iter().position(|s| s.name == module) else {
+            return Err(format!("no module named \"{module}\""));
+        };
+        if self.snapshots.store.is_none() {
+            return Err(
+                "snapshots are disabled: the state dir cannot hold them (see the start-up log)"
+                    .into(),
+            );
+        }
+        let slot = &self.slots[i];
+        let capable = slot.worker.as_ref().is_some_and(|w| w.snapshots);
+        if slot.state != State::Running || !capable {
+            return Err(format!(
+                "module \"{module}\" is {} and {}",
+                slot.state.as_str(),
+                if capable {
+                    "can take snapshots"
+                } else {
+                    "takes no snapshots (it exports no ew_snapshot)"
+                }
+            ));
+        }
+        self.ask_for_snapshot(i);
+        Ok(i)
     }
 
     fn restart(&mut self, module: &str) -> Response {

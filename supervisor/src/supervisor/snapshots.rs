@@ -14,6 +14,7 @@ use edgeward_ipc::control::ToWorker;
 use edgeward_ipc::frame;
 
 use super::{say, Supervisor};
+use crate::control::protocol::Response;
 use crate::slot::State;
 use crate::snapshot::{DirStorage, Store};
 
@@ -52,6 +53,9 @@ pub(super) struct Snapshots {
     pub round: Option<Round>,
     /// Next round per interval (ms).
     pub next: BTreeMap<u64, Instant>,
+    /// `edgeward snapshot` clients waiting for the round to commit, with
+    /// the slot they asked about.
+    pub clients: Vec<(std::os::unix::net::UnixStream, usize)>,
 }
 
 /// The wasm sha256 of a policy as bytes.
@@ -122,6 +126,24 @@ impl Supervisor {
         self.snapshots.store.as_ref()?.acknowledged(module)
     }
 
+    /// Asks slot `i` for a snapshot in the current round, or in a new one.
+    pub(super) fn ask_for_snapshot(&mut self, i: usize) {
+        let Some(round) = &mut self.snapshots.round else {
+            return self.start_round(vec![i], AfterRound::Continue);
+        };
+        if round.waiting.contains(&i) {
+            return;
+        }
+        let asked = self.slots[i]
+            .worker
+            .as_ref()
+            .and_then(|w| w.control.as_ref())
+            .is_some_and(|c| frame::send(c, &ToWorker::Snapshot, &[]).is_ok());
+        if asked {
+            round.waiting.insert(i);
+        }
+    }
+
     /// Starts a round over `slots` (those able to answer are asked).
     pub(super) fn start_round(&mut self, slots: Vec<usize>, then: AfterRound) {
         let mut waiting = BTreeSet::new();
@@ -177,10 +199,25 @@ impl Supervisor {
         }
         let then = round.then;
         self.snapshots.round = None;
+        let mut failure = None;
         if let Some(store) = self.snapshots.store.as_mut() {
             if let Err(e) = store.commit() {
                 say!("{e}; the snapshots stay staged and the next round retries");
+                failure = Some(e.to_string());
             }
+        }
+        for (stream, i) in std::mem::take(&mut self.snapshots.clients) {
+            let name = &self.slots[i].name;
+            let epoch = self.acknowledged_epoch(name);
+            let response = match (&failure, epoch) {
+                (Some(e), _) => Response::refused(format!("not durable: {e}")),
+                (None, Some(epoch)) => Response {
+                    epoch: Some(epoch),
+                    ..Response::done(format!("{name}: snapshot epoch {epoch} is durable"))
+                },
+                (None, None) => Response::refused(format!("{name} gave no snapshot (see the log)")),
+            };
+            crate::control::server::answer(stream, &response);
         }
         if then == AfterRound::StopAll {
             self.stop_all_workers();
