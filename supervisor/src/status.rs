@@ -19,6 +19,9 @@ pub struct StatusReport {
     /// One entry per ring (publisher → subscriber on a channel).
     #[serde(default)]
     pub rings: Vec<crate::channels::RingStatus>,
+    /// Device flushes (`fdatasync`/`fsync`) the snapshot store issued.
+    #[serde(default)]
+    pub snapshot_flushes: u64,
 }
 
 /// One module's row.
@@ -159,6 +162,7 @@ mod tests {
             }],
             warnings: vec![],
             rings: vec![],
+            snapshot_flushes: 0,
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];

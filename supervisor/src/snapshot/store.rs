@@ -368,7 +368,6 @@ impl<S: Storage> Store<S> {
     }
 
     /// The storage (for its counters).
-    #[cfg(test)]
     pub fn storage(&self) -> &S {
         &self.storage
     }

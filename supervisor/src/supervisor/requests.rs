@@ -48,6 +48,11 @@ impl Supervisor {
                             .collect(),
                         warnings: self.sandbox.warnings.clone(),
                         rings: self.wiring.status(|i| self.slots[i].name.clone()),
+                        snapshot_flushes: self
+                            .snapshots
+                            .store
+                            .as_ref()
+                            .map_or(0, |s| s.storage().flushes),
                     }),
                     ..Response::done("")
                 }

@@ -3,8 +3,8 @@
 //!
 //! Each figure is one line: `{"bench","value","unit","baseline","baseline_value","ratio"}`
 //! with `--json`, an aligned table otherwise. Suites: `start` (start-up and
-//! memory of 32 modules), `ring` (the data plane's raw ring). With no suite,
-//! all suites run.
+//! memory of 32 modules), `ring` (the data plane), `state` (snapshots:
+//! recovery time, commit latency, device flushes). With no suite, all run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -64,8 +64,8 @@ fn main() {
     let all = suites.is_empty() || suites.contains(&"all");
     let mut figures = Vec::new();
     for suite in &suites {
-        if !["all", "start", "ring"].contains(suite) {
-            eprintln!("unknown suite {suite:?}; suites: start, ring (default: all)");
+        if !["all", "start", "ring", "state"].contains(suite) {
+            eprintln!("unknown suite {suite:?}; suites: start, ring, state (default: all)");
             std::process::exit(2);
         }
     }
@@ -74,6 +74,9 @@ fn main() {
     }
     if all || suites.contains(&"ring") {
         figures.extend(ring_suite(json));
+    }
+    if all || suites.contains(&"state") {
+        figures.extend(state_suite(json));
     }
     for f in &figures {
         if json {
@@ -623,4 +626,204 @@ fn socket_throughput(size: usize) -> f64 {
     let elapsed = start.expect("received").elapsed().as_secs_f64();
     let _ = producer.wait();
     (count - 1) as f64 / elapsed
+}
+
+/// Percentile `q` (0..=1) of `values` (sorted here).
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// One request on the control socket, raw (no CLI process in the timing).
+fn control_request(socket: &Path, json: &str) -> serde_json::Value {
+    use std::io::Write;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("control socket");
+    stream
+        .write_all(format!("{json}\n").as_bytes())
+        .expect("request");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).expect("answer");
+    serde_json::from_str(&line).expect("json answer")
+}
+
+fn state_suite(json: bool) -> Vec<Figure> {
+    progress(
+        json,
+        "snapshot commit: `snapshot` request to durable, vs write+fdatasync",
+    );
+    let (commit, floor) = commit_latency();
+    progress(
+        json,
+        "device flushes: 32 modules snapshotting every 500 ms, 5 s",
+    );
+    let flushes = flushes_per_s_32();
+    progress(
+        json,
+        "recovery: kill -9 of a subscriber to its first message with restored state, 100 kills",
+    );
+    let (mut rto, mut spawn) = recovery_times();
+    vec![
+        figure(
+            "snapshot_commit_p50_us",
+            commit,
+            "us",
+            Some(("write_fdatasync_p50_us", floor)),
+        ),
+        figure(
+            "flushes_per_s_32",
+            flushes,
+            "1/s",
+            Some(("per_module_file_flushes_per_s_32", 128.0)),
+        ),
+        figure(
+            "rto_p50_ms",
+            percentile(&mut rto, 0.5),
+            "ms",
+            Some(("fork_exec_wait_p50_ms", percentile(&mut spawn, 0.5))),
+        ),
+        figure(
+            "rto_p99_ms",
+            percentile(&mut rto, 0.99),
+            "ms",
+            Some(("fork_exec_wait_p99_ms", percentile(&mut spawn, 0.99))),
+        ),
+    ]
+}
+
+fn counter_with_snapshots(interval_ms: u64) -> String {
+    policy(
+        "counter",
+        &format!(
+            "[wasi]\nargs = [\"--every\", \"1000000\"]\n[schedule]\ntick_us = 1000\n\
+             [snapshot]\ninterval_ms = {interval_ms}\n[resources]\nmemory_mib = 16\ncpu_percent = 10"
+        ),
+    )
+}
+
+/// p50 of `snapshot` requests answered durable, and of a raw 16-byte append
+/// plus fdatasync in the same state directory.
+fn commit_latency() -> (f64, f64) {
+    let dir = GatewayDir::new();
+    dir.add_policy("counter", &counter_with_snapshots(0));
+    let gateway = dir.start();
+    gateway.wait_running(&["counter"], Duration::from_secs(30));
+    let mut commits = Vec::new();
+    for _ in 0..200 {
+        // Let the count change, so every snapshot is new state.
+        std::thread::sleep(Duration::from_millis(2));
+        let start = Instant::now();
+        let answer = control_request(&dir.control(), r#"{"cmd":"snapshot","module":"counter"}"#);
+        commits.push(start.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    drop(gateway);
+    let file_path = dir.state().join("floor.bin");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file_path)
+        .expect("floor file");
+    let mut floors = Vec::new();
+    for i in 0..200u64 {
+        use std::io::Write;
+        let start = Instant::now();
+        file.write_all(&[i as u8; 16]).expect("write");
+        file.sync_data().expect("fdatasync");
+        floors.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    (percentile(&mut commits, 0.5), percentile(&mut floors, 0.5))
+}
+
+/// Device flushes per second of the snapshot store with 32 modules
+/// snapshotting every 500 ms.
+fn flushes_per_s_32() -> f64 {
+    let dir = GatewayDir::new();
+    for i in 0..MODULES {
+        dir.add_policy(&format!("counter-{i:02}"), &counter_with_snapshots(500));
+    }
+    let gateway = dir.start();
+    let names: Vec<String> = (0..MODULES).map(|i| format!("counter-{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    gateway.wait_running(&names, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1200));
+    let flushes = |g: &edgeward_tests::Gateway| {
+        g.try_status().expect("status")["snapshot_flushes"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let (before, start) = (flushes(&gateway), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    (flushes(&gateway) - before) / start.elapsed().as_secs_f64()
+}
+
+/// Recovery times in ms: SIGKILL of a subscriber that snapshots every
+/// 10 ms, to its first message handled with its restored count; and, as a
+/// baseline, fork + exec + wait of `/bin/true`.
+fn recovery_times() -> (Vec<f64>, Vec<f64>) {
+    let dir = GatewayDir::new();
+    dir.add_policy(
+        "source",
+        &policy(
+            "bench_source",
+            "[wasi]\nargs = [\"--count\", \"100000000\", \"--interval-us\", \"200\"]\n\
+             [channels]\npublish = [\"bench\"]\non_full = \"drop\"\n[resources]\ncpu_percent = 100",
+        ),
+    );
+    dir.add_policy(
+        "sink",
+        &policy(
+            "bench_sink",
+            "[channels]\nsubscribe = [\"bench\"]\n[snapshot]\ninterval_ms = 10\n\
+             [restart]\nbackoff_ms = [1, 1]\nintensity = { max = 1000, window_s = 60 }",
+        ),
+    );
+    let gateway = dir.start();
+    gateway.wait_running(&["source", "sink"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rto = Vec::new();
+    for round in 0..100 {
+        let status = gateway.wait_for(Duration::from_secs(10), "sink running", |s| {
+            edgeward_tests::module(s, "sink")["state"] == "running"
+        });
+        let pid = edgeward_tests::module(&status, "sink")["pid"]
+            .as_i64()
+            .expect("pid");
+        let seen = gateway.log().matches("first message after restore").count();
+        let killed_at = monotonic_ns();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let at = loop {
+            let log = gateway.log();
+            if let Some(line) = log
+                .lines()
+                .filter(|l| l.contains("first message after restore at "))
+                .nth(seen)
+            {
+                break number_after(line, "restore at ");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no recovery; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        rto.push((at - killed_at as f64) / 1e6);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut spawn = Vec::new();
+    for _ in 0..100 {
+        let start = Instant::now();
+        Command::new("/bin/true").status().expect("/bin/true");
+        spawn.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (rto, spawn)
 }

@@ -2,9 +2,12 @@
 //! `sink: N messages in T ns` (first to last arrival), and with `--latency`
 //! (each payload starts with the sender's `now_ns`) the one-way latency
 //! percentiles `sink: latency p50=X p99=Y ns`. `--spin-us` makes each
-//! message take that long (a slow consumer).
+//! message take that long (a slow consumer). Its count is snapshotted;
+//! after a restore the first message handled is logged with the time:
+//! `sink: first message after restore at T ns (count C)` (the state bench's
+//! recovery time).
 
-use edgeward::Incoming;
+use edgeward::{Incoming, Message};
 
 struct Sink {
     count: u64,
@@ -13,6 +16,7 @@ struct Sink {
     latency: bool,
     latencies: Vec<u64>,
     spin_ns: u64,
+    restored: bool,
 }
 
 impl edgeward::Module for Sink {
@@ -26,11 +30,19 @@ impl edgeward::Module for Sink {
             latency,
             latencies: Vec::with_capacity(if latency { want as usize } else { 0 }),
             spin_ns: edgeward::arg::<u64>("--spin-us").unwrap_or(0) * 1000,
+            restored: false,
         })
     }
 
     fn on_message(&mut self, message: Incoming<'_>) -> Result<(), i32> {
         let now = edgeward::now_ns();
+        if self.restored {
+            self.restored = false;
+            edgeward::info(&format!(
+                "sink: first message after restore at {now} ns (count {})",
+                self.count
+            ));
+        }
         if self.count == 0 {
             self.first_ns = now;
         }
@@ -59,6 +71,16 @@ impl edgeward::Module for Sink {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(self.count.to_bytes())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), i32> {
+        self.count = u64::decode(state).ok_or(-1)?;
+        self.restored = true;
         Ok(())
     }
 }
