@@ -73,17 +73,12 @@ pub fn stop(socket: &Path) -> anyhow::Result<i32> {
 /// # Errors
 /// As [`request`], or if the supervisor refuses (unknown module).
 pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
-    let response = request(
+    act(
         socket,
         &Request::Restart {
             module: module.to_string(),
         },
-    )?;
-    if !response.ok {
-        bail!("{}", response.error.unwrap_or_default());
-    }
-    println!("{}", response.message.unwrap_or_default());
-    Ok(0)
+    )
 }
 
 /// `edgeward snapshot MODULE`: prints `MODULE: snapshot epoch N is durable`.
@@ -92,12 +87,17 @@ pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
 /// As [`request`], or if the supervisor refuses (unknown module, module not
 /// running or without `ew_snapshot`, the commit failed).
 pub fn snapshot(socket: &Path, module: &str) -> anyhow::Result<i32> {
-    let response = request(
+    act(
         socket,
         &Request::Snapshot {
             module: module.to_string(),
         },
-    )?;
+    )
+}
+
+/// Sends an action and prints the supervisor's message.
+fn act(socket: &Path, action: &Request) -> anyhow::Result<i32> {
+    let response = request(socket, action)?;
     if !response.ok {
         bail!("{}", response.error.unwrap_or_default());
     }
