@@ -20,15 +20,7 @@ fn check(dir: &std::path::Path) -> (i32, String) {
 fn the_example_policies_are_valid() {
     let (code, out) = check(&repo_root().join("policies"));
     assert_eq!(code, 0, "{out}");
-    let names = [
-        "alarm",
-        "counter",
-        "filter",
-        "hello-command",
-        "sensor",
-        "temp-alert",
-    ];
-    for name in names {
+    for name in edgeward_tests::EXAMPLES {
         assert!(out.contains(&format!("{name:<20} ok")), "{out}");
     }
     assert!(out.contains("6 module(s), 6 valid, 0 invalid"), "{out}");

@@ -83,6 +83,12 @@ pub struct Store<S: Storage> {
     roll_min_bytes: u64,
 }
 
+/// Maps an I/O error of `op` on `file` to a [`StoreError`].
+fn io(op: &'static str, file: &str) -> impl FnOnce(std::io::Error) -> StoreError {
+    let file = file.to_string();
+    move |source| StoreError::Io { op, file, source }
+}
+
 fn segment_name(n: u64) -> String {
     format!("seg-{n:016x}.log")
 }
@@ -102,10 +108,6 @@ impl<S: Storage> Store<S> {
     /// # Errors
     /// The directory or a segment cannot be read at all.
     pub fn open(mut storage: S) -> Result<(Self, Vec<Report>), StoreError> {
-        let io = |op, file: &str| {
-            let file = file.to_string();
-            move |source| StoreError::Io { op, file, source }
-        };
         let mut segments: Vec<(u64, String)> = storage
             .list()
             .map_err(io("list", "snapshot directory"))?
@@ -303,10 +305,6 @@ impl<S: Storage> Store<S> {
     }
 
     fn write(&mut self, segment: &str, bytes: &[u8], new_file: bool) -> Result<(), StoreError> {
-        let io = |op, file: &str| {
-            let file = file.to_string();
-            move |source| StoreError::Io { op, file, source }
-        };
         self.storage
             .append(segment, bytes)
             .map_err(io("append", segment))?;

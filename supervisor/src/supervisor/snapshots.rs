@@ -59,13 +59,11 @@ pub(super) struct Snapshots {
 }
 
 /// The wasm sha256 of a policy as bytes.
+/// (Policy validation made it 64 hex digits.)
 pub(super) fn sha_bytes(hex: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = hex
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
+    if hex::decode_to_slice(hex, &mut out).is_err() {
+        out = [0; 32];
     }
     out
 }

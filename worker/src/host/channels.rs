@@ -251,7 +251,8 @@ impl Channels {
         if self.on_full != OnFull::Drop {
             // All or nothing: wait until every subscriber has room (only we
             // fill these rings, so room found stays room).
-            let deadline = Instant::now() + self.block_budget;
+            // Read the clock only once a ring turned out full.
+            let mut deadline = None;
             let mut round = 0u32;
             loop {
                 let mut all = true;
@@ -274,6 +275,7 @@ impl Channels {
                 }
                 let budget_spent = call_ticks
                     .is_some_and(|(start, periods)| crate::budget::ticks() >= start + periods - 1);
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.block_budget);
                 if self.on_full == OnFull::Error || Instant::now() >= deadline || budget_spent {
                     stats.refused += 1;
                     self.report_corrupt(corrupt);

@@ -169,10 +169,7 @@ fn read_guest_bytes(
 ) -> Option<(Vec<u8>, bool)> {
     let memory = caller.get_export("memory")?.into_memory()?;
     let data = memory.data(&*caller);
-    let start = usize::try_from(ptr as u32).ok()?;
-    let len = usize::try_from(len as u32).ok()?;
-    let end = start.checked_add(len)?;
-    let range = data.get(start..end)?;
+    let range = data.get(range(ptr, len)?)?;
     let cut = range.len() > max;
     Some((range[..range.len().min(max)].to_vec(), cut))
 }

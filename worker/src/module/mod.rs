@@ -300,6 +300,21 @@ fn describe_failure(
     }
 }
 
+/// Runs one guest call of the event loop under the watchdog's deadline,
+/// telling the host imports when it started (a blocking `send` must give up
+/// before the budget runs out).
+pub(crate) fn watched_call<R>(
+    store: &mut Store<HostState>,
+    watchdog: &crate::budget::Watchdog,
+    call: impl FnOnce(&mut Store<HostState>) -> R,
+) -> R {
+    let started = watchdog.start_call(store);
+    store.data_mut().call_ticks = Some((started, watchdog.periods()));
+    let result = call(store);
+    store.data_mut().call_ticks = None;
+    result
+}
+
 /// Reports a failed guest call and returns the exit code the worker should use.
 pub(crate) fn report_trap(
     reporter: &Reporter,

@@ -229,10 +229,9 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                     // coalesced into one call, as a tick is "time has passed".
                     let _ = timer.wait();
                     let Some(on_tick) = &on_tick else { continue };
-                    let started = watchdog.start_call(&mut store);
-                    store.data_mut().call_ticks = Some((started, watchdog.periods()));
-                    let result = on_tick.call(&mut store, monotonic_ns());
-                    store.data_mut().call_ticks = None;
+                    let result = super::watched_call(&mut store, &watchdog, |s| {
+                        on_tick.call(s, monotonic_ns())
+                    });
                     match result {
                         Ok(0) => store.data_mut().stats.ticks += 1,
                         Ok(code) => {
@@ -356,14 +355,12 @@ fn deliver(
             }
             let channel = ring.channel;
             state.current_seq = pending.seq as i64;
-            let started = watchdog.start_call(store);
-            store.data_mut().call_ticks = Some((started, watchdog.periods()));
-            let result = delivery.on_message.call(
-                &mut *store,
-                (channel, delivery.buffer as i32, pending.len as i32),
-            );
+            let result = super::watched_call(store, watchdog, |s| {
+                delivery
+                    .on_message
+                    .call(s, (channel, delivery.buffer as i32, pending.len as i32))
+            });
             let state = store.data_mut();
-            state.call_ticks = None;
             state.current_seq = -1;
             match result {
                 Ok(code) => {

@@ -87,10 +87,7 @@ pub fn take(
         return Ok(());
     };
     store.data_mut().snapshot = None;
-    let started = watchdog.start_call(store);
-    store.data_mut().call_ticks = Some((started, watchdog.periods()));
-    let result = ew_snapshot.call(&mut *store, ());
-    store.data_mut().call_ticks = None;
+    let result = super::watched_call(store, watchdog, |s| ew_snapshot.call(s, ()));
     let code =
         result.map_err(|e| report_trap(reporter, store, "ew_snapshot", init.call_budget_ms, &e))?;
     let message = match (code, store.data_mut().snapshot.take()) {
