@@ -22,6 +22,10 @@ pub struct StatusReport {
     /// Device flushes (`fdatasync`/`fsync`) the snapshot store issued.
     #[serde(default)]
     pub snapshot_flushes: u64,
+    /// Why snapshots are not becoming durable right now (`null` when they
+    /// are): the store's last error, in words, while it keeps retrying.
+    #[serde(default)]
+    pub snapshot_error: Option<String>,
 }
 
 /// One module's row.
@@ -110,6 +114,9 @@ pub fn table(report: &StatusReport) -> String {
     for warning in &report.warnings {
         let _ = writeln!(out, "WARNING: {warning}");
     }
+    if let Some(error) = &report.snapshot_error {
+        let _ = writeln!(out, "WARNING: {error}");
+    }
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
@@ -163,6 +170,7 @@ mod tests {
             warnings: vec![],
             rings: vec![],
             snapshot_flushes: 0,
+            snapshot_error: None,
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];

@@ -7,6 +7,7 @@
 //! `EDGEWARD_GUESTS_OUT`, else `guests/out`. Build both with `scripts/setup`.
 
 pub mod floor;
+pub mod power_cut;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use edgeward_tests::power_cut::{Fault, PowerCutDisk};
 use edgeward_tests::{module, policy, Gateway, GatewayDir};
 
 fn counter_policy() -> String {
@@ -122,18 +123,12 @@ fn a_stop_takes_a_final_snapshot_that_the_next_run_restores() {
     assert_eq!(acknowledged(&gateway), 1);
 }
 
-/// The supervisor and every worker are SIGKILLed at random moments; each
-/// time, the next run restores at least the epoch acknowledged before the
-/// kill, and the count never goes backwards. `EDGEWARD_KILL_ROUNDS`
-/// (default 200) sets the number of kills.
-#[test]
-fn kill_9_of_everything_at_random_moments_never_loses_an_acknowledged_epoch() {
-    let rounds: u32 = std::env::var("EDGEWARD_KILL_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
-    let g = GatewayDir::new();
-    g.add_policy("counter", &counter_policy());
+/// Runs the counter `rounds` times on `g`, killing the supervisor and every
+/// worker at a random moment of each run: `kill` does it (and may cut the
+/// power too). Each time, the next run must restore at least the
+/// epoch `status` showed as acknowledged before the kill, and the count
+/// must never go backwards.
+fn kill_and_restart(g: &GatewayDir, rounds: u32, mut kill: impl FnMut(u32, Gateway)) {
     let mut seed = 0x5eed_u64;
     let mut last = (0u64, 0u64);
     let mut restores = 0;
@@ -169,13 +164,61 @@ fn kill_9_of_everything_at_random_moments_never_loses_an_acknowledged_epoch() {
             last.0
         );
         last.0 = acked;
-        // Dropping the gateway SIGKILLs the supervisor and its children.
-        drop(gateway);
+        kill(round, gateway);
     }
     assert!(
         restores + 2 >= rounds,
         "only {restores} of {rounds} runs restored a snapshot"
     );
+}
+
+fn rounds_from(var: &str) -> u32 {
+    std::env::var(var)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200)
+}
+
+/// The supervisor and every worker are SIGKILLed at random moments.
+/// `EDGEWARD_KILL_ROUNDS` (default 200) sets the number of kills.
+#[test]
+fn kill_9_of_everything_at_random_moments_never_loses_an_acknowledged_epoch() {
+    let g = GatewayDir::new();
+    g.add_policy("counter", &counter_policy());
+    // Dropping the gateway SIGKILLs the supervisor and its children.
+    kill_and_restart(&g, rounds_from("EDGEWARD_KILL_ROUNDS"), |_, gateway| {
+        drop(gateway)
+    });
+}
+
+/// `<state>/snapshots` on the power-cut disk, mounted before the first run.
+fn on_power_cut_disk(g: &GatewayDir, seed: u64) -> PowerCutDisk {
+    let dir = g.state().join("snapshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    PowerCutDisk::mount(&dir, seed).expect("mount the FUSE power-cut disk (root and /dev/fuse)")
+}
+
+/// As the kill test, and after each kill the power goes too: the snapshot
+/// directory loses everything that was not flushed (or keeps a torn part
+/// of it). `EDGEWARD_CUT_ROUNDS` (default 200) sets the number of cuts.
+#[test]
+fn power_cuts_at_random_moments_never_lose_an_acknowledged_epoch() {
+    let g = GatewayDir::new();
+    g.add_policy("counter", &counter_policy());
+    let mut disk = on_power_cut_disk(&g, 0xc0ffee);
+    disk.set_flush_delay(Duration::from_millis(4));
+    let mut lost = 0;
+    kill_and_restart(&g, rounds_from("EDGEWARD_CUT_ROUNDS"), |round, gateway| {
+        disk.power_off();
+        drop(gateway);
+        let report = disk
+            .cut()
+            .unwrap_or_else(|e| panic!("round {round}: power cut: {e}"));
+        lost += u32::from(report.dropped_bytes > 0 || report.entries_undone > 0);
+    });
+    eprintln!("{lost} cuts dropped unflushed data or directory entries");
+    // The cuts did hit unflushed data (else this tested nothing).
+    assert!(lost > 0, "no cut ever dropped unflushed data");
 }
 
 #[test]
@@ -249,4 +292,88 @@ fn a_damaged_newest_record_is_reported_and_the_previous_epoch_restored() {
     assert!(module(&status, "counter")["last_error"]
         .as_str()
         .is_some_and(|e| e.contains("epoch 3 is damaged")));
+}
+
+/// A full disk, then a disk whose flushes fail: no epoch is acknowledged
+/// while it lasts, `status` and `edgeward snapshot` say why, the module
+/// keeps its worker and keeps counting, and once the disk is fine the next
+/// round makes the state durable. A file whose flush failed stays unsafe
+/// (its later flushes save nothing), so the power cut at the end would lose
+/// any epoch acknowledged from it.
+#[test]
+fn a_full_or_failing_disk_acknowledges_nothing_and_the_module_keeps_running() {
+    let g = GatewayDir::new();
+    g.add_policy("counter", &counter_policy());
+    let mut disk = on_power_cut_disk(&g, 7);
+    let gateway = g.start();
+    let status = gateway.wait_for(Duration::from_secs(20), "snapshots acknowledged", |s| {
+        module(s, "counter")["snapshot_epoch"].as_u64() >= Some(2)
+    });
+    let pid = module(&status, "counter")["pid"].as_i64();
+    for (fault, words) in [
+        (Fault::NoSpace, "No space left on device"),
+        (Fault::FlushIo, "Input/output error"),
+    ] {
+        disk.set_fault(fault);
+        let status = gateway.wait_for(Duration::from_secs(10), words, |s| {
+            s["snapshot_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(words))
+        });
+        let error = status["snapshot_error"].as_str().unwrap();
+        assert!(
+            error.contains(&g.state().join("snapshots").display().to_string()),
+            "the error names the directory: {error}"
+        );
+        let frozen = acknowledged(&gateway);
+        let ticks = module(&status, "counter")["ticks"].as_u64().unwrap();
+        let (code, _, err) = gateway.cli(&["snapshot", "counter"]);
+        assert_eq!(code, 1, "a snapshot on a failing disk is refused");
+        assert!(err.contains("not durable") && err.contains(words), "{err}");
+        std::thread::sleep(Duration::from_millis(300));
+        let status = gateway.try_status().unwrap();
+        let counter = module(&status, "counter");
+        assert_eq!(
+            acknowledged(&gateway),
+            frozen,
+            "{fault:?}: acknowledged anyway"
+        );
+        assert_eq!(
+            counter["pid"].as_i64(),
+            pid,
+            "{fault:?}: the worker changed"
+        );
+        assert_eq!(counter["state"], "running");
+        assert!(
+            counter["ticks"].as_u64().unwrap() > ticks,
+            "{fault:?}: stopped counting"
+        );
+        assert_eq!(
+            gateway.log().matches("snapshots not durable").count(),
+            if fault == Fault::NoSpace { 1 } else { 2 },
+            "one log line per failure, not one per round"
+        );
+
+        disk.set_fault(Fault::None);
+        gateway.wait_for(Duration::from_secs(10), "durable again", |s| {
+            s["snapshot_error"].is_null()
+                && module(s, "counter")["snapshot_epoch"].as_u64() > Some(frozen)
+        });
+        assert!(gateway.log().contains("snapshots durable again"));
+    }
+    // Some acknowledged epochs after the flush failure, then the power goes.
+    let acked = acknowledged(&gateway) + 3;
+    gateway.wait_for(Duration::from_secs(10), "more epochs", |s| {
+        module(s, "counter")["snapshot_epoch"].as_u64() >= Some(acked)
+    });
+    let acked = acknowledged(&gateway);
+    disk.power_off();
+    drop(gateway);
+    disk.cut().unwrap();
+    let gateway = g.start();
+    let (epoch, _) = wait_restored(&gateway, Duration::from_secs(20));
+    assert!(
+        epoch >= acked,
+        "restored epoch {epoch} < acknowledged {acked}"
+    );
 }

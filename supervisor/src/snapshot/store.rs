@@ -282,6 +282,9 @@ impl<S: Storage> Store<S> {
             // Never append to a segment whose write or flush failed.
             self.active = None;
             if roll {
+                // It acknowledged nothing, and a disk that stays full for
+                // an hour of rounds must not fill its directory with them.
+                let _ = self.storage.remove(&segment);
                 self.next_segment += 1;
             }
             return Err(e);

@@ -53,6 +53,7 @@ impl Supervisor {
                             .store
                             .as_ref()
                             .map_or(0, |s| s.storage().flushes),
+                        snapshot_error: self.snapshots.error.clone(),
                     }),
                     ..Response::done("")
                 }

@@ -21,6 +21,9 @@ use crate::snapshot::{DirStorage, Store};
 /// Longest a round waits for answers before committing what it has.
 const ROUND_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How often a store that keeps failing is logged again.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// What happens once a round is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AfterRound {
@@ -56,6 +59,12 @@ pub(super) struct Snapshots {
     /// `edgeward snapshot` clients waiting for the round to commit, with
     /// the slot they asked about.
     pub clients: Vec<(std::os::unix::net::UnixStream, usize)>,
+    /// Why snapshots are not durable right now (shown in `status`).
+    pub error: Option<String>,
+    /// Commits failed in a row.
+    pub failed_commits: u64,
+    /// When the current run of failures was last logged.
+    pub failure_logged: Option<Instant>,
 }
 
 /// The wasm sha256 of a policy as bytes.
@@ -89,10 +98,15 @@ impl Supervisor {
                 }
                 self.snapshots.store = Some(store);
             }
-            Err(e) => say!(
-                "WARNING: snapshots disabled: cannot use {}: {e}",
-                dir.display()
-            ),
+            Err(e) => {
+                let error = format!(
+                    "snapshots disabled: cannot use {}: {e}; no module state is saved \
+                     until edgeward restarts with a usable state directory",
+                    dir.display()
+                );
+                say!("WARNING: {error}");
+                self.snapshots.error = Some(error);
+            }
         }
         let now = Instant::now();
         for slot in &self.slots {
@@ -197,18 +211,12 @@ impl Supervisor {
         }
         let then = round.then;
         self.snapshots.round = None;
-        let mut failure = None;
-        if let Some(store) = self.snapshots.store.as_mut() {
-            if let Err(e) = store.commit() {
-                say!("{e}; the snapshots stay staged and the next round retries");
-                failure = Some(e.to_string());
-            }
-        }
+        let failure = self.commit_staged();
         for (stream, i) in std::mem::take(&mut self.snapshots.clients) {
             let name = &self.slots[i].name;
             let epoch = self.acknowledged_epoch(name);
             let response = match (&failure, epoch) {
-                (Some(e), _) => Response::refused(format!("not durable: {e}")),
+                (Some(e), _) => Response::refused(e.clone()),
                 (None, Some(epoch)) => Response {
                     epoch: Some(epoch),
                     ..Response::done(format!("{name}: snapshot epoch {epoch} is durable"))
@@ -219,6 +227,49 @@ impl Supervisor {
         }
         if then == AfterRound::StopAll {
             self.stop_all_workers();
+        }
+    }
+
+    /// Commits what the round staged. A run of failures is logged when it
+    /// starts, every [`FAILURE_LOG_EVERY`] while it lasts and when it ends,
+    /// not once per round; meanwhile it is `snapshot_error` in `status`.
+    fn commit_staged(&mut self) -> Option<String> {
+        let store = self.snapshots.store.as_mut()?;
+        let dir = self.options.state.join("snapshots");
+        match store.commit() {
+            Ok(_) => {
+                if self.snapshots.failed_commits > 0 {
+                    say!(
+                        "snapshots durable again in {} after {} failed commits",
+                        dir.display(),
+                        self.snapshots.failed_commits
+                    );
+                }
+                self.snapshots.failed_commits = 0;
+                self.snapshots.failure_logged = None;
+                self.snapshots.error = None;
+                None
+            }
+            Err(e) => {
+                let error = format!(
+                    "snapshots not durable: {e} (in {}); modules keep running and \
+                     their state is retried every round: free space or repair the \
+                     device",
+                    dir.display()
+                );
+                let now = Instant::now();
+                let quiet = self
+                    .snapshots
+                    .failure_logged
+                    .is_some_and(|t| now < t + FAILURE_LOG_EVERY);
+                if !quiet {
+                    say!("{error}");
+                    self.snapshots.failure_logged = Some(now);
+                }
+                self.snapshots.failed_commits += 1;
+                self.snapshots.error = Some(error.clone());
+                Some(error)
+            }
         }
     }
 
