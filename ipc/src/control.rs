@@ -64,10 +64,29 @@ pub struct Init {
     pub max_message_bytes: u32,
     /// Microseconds to busy-poll the rings before sleeping (0 = park at once).
     pub spin_us: u32,
-    /// The state to hand to `ew_restore` before the module counts as
-    /// running, with its epoch: the newest durable snapshot taken by this
-    /// same wasm, if any.
-    pub restore: Option<(u64, Vec<u8>)>,
+    /// The state to hand back before the module counts as running: the
+    /// newest durable snapshot taken by this same wasm, if any.
+    pub restore: Option<Restore>,
+}
+
+/// A durable snapshot handed back to a (re)starting module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// The bytes, when at most [`crate::SNAPSHOT_PART_BYTES`]; otherwise
+    /// empty, and the bytes are in a sealed memfd: the last fd sent with
+    /// `Init`.
+    pub inline: Vec<u8>,
+}
+
+impl Restore {
+    /// Whether the bytes come in a memfd rather than inline.
+    pub fn in_memfd(&self) -> bool {
+        self.len as usize > crate::SNAPSHOT_PART_BYTES
+    }
 }
 
 /// One channel a module may use.
@@ -175,7 +194,8 @@ pub enum FromWorker {
         /// Sandbox layers this host could not apply, in words (empty when
         /// every layer is in force).
         degraded: Vec<String>,
-        /// The module exports `ew_snapshot` (it can be asked for snapshots).
+        /// It can be asked for snapshots: a reactor exporting `ew_snapshot`,
+        /// or a command importing `snapshot_put`.
         snapshots: bool,
     },
     /// A line the guest logged with the `log` import.
@@ -200,9 +220,13 @@ pub enum FromWorker {
         /// What was wrong.
         what: String,
     },
-    /// The module's state, as `ew_snapshot` gave it with `snapshot_put`
-    /// (at most [`crate::MAX_SNAPSHOT_BYTES`]).
+    /// The module's state, as it gave it to `snapshot_put` (at most
+    /// [`crate::MAX_SNAPSHOT_BYTES`]): the last part, after the
+    /// [`FromWorker::SnapshotPart`]s that precede it.
     SnapshotData(Vec<u8>),
+    /// A leading part of the snapshot that the next
+    /// [`FromWorker::SnapshotData`] completes ([`snapshot_messages`]).
+    SnapshotPart(Vec<u8>),
     /// No snapshot this time, in words: `ew_snapshot` returned non-zero or
     /// never called `snapshot_put` (a trap is reported as a Fault instead).
     /// Empty when it returned 1, "nothing to save".
@@ -294,4 +318,58 @@ pub enum FaultKind {
     Seccomp,
     /// A guest call ran past its `call_budget_ms`.
     Budget,
+}
+
+/// The messages that carry `state` to the supervisor: parts of
+/// [`crate::SNAPSHOT_PART_BYTES`], the last one as
+/// [`FromWorker::SnapshotData`].
+pub fn snapshot_messages(state: &[u8]) -> Vec<FromWorker> {
+    let mut parts: Vec<&[u8]> = state.chunks(crate::SNAPSHOT_PART_BYTES).collect();
+    let last = parts.pop().unwrap_or(&[]).to_vec();
+    parts
+        .into_iter()
+        .map(|p| FromWorker::SnapshotPart(p.to_vec()))
+        .chain(std::iter::once(FromWorker::SnapshotData(last)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SNAPSHOT_PART_BYTES;
+
+    fn reassemble(messages: Vec<FromWorker>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let last = messages.len() - 1;
+        for (i, m) in messages.into_iter().enumerate() {
+            match m {
+                FromWorker::SnapshotPart(p) if i < last => {
+                    assert_eq!(p.len(), SNAPSHOT_PART_BYTES);
+                    out.extend(p);
+                }
+                FromWorker::SnapshotData(p) if i == last => out.extend(p),
+                other => panic!("unexpected {other:?} at {i}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_snapshot_of_any_size_travels_in_parts_that_fit_a_frame() {
+        for len in [
+            0,
+            1,
+            SNAPSHOT_PART_BYTES,
+            SNAPSHOT_PART_BYTES + 1,
+            5 * SNAPSHOT_PART_BYTES - 3,
+        ] {
+            let state: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let messages = snapshot_messages(&state);
+            assert_eq!(messages.len(), len.div_ceil(SNAPSHOT_PART_BYTES).max(1));
+            for m in &messages {
+                assert!(postcard::to_stdvec(m).unwrap().len() <= crate::MAX_FRAME_BYTES);
+            }
+            assert_eq!(reassemble(messages), state, "len {len}");
+        }
+    }
 }

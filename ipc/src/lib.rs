@@ -16,20 +16,27 @@ pub mod control;
 pub mod frame;
 pub mod rate;
 pub mod ring;
+pub mod sealed;
 pub mod zygote;
 
 /// Version of the control protocol. Both sides send it first (in `Hello`) and
 /// refuse to talk to a peer with another version: the supervisor and its
 /// workers always come from one build, so a mismatch means a stale binary.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest control message, in bytes. Anything larger is refused by the
 /// sender and rejected as truncated by the receiver.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// Largest snapshot a module may take: it travels in one control message
-/// (and back in `Init`), which is at most [`MAX_FRAME_BYTES`].
-pub const MAX_SNAPSHOT_BYTES: usize = 48 * 1024;
+/// Largest snapshot a module may take (the store's limit per record). It
+/// travels to the supervisor in parts of [`SNAPSHOT_PART_BYTES`]
+/// ([`control::FromWorker::SnapshotPart`]) and back at restart in a sealed
+/// memfd when it does not fit in `Init`.
+pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest part of a snapshot in one control message, and the largest
+/// state restored inline in `Init` (larger ones come in a memfd).
+pub const SNAPSHOT_PART_BYTES: usize = 48 * 1024;
 
 /// Most file descriptors accepted beside one message: the kernel's
 /// `SCM_MAX_FD`. An `Init` carries two per ring (memfd and eventfd).

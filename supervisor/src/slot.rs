@@ -69,8 +69,10 @@ pub struct Worker {
     pub killed_because: Option<String>,
     /// OOM kills in the module's cgroup when this worker started.
     pub oom_kills_at_start: u64,
-    /// It exports `ew_snapshot` (from its Ready).
+    /// It can be asked for snapshots (from its Ready).
     pub snapshots: bool,
+    /// The leading parts of the snapshot it is sending.
+    pub snapshot_parts: Vec<u8>,
 }
 
 impl Worker {

@@ -80,6 +80,31 @@ fn sensor_filter_alarm_chain_delivers_every_message_in_order() {
     assert!(!log.contains("OUT OF ORDER"), "{log}");
 }
 
+/// The alarm keeps its totals as a serde struct (`edgeward::state`): a
+/// snapshot, a killed worker, and the new worker counts on from them.
+#[test]
+fn the_alarm_totals_survive_its_worker_through_a_serde_snapshot() {
+    let (_g, gateway) = chain(&format!("\"--count\", \"{READINGS}\", \"--burst\", \"10\""));
+    gateway.wait_log(
+        &format!("alarm: {ALARMS} alarms in order"),
+        Duration::from_secs(30),
+    );
+    let (code, out, err) = gateway.cli(&["snapshot", "alarm"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status = gateway.try_status().unwrap();
+    let pid = module(&status, "alarm")["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The last alarm is reading 2999 (20 + 99 C).
+    gateway.wait_log(
+        &format!("alarm: restored {ALARMS} alarms, last reading Some(2999)"),
+        Duration::from_secs(10),
+    );
+}
+
 const BURST: u64 = 200;
 
 /// A flood guest sending a burst of 64-byte messages in one call to a sink

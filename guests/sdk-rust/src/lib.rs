@@ -32,13 +32,20 @@ pub mod sys {
         pub fn recv(ch: i32, ptr: *mut u8, cap: usize) -> i32;
         /// `message_seq() -> i64`
         pub fn message_seq() -> i64;
-        /// `snapshot_put(ptr, len) -> i32` (during `ew_snapshot`)
+        /// `snapshot_put(ptr, len) -> i32` (a reactor during `ew_snapshot`;
+        /// a command whenever its state changes)
         pub fn snapshot_put(ptr: *const u8, len: usize) -> i32;
+        /// `snapshot_get(ptr, cap) -> i32` (commands): the restored state's
+        /// length, copied when it fits; 0 if none
+        pub fn snapshot_get(ptr: *mut u8, cap: usize) -> i32;
     }
 }
 
 mod channel;
 mod message;
+pub mod snapshot;
+#[cfg(feature = "serde")]
+pub mod state;
 
 pub use channel::{channel, Channel, Incoming};
 pub use message::Message;
@@ -143,7 +150,9 @@ pub trait Module: Sized + 'static {
 
     /// The state to save in a snapshot (`None`: nothing to save). Called
     /// every `[snapshot] interval_ms` and when edgeward stops; at most
-    /// 48 KiB. [`Message`] encodes typed values: `self.total.to_bytes()`.
+    /// 16 MiB. [`Message`] encodes typed values: `self.total.to_bytes()`;
+    /// with the `serde` feature, `state::save(&self.totals)` encodes any
+    /// serde type.
     fn snapshot(&self) -> Option<Vec<u8>> {
         None
     }

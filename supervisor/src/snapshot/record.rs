@@ -24,7 +24,7 @@ pub const VERSION: u16 = 1;
 /// Fixed header size before the module name.
 const HEADER: usize = 60;
 /// Largest payload accepted (a snapshot is a module's state, not bulk data).
-pub const MAX_PAYLOAD: usize = 16 << 20;
+pub const MAX_PAYLOAD: usize = edgeward_ipc::MAX_SNAPSHOT_BYTES;
 
 /// A module's state at one epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -94,7 +94,7 @@ impl Supervisor {
                 if capable {
                     "can take snapshots"
                 } else {
-                    "takes no snapshots (it exports no ew_snapshot)"
+                    "takes no snapshots (a reactor exporting no ew_snapshot, or a command importing no snapshot_put)"
                 }
             ));
         }

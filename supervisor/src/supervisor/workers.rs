@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use edgeward_ipc::control::{DirGrant, FromWorker, Init, OnFull, SandboxPlan, ToWorker};
+use edgeward_ipc::control::{DirGrant, FromWorker, Init, OnFull, Restore, SandboxPlan, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::zygote::FromZygote;
-use edgeward_ipc::PROTOCOL_VERSION;
+use edgeward_ipc::{MAX_SNAPSHOT_BYTES, PROTOCOL_VERSION};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -83,6 +83,7 @@ impl Supervisor {
                     killed_because: None,
                     oom_kills_at_start,
                     snapshots: false,
+                    snapshot_parts: Vec::new(),
                 };
                 slot.state = State::Starting;
                 let slot_index = i;
@@ -206,7 +207,19 @@ impl Supervisor {
                 worker.fault = Some(fault.message);
             }
             FromWorker::RingCorrupt { ring, seq, what } => self.ring_corrupt(i, ring, seq, what),
-            FromWorker::SnapshotData(bytes) => self.snapshot_answered(i, Some(bytes)),
+            FromWorker::SnapshotPart(part) => {
+                if worker.snapshot_parts.len() + part.len() > MAX_SNAPSHOT_BYTES {
+                    worker.snapshot_parts = Vec::new();
+                    return self
+                        .violation(i, format!("a snapshot over {MAX_SNAPSHOT_BYTES} bytes"));
+                }
+                worker.snapshot_parts.extend_from_slice(&part);
+            }
+            FromWorker::SnapshotData(last) => {
+                let mut bytes = std::mem::take(&mut worker.snapshot_parts);
+                bytes.extend_from_slice(&last);
+                self.snapshot_answered(i, Some(bytes));
+            }
             FromWorker::SnapshotFailed(reason) => {
                 if !reason.is_empty() {
                     say!("module {}: no snapshot: {reason}", slot.name);
@@ -228,8 +241,37 @@ impl Supervisor {
         let slots = &self.slots;
         let (channels, fds) = self.wiring.grants_for(i, policy, |j| slots[j].name.clone());
         init.channels = channels;
-        init.restore = restore;
-        let raw: Vec<i32> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let mut restore_memfd = None;
+        if let Some((epoch, bytes)) = restore {
+            let restore = Restore {
+                epoch,
+                len: bytes.len() as u64,
+                inline: Vec::new(),
+            };
+            if restore.in_memfd() {
+                match edgeward_ipc::sealed::seal("edgeward-restore", &bytes) {
+                    Ok(fd) => {
+                        restore_memfd = Some(fd);
+                        init.restore = Some(restore);
+                    }
+                    Err(e) => say!(
+                        "module {}: snapshot epoch {epoch} not restored: cannot make its memfd: {e}",
+                        slot.name
+                    ),
+                }
+            } else {
+                init.restore = Some(Restore {
+                    inline: bytes,
+                    ..restore
+                });
+            }
+        }
+        // The restore memfd, if any, goes last (`Restore` says so).
+        let raw: Vec<i32> = fds
+            .iter()
+            .map(|fd| fd.as_raw_fd())
+            .chain(restore_memfd.as_ref().map(|fd| fd.as_raw_fd()))
+            .collect();
         let Some(control) = slot.worker.as_ref().and_then(|w| w.control.as_ref()) else {
             return;
         };

@@ -29,6 +29,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "recv", recv)?;
     linker.func_wrap(MODULE, "message_seq", message_seq)?;
     linker.func_wrap(MODULE, "snapshot_put", snapshot_put)?;
+    linker.func_wrap(MODULE, "snapshot_get", snapshot_get)?;
     Ok(())
 }
 
@@ -93,9 +94,11 @@ fn recv(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, cap: i32) -> i32 {
     code
 }
 
-/// `snapshot_put(ptr, len) -> i32`: the module's state, during
-/// `ew_snapshot` (a later call in the same `ew_snapshot` replaces it).
-/// `EW_ERR_TOO_LARGE` over [`edgeward_ipc::MAX_SNAPSHOT_BYTES`].
+/// `snapshot_put(ptr, len) -> i32`: the module's state. A reactor calls it
+/// during `ew_snapshot` (a later call in the same `ew_snapshot` replaces
+/// it); a command calls it whenever its state changes, and the next
+/// snapshot round takes the latest. `EW_ERR_TOO_LARGE` over
+/// [`edgeward_ipc::MAX_SNAPSHOT_BYTES`].
 fn snapshot_put(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> i32 {
     if len as u32 as usize > edgeward_ipc::MAX_SNAPSHOT_BYTES {
         return EW_ERR_TOO_LARGE;
@@ -105,8 +108,39 @@ fn snapshot_put(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> i32 {
     else {
         return EW_ERR_INVALID;
     };
-    caller.data_mut().snapshot = Some(bytes);
+    match &caller.data().command_state {
+        Some(latest) => *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes),
+        None => caller.data_mut().snapshot = Some(bytes),
+    }
     EW_OK
+}
+
+/// `snapshot_get(ptr, cap) -> i32` (command modules): the state restored
+/// for this run. Returns its length, copying it into the buffer only when
+/// it fits (call again with a buffer that large otherwise); 0 when there is
+/// none. A reactor gets its state through `ew_restore` instead.
+fn snapshot_get(mut caller: Caller<'_, HostState>, ptr: i32, cap: i32) -> i32 {
+    if !caller.data().is_command {
+        return EW_ERR_UNSUPPORTED;
+    }
+    let Some(memory) = caller.data().memory else {
+        return EW_ERR_INVALID;
+    };
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let Some(buffer) = range(ptr, cap).and_then(|r| data.get_mut(r)) else {
+        return EW_ERR_INVALID;
+    };
+    let Some((epoch, bytes)) = &state.restored else {
+        return 0;
+    };
+    if bytes.len() <= buffer.len() {
+        buffer[..bytes.len()].copy_from_slice(bytes);
+        state.reporter.log(
+            LogLevel::Info,
+            format!("restored snapshot epoch {epoch} ({} bytes)", bytes.len()),
+        );
+    }
+    bytes.len() as i32
 }
 
 /// `message_seq() -> i64`: the sequence number of the message being

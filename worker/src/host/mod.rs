@@ -41,6 +41,11 @@ pub struct HostState {
     pub is_command: bool,
     /// What `snapshot_put` was given during the current `ew_snapshot`.
     pub snapshot: Option<Vec<u8>>,
+    /// A command's latest `snapshot_put`, taken by the control thread when
+    /// the supervisor asks (`None`: not a command importing `snapshot_put`).
+    pub command_state: Option<Arc<std::sync::Mutex<Option<Vec<u8>>>>>,
+    /// The snapshot a command reads with `snapshot_get`, and its epoch.
+    pub restored: Option<(u64, Vec<u8>)>,
 }
 
 /// Builds a linker with every import a guest may use. The set is the same

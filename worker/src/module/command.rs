@@ -2,7 +2,7 @@
 //! service. The guest owns the main thread, so a small control thread
 //! answers the supervisor (Stop ends the process).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use edgeward_ipc::control::{FaultKind, FromWorker, ModuleKind, Stats, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
@@ -37,15 +37,17 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
     let resets = Arc::clone(&store.data().channels.resets);
     let stats = Arc::new(SharedStats::default());
     store.data_mut().channels.shared_stats = Some(Arc::clone(&stats));
+    let state = store.data().command_state.clone();
+    let snapshots = state.is_some();
     let spawned = std::thread::Builder::new()
         .name("control".into())
         .stack_size(64 * 1024)
-        .spawn(move || control_thread(&control, &resets, &stats));
+        .spawn(move || control_thread(&control, &resets, &stats, state.as_deref()));
     if let Err(e) = spawned {
         reporter.fault(FaultKind::Load, format!("cannot start control thread: {e}"));
         return exit_code::LOAD_FAILED;
     }
-    reporter.ready(ModuleKind::Command, degraded, false);
+    reporter.ready(ModuleKind::Command, degraded, snapshots);
     // A command owns its thread for its whole life: no per-call budget.
     crate::budget::unbounded(&mut store);
     match start.call(&mut store, ()) {
@@ -65,8 +67,14 @@ pub fn run(loaded: Loaded, reporter: &Arc<Reporter>, degraded: Vec<String>) -> i
 const HEARTBEAT_MS: u16 = 100;
 
 /// Waits for Stop (exit 0) or the supervisor's disappearance; passes ring
-/// resets on to the guest thread; reports the counters while they change.
-fn control_thread(reporter: &Reporter, resets: &ResetRequests, stats: &SharedStats) {
+/// resets on to the guest thread; reports the counters while they change;
+/// answers `Snapshot` with the guest's latest `snapshot_put` (`state`).
+fn control_thread(
+    reporter: &Reporter,
+    resets: &ResetRequests,
+    stats: &SharedStats,
+    state: Option<&Mutex<Option<Vec<u8>>>>,
+) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     let mut reported = Stats::default();
@@ -84,9 +92,17 @@ fn control_thread(reporter: &Reporter, resets: &ResetRequests, stats: &SharedSta
         match frame::recv::<ToWorker>(reporter.socket()) {
             Ok((ToWorker::Stop, _)) => std::process::exit(exit_code::OK),
             Ok((ToWorker::RingReset { ring }, _)) => resets.push(ring),
-            Ok((ToWorker::Snapshot, _)) => reporter.send(&FromWorker::SnapshotFailed(
-                "command modules take no snapshots".into(),
-            )),
+            Ok((ToWorker::Snapshot, _)) => {
+                let latest = state.and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
+                match (state, latest) {
+                    (_, Some(bytes)) => super::snapshot::send(reporter, &bytes),
+                    // Nothing put since the last snapshot: nothing new to save.
+                    (Some(_), None) => reporter.send(&FromWorker::SnapshotFailed(String::new())),
+                    (None, None) => reporter.send(&FromWorker::SnapshotFailed(
+                        "the command never imports snapshot_put".into(),
+                    )),
+                }
+            }
             Ok((other, _)) => {
                 reporter.fault(
                     FaultKind::Protocol,

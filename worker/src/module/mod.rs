@@ -93,7 +93,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
     if frame::send(&control, &hello, &[]).is_err() {
         return exit_code::SUPERVISOR_GONE;
     }
-    let (init, ring_fds) = match frame::recv::<ToWorker>(&control) {
+    let (mut init, mut ring_fds) = match frame::recv::<ToWorker>(&control) {
         Ok((ToWorker::Init(init), fds)) => (*init, fds),
         Ok((other, _)) => {
             let reporter = Reporter::new(control, String::from("?"));
@@ -135,6 +135,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
             return exit_code::LOAD_FAILED;
         }
     };
+    snapshot::receive(&mut init, &mut ring_fds, &reporter);
     // Rings are mapped before the sandbox; only their eventfds stay open.
     let channels = match host::channels::Channels::attach(&init, ring_fds, Arc::clone(&reporter)) {
         Ok(c) => c,
@@ -227,6 +228,9 @@ fn instantiate(
     reporter: &Arc<Reporter>,
 ) -> Result<Loaded, (FaultKind, String)> {
     let is_command = module.get_export("_start").is_some();
+    let puts_snapshots = module
+        .imports()
+        .any(|i| i.module() == host::imports::MODULE && i.name() == "snapshot_put");
     let memory_limit = usize::try_from(init.memory_limit_bytes).unwrap_or(usize::MAX);
     let limits = host::limits::Limits::new(memory_limit);
     let mut store = Store::new(
@@ -243,6 +247,12 @@ fn instantiate(
             current_seq: -1,
             is_command,
             snapshot: None,
+            command_state: (is_command && puts_snapshots).then(Default::default),
+            restored: init
+                .restore
+                .as_ref()
+                .filter(|_| is_command)
+                .map(|r| (r.epoch, r.inline.clone())),
         },
     );
     store.limiter(|state| &mut state.limits);

@@ -4,13 +4,49 @@
 
 use std::time::Duration;
 
-use edgeward_ipc::control::{FromWorker, Init, LogLevel};
+use std::os::fd::OwnedFd;
+
+use edgeward_ipc::control::{snapshot_messages, FromWorker, Init, LogLevel, Restore};
 use wasmtime::{Instance, Store, TypedFunc};
 
 use super::report_trap;
 use crate::budget::{self, Watchdog};
 use crate::host::HostState;
 use crate::report::Reporter;
+
+/// Reads a restored snapshot that came in a memfd (the last fd beside
+/// `Init`) into `init.restore.inline`, so that what follows sees one shape.
+/// A memfd that cannot be read is logged and the module starts without it.
+pub fn receive(init: &mut Init, fds: &mut Vec<OwnedFd>, reporter: &Reporter) {
+    let Some(restore) = init.restore.as_mut().filter(|r| r.in_memfd()) else {
+        return;
+    };
+    let read = match fds.pop() {
+        Some(fd) => edgeward_ipc::sealed::read(fd, restore.len as usize),
+        None => Err(std::io::Error::other("no memfd came with Init")),
+    };
+    match read {
+        Ok(bytes) => restore.inline = bytes,
+        Err(e) => {
+            reporter.log(
+                LogLevel::Warn,
+                format!(
+                    "snapshot epoch {} not restored: its memfd: {e}",
+                    restore.epoch
+                ),
+            );
+            init.restore = None;
+        }
+    }
+}
+
+/// Sends `state` to the supervisor as the answer to `Snapshot`, in parts
+/// when it does not fit one message.
+pub fn send(reporter: &Reporter, state: &[u8]) {
+    for message in snapshot_messages(state) {
+        reporter.send(&message);
+    }
+}
 
 /// Calls `ew_restore(ptr, len)` with the state in `init.restore`, in a
 /// buffer from `ew_alloc`. A module without these exports, or whose
@@ -25,7 +61,12 @@ pub fn restore(
     init: &Init,
     reporter: &Reporter,
 ) -> Result<(), i32> {
-    let Some((epoch, bytes)) = &init.restore else {
+    let Some(Restore {
+        epoch,
+        inline: bytes,
+        ..
+    }) = &init.restore
+    else {
         return Ok(());
     };
     let budget = Duration::from_millis(u64::from(init.call_budget_ms));
@@ -91,7 +132,10 @@ pub fn take(
     let code =
         result.map_err(|e| report_trap(reporter, store, "ew_snapshot", init.call_budget_ms, &e))?;
     let message = match (code, store.data_mut().snapshot.take()) {
-        (0, Some(bytes)) => FromWorker::SnapshotData(bytes),
+        (0, Some(bytes)) => {
+            send(reporter, &bytes);
+            return Ok(());
+        }
         (0, None) => {
             FromWorker::SnapshotFailed("ew_snapshot returned 0 without calling snapshot_put".into())
         }
