@@ -26,6 +26,13 @@ pub struct StatusReport {
     /// are): the store's last error, in words, while it keeps retrying.
     #[serde(default)]
     pub snapshot_error: Option<String>,
+    /// Median time of the recent snapshot rounds, from asking the modules
+    /// to durable, µs (`null` before the first).
+    #[serde(default)]
+    pub snapshot_commit_p50_us: Option<u64>,
+    /// 99th percentile of the same, µs.
+    #[serde(default)]
+    pub snapshot_commit_p99_us: Option<u64>,
 }
 
 /// One module's row.
@@ -171,6 +178,8 @@ mod tests {
             rings: vec![],
             snapshot_flushes: 0,
             snapshot_error: None,
+            snapshot_commit_p50_us: None,
+            snapshot_commit_p99_us: None,
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];

@@ -28,8 +28,8 @@ pub enum Request {
 /// How a request is answered.
 #[derive(Debug)]
 pub enum Reply {
-    /// Now.
-    Now(Response),
+    /// Now (boxed: a status report is large, `Later` is nothing).
+    Now(Box<Response>),
     /// Later, by the supervisor (the client's connection is kept open).
     Later,
 }

@@ -69,7 +69,7 @@ impl ControlServer {
             let mut stream = Some(stream);
             let reply = match read_request(stream.as_ref().expect("just accepted")) {
                 Ok(request) => handle(request, &mut stream),
-                Err(e) => Reply::Now(Response::refused(format!("bad request: {e:#}"))),
+                Err(e) => Reply::Now(Box::new(Response::refused(format!("bad request: {e:#}")))),
             };
             if let (Reply::Now(response), Some(stream)) = (reply, stream) {
                 answer(stream, &response);

@@ -25,10 +25,10 @@ impl Supervisor {
                     }
                     Reply::Later
                 }
-                Err(refusal) => Reply::Now(Response::refused(refusal)),
+                Err(refusal) => Reply::Now(Box::new(Response::refused(refusal))),
             };
         }
-        Reply::Now(self.handle_now(request))
+        Reply::Now(Box::new(self.handle_now(request)))
     }
 
     fn handle_now(&mut self, request: Request) -> Response {
@@ -54,6 +54,8 @@ impl Supervisor {
                             .as_ref()
                             .map_or(0, |s| s.storage().flushes),
                         snapshot_error: self.snapshots.error.clone(),
+                        snapshot_commit_p50_us: self.snapshots.commit_times.quantile(0.5),
+                        snapshot_commit_p99_us: self.snapshots.commit_times.quantile(0.99),
                     }),
                     ..Response::done("")
                 }

@@ -37,6 +37,8 @@ pub(super) enum AfterRound {
 pub(super) struct Round {
     /// Slots whose answer is awaited.
     waiting: BTreeSet<usize>,
+    /// When the modules were asked.
+    started: Instant,
     deadline: Instant,
     then: AfterRound,
 }
@@ -65,6 +67,36 @@ pub(super) struct Snapshots {
     pub failed_commits: u64,
     /// When the current run of failures was last logged.
     pub failure_logged: Option<Instant>,
+    /// How long recent rounds took from asking the modules to durable.
+    pub commit_times: CommitTimes,
+}
+
+/// The durations of the last [`CommitTimes::KEPT`] rounds that made
+/// something durable, from asking the modules to the flush's return: what
+/// `status` reports as `snapshot_commit_p50_us`/`_p99_us` (a slowing flash
+/// device shows here first).
+#[derive(Default)]
+pub(super) struct CommitTimes {
+    micros: std::collections::VecDeque<u64>,
+}
+
+impl CommitTimes {
+    const KEPT: usize = 256;
+
+    fn record(&mut self, took: Duration) {
+        if self.micros.len() == Self::KEPT {
+            self.micros.pop_front();
+        }
+        self.micros.push_back(took.as_micros() as u64);
+    }
+
+    /// The `q` quantile (0..=1) of the kept durations, µs.
+    pub(super) fn quantile(&self, q: f64) -> Option<u64> {
+        let mut sorted: Vec<u64> = self.micros.iter().copied().collect();
+        sorted.sort_unstable();
+        let last = sorted.len().checked_sub(1)?;
+        sorted.get((last as f64 * q).round() as usize).copied()
+    }
 }
 
 /// The wasm sha256 of a policy as bytes.
@@ -177,9 +209,11 @@ impl Supervisor {
                 }
             }
         }
+        let started = Instant::now();
         self.snapshots.round = Some(Round {
             waiting,
-            deadline: Instant::now() + ROUND_TIMEOUT,
+            started,
+            deadline: started + ROUND_TIMEOUT,
             then,
         });
         self.maybe_finish_round(false);
@@ -209,9 +243,9 @@ impl Supervisor {
         if !round.waiting.is_empty() && !deadline_passed {
             return;
         }
-        let then = round.then;
+        let (then, started) = (round.then, round.started);
         self.snapshots.round = None;
-        let failure = self.commit_staged();
+        let failure = self.commit_staged(started);
         for (stream, i) in std::mem::take(&mut self.snapshots.clients) {
             let name = &self.slots[i].name;
             let epoch = self.acknowledged_epoch(name);
@@ -233,11 +267,14 @@ impl Supervisor {
     /// Commits what the round staged. A run of failures is logged when it
     /// starts, every [`FAILURE_LOG_EVERY`] while it lasts and when it ends,
     /// not once per round; meanwhile it is `snapshot_error` in `status`.
-    fn commit_staged(&mut self) -> Option<String> {
+    fn commit_staged(&mut self, asked_at: Instant) -> Option<String> {
         let store = self.snapshots.store.as_mut()?;
         let dir = self.options.state.join("snapshots");
         match store.commit() {
-            Ok(_) => {
+            Ok(acknowledged) => {
+                if !acknowledged.is_empty() {
+                    self.snapshots.commit_times.record(asked_at.elapsed());
+                }
                 if self.snapshots.failed_commits > 0 {
                     say!(
                         "snapshots durable again in {} after {} failed commits",
