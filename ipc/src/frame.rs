@@ -266,6 +266,7 @@ mod tests {
             &ToZygote::Spawn {
                 module: "counter".into(),
                 artifact: "/a.cwasm".into(),
+                cgroup_procs: vec!["/sys/fs/cgroup/m/cgroup.procs".into()],
             },
             &[w.as_raw_fd()],
         )
@@ -277,6 +278,7 @@ mod tests {
             ToZygote::Spawn {
                 module: "counter".into(),
                 artifact: "/a.cwasm".into(),
+                cgroup_procs: vec!["/sys/fs/cgroup/m/cgroup.procs".into()],
             }
         );
         assert_eq!(fds.len(), 1);

@@ -19,6 +19,11 @@ pub enum ToZygote {
         /// Artifact the worker will load; the zygote maps it first so all
         /// workers of one artifact share the mapping.
         artifact: String,
+        /// The module's `cgroup.procs` files. The worker joins them at once,
+        /// before its Hello: a spare worker waiting for `Init` has then
+        /// already paid for the migration (on cgroup v1, an RCU grace
+        /// period of 10 to 20 ms).
+        cgroup_procs: Vec<String>,
     },
 }
 

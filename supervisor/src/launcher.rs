@@ -185,7 +185,12 @@ impl Launcher {
     ///
     /// # Errors
     /// If no socketpair, pipe or process can be made.
-    pub fn spawn(&mut self, module: &str, artifact: &Path) -> anyhow::Result<Spawned> {
+    pub fn spawn(
+        &mut self,
+        module: &str,
+        artifact: &Path,
+        cgroup_procs: Vec<String>,
+    ) -> anyhow::Result<Spawned> {
         let (ours, theirs) = frame::seqpacket_pair().context("socketpair")?;
         let (output, output_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
         nix::fcntl::fcntl(&output, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
@@ -199,6 +204,7 @@ impl Launcher {
                 let request = ToZygote::Spawn {
                     module: module.to_string(),
                     artifact,
+                    cgroup_procs,
                 };
                 // The reply (the pid) is read by the event loop: the
                 // supervisor never waits for the fork server.

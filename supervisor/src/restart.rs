@@ -116,6 +116,7 @@ mod tests {
             backoff_max_ms: 40,
             intensity_max: 5,
             intensity_window_s: 60,
+            spare: false,
         }
     }
 

@@ -99,7 +99,8 @@ impl HostSandbox {
         let limits = Limits {
             memory_bytes: self.memory_limit_bytes(policy),
             cpu_percent: policy.resources.cpu_percent,
-            pids: policy.resources.pids + OWN_THREADS as u32,
+            // A spare worker waits in the same cgroups: one more process.
+            pids: policy.resources.pids + OWN_THREADS as u32 + u32::from(policy.restart.spare),
         };
         driver.create(&policy.name, &limits).map(Some)
     }

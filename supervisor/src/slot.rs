@@ -73,6 +73,8 @@ pub struct Worker {
     pub snapshots: bool,
     /// The leading parts of the snapshot it is sending.
     pub snapshot_parts: Vec<u8>,
+    /// Its generation: events tagged with another are stale.
+    pub generation: u32,
 }
 
 impl Worker {
@@ -99,6 +101,10 @@ pub struct Slot {
     pub state: State,
     /// Current worker.
     pub worker: Option<Worker>,
+    /// A spare worker (`[restart] spare`), with its generation: forked, in
+    /// the module's cgroups, said Hello, waits for the Init that makes it
+    /// the current worker at the next restart.
+    pub spare: Option<(u32, Worker)>,
     /// Times restarted.
     pub restarts: u32,
     /// Why it last failed.
@@ -107,7 +113,7 @@ pub struct Slot {
     pub tracker: Option<RestartTracker>,
     /// When to restart, in `Backoff`.
     pub restart_at: Option<Instant>,
-    /// Bumped for every worker, so stale events are recognisable.
+    /// The last generation handed out (one per worker or spare).
     pub generation: u32,
     /// Reactor or command, once known.
     pub kind: Option<ModuleKind>,
@@ -130,6 +136,7 @@ impl Slot {
             artifact: None,
             state: State::Failed,
             worker: None,
+            spare: None,
             restarts: 0,
             last_error: Some(reason),
             tracker: None,
@@ -167,6 +174,12 @@ impl Slot {
             name: self.name.clone(),
             state: self.state.as_str().to_string(),
             pid: worker.and_then(|w| w.pid).map(|p| p.as_raw() as u32),
+            spare_pid: self
+                .spare
+                .as_ref()
+                .filter(|(_, w)| w.said_hello)
+                .and_then(|(_, w)| w.pid)
+                .map(|p| p.as_raw() as u32),
             restarts: self.restarts,
             uptime_ms: worker
                 .and_then(|w| w.ready_at)

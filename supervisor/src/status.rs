@@ -44,6 +44,10 @@ pub struct ModuleStatus {
     pub state: String,
     /// Worker pid while one exists.
     pub pid: Option<u32>,
+    /// Pid of the spare worker waiting to take over (`[restart] spare`),
+    /// once it is ready to.
+    #[serde(default)]
+    pub spare_pid: Option<u32>,
     /// Times the worker was restarted.
     pub restarts: u32,
     /// Milliseconds since the current worker became ready (0 if not running).
@@ -159,6 +163,7 @@ mod tests {
                 name: "counter".into(),
                 state: "running".into(),
                 pid: Some(12),
+                spare_pid: None,
                 restarts: 1,
                 uptime_ms: 1500,
                 rss_kib: 2048,

@@ -470,3 +470,63 @@ fn a_command_module_keeps_its_state_through_snapshots() {
         "restored epoch {epoch} < acknowledged {acked}"
     );
 }
+
+/// With `[restart] spare = true` a forked worker waits in the module's
+/// cgroups; a kill hands it the Init and the newest snapshot, a new spare
+/// follows, and stopping edgeward leaves no spare behind.
+#[test]
+fn a_spare_worker_takes_over_with_the_restored_state_and_is_replaced() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "counter",
+        &counter_policy().replace("[restart]\n", "[restart]\nspare = true\n"),
+    );
+    let mut gateway = g.start();
+    let status = gateway.wait_for(Duration::from_secs(20), "a spare and snapshots", |s| {
+        let m = module(s, "counter");
+        m["spare_pid"].is_u64() && m["snapshot_epoch"].as_u64() >= Some(2)
+    });
+    let counter = module(&status, "counter");
+    let (pid, spare) = (
+        counter["pid"].as_i64().unwrap() as i32,
+        counter["spare_pid"].as_i64().unwrap() as i32,
+    );
+    assert_ne!(pid, spare);
+    // The spare is already in the module's cgroups (memory among them).
+    let cgroups = std::fs::read_to_string(format!("/proc/{spare}/cgroup")).unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(cgroups, own, "the spare is not in the worker's cgroups");
+    let acked = acknowledged(&gateway);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (epoch, _) = wait_restored(&gateway, Duration::from_secs(10));
+    assert!(
+        epoch >= acked,
+        "restored epoch {epoch} < acknowledged {acked}"
+    );
+    let status = gateway.wait_for(Duration::from_secs(10), "a new spare", |s| {
+        let m = module(s, "counter");
+        m["state"] == "running" && m["spare_pid"].is_u64() && m["spare_pid"] != spare
+    });
+    let counter = module(&status, "counter");
+    assert_eq!(
+        counter["pid"].as_i64(),
+        Some(i64::from(spare)),
+        "the spare took over"
+    );
+    let new_spare = counter["spare_pid"].as_i64().unwrap() as i32;
+    gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        gateway
+            .wait_exit(Duration::from_secs(5))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        !edgeward_tests::alive(new_spare),
+        "the spare outlived edgeward"
+    );
+}

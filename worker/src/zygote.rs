@@ -70,8 +70,17 @@ pub fn run(socket: OwnedFd) -> i32 {
             }
         };
         let reply = match request {
-            ToZygote::Spawn { module, artifact } => {
-                match spawn(&mut prepared, &socket, supervisor, &module, &artifact, fds) {
+            ToZygote::Spawn {
+                module,
+                artifact,
+                cgroup_procs,
+            } => {
+                let target = Target {
+                    module: &module,
+                    artifact: &artifact,
+                    cgroup_procs: &cgroup_procs,
+                };
+                match spawn(&mut prepared, &socket, supervisor, &target, fds) {
                     Ok(pid) => FromZygote::Spawned {
                         pid: pid.as_raw() as u32,
                     },
@@ -87,14 +96,21 @@ pub fn run(socket: OwnedFd) -> i32 {
     }
 }
 
+/// What a spawn request asks for.
+struct Target<'a> {
+    module: &'a str,
+    artifact: &'a str,
+    cgroup_procs: &'a [String],
+}
+
 fn spawn(
     prepared: &mut Prepared,
     zygote_socket: &OwnedFd,
     supervisor: Pid,
-    module: &str,
-    artifact: &str,
+    target: &Target<'_>,
     fds: Vec<OwnedFd>,
 ) -> wasmtime::Result<Pid> {
+    let artifact = target.artifact;
     let [control, output]: [OwnedFd; 2] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| wasmtime::format_err!("spawn needs 2 fds, got {}", v.len()))?;
@@ -122,7 +138,7 @@ fn spawn(
                         zygote_socket,
                         supervisor,
                         intermediate,
-                        module,
+                        target,
                         control,
                         output,
                     )
@@ -161,10 +177,11 @@ fn become_worker(
     zygote_socket: &OwnedFd,
     supervisor: Pid,
     intermediate: Pid,
-    module: &str,
+    target: &Target<'_>,
     control: OwnedFd,
     output: OwnedFd,
 ) -> i32 {
+    let module = target.module;
     // SAFETY: closing the zygote's socket in this process only; the
     // `OwnedFd` in the zygote's frame is never used again here (this process
     // leaves through `_exit`), so no double close is observed.
@@ -197,6 +214,8 @@ fn become_worker(
         // subreaper. Nobody would reap or supervise us.
         return exit_code::SUPERVISOR_GONE;
     }
+    // Sandbox step 1 ahead of time (it reports a failure itself, later).
+    crate::sandbox::join_cgroups_early(target.cgroup_procs);
     module::serve(prepared, control)
 }
 

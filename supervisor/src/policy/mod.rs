@@ -99,6 +99,9 @@ pub struct Restart {
     pub intensity_max: u32,
     /// The intensity window, seconds.
     pub intensity_window_s: u32,
+    /// Keep a spare worker forked and in the module's cgroups, so that a
+    /// restart skips process creation and the cgroup migration.
+    pub spare: bool,
 }
 
 /// The outcome of loading one policy file.

@@ -124,6 +124,7 @@ pub(super) struct RestartSection {
     pub policy: Option<RestartPolicy>,
     pub backoff_ms: Option<Spanned<Vec<u64>>>,
     pub intensity: Option<Spanned<Intensity>>,
+    pub spare: Option<bool>,
 }
 
 /// When a module's worker is restarted after it ends.

@@ -412,6 +412,7 @@ impl Validator<'_> {
             backoff_max_ms,
             intensity_max,
             intensity_window_s,
+            spare: raw.spare.unwrap_or(false),
         }
     }
 }

@@ -106,6 +106,7 @@ tick_us = 1000
 policy = "always"
 backoff_ms = [10, 2000]
 intensity = { max = 3, window_s = 30 }
+spare = true
 
 [snapshot]
 interval_ms = 500
@@ -124,6 +125,7 @@ interval_ms = 500
     assert_eq!(p.tick_us, 1000);
     assert_eq!(p.restart.policy, RestartPolicy::Always);
     assert_eq!(p.restart.intensity_max, 3);
+    assert!(p.restart.spare);
     assert_eq!(p.snapshot_interval_ms, 500);
 }
 

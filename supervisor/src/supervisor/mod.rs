@@ -8,6 +8,7 @@
 
 mod requests;
 mod snapshots;
+mod spares;
 mod workers;
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -53,6 +54,8 @@ enum Token {
     Zygote,
     WorkerControl { slot: usize, generation: u32 },
     WorkerOutput { slot: usize, generation: u32 },
+    SpareControl { slot: usize, generation: u32 },
+    SpareOutput { slot: usize, generation: u32 },
 }
 
 impl Token {
@@ -66,6 +69,8 @@ impl Token {
             Token::Zygote => 4,
             Token::WorkerControl { slot, generation } => pack(2, slot, generation),
             Token::WorkerOutput { slot, generation } => pack(3, slot, generation),
+            Token::SpareControl { slot, generation } => pack(5, slot, generation),
+            Token::SpareOutput { slot, generation } => pack(6, slot, generation),
         }
     }
 
@@ -78,6 +83,8 @@ impl Token {
             2 => Some(Token::WorkerControl { slot, generation }),
             3 => Some(Token::WorkerOutput { slot, generation }),
             4 => Some(Token::Zygote),
+            5 => Some(Token::SpareControl { slot, generation }),
+            6 => Some(Token::SpareOutput { slot, generation }),
             _ => None,
         }
     }
@@ -97,8 +104,8 @@ pub struct Supervisor {
     /// Children that are not workers (the fork server) still to be reaped.
     other_children: Vec<Pid>,
     /// Spawn requests the fork server has not answered yet, oldest first:
-    /// (slot, generation).
-    pending_spawns: std::collections::VecDeque<(usize, u32)>,
+    /// (slot, generation, for a spare).
+    pending_spawns: std::collections::VecDeque<(usize, u32, bool)>,
     /// Exit statuses of children reaped before the fork server told us
     /// which module they belong to.
     unclaimed_exits: std::collections::HashMap<Pid, nix::sys::wait::WaitStatus>,
@@ -334,6 +341,16 @@ impl Supervisor {
                     {
                         self.on_worker_output(slot);
                     }
+                    Some(Token::SpareControl { slot, generation })
+                        if self.is_spare(slot, generation) =>
+                    {
+                        self.on_spare_message(slot);
+                    }
+                    Some(Token::SpareOutput { slot, generation })
+                        if self.is_spare(slot, generation) =>
+                    {
+                        self.on_spare_output(slot);
+                    }
                     _ => {}
                 }
             }
@@ -344,11 +361,21 @@ impl Supervisor {
     fn is_current(&self, slot: usize, generation: u32) -> bool {
         self.slots
             .get(slot)
-            .is_some_and(|s| s.generation == generation && s.worker.is_some())
+            .and_then(|s| s.worker.as_ref())
+            .is_some_and(|w| w.generation == generation)
+    }
+
+    fn is_spare(&self, slot: usize, generation: u32) -> bool {
+        self.slots
+            .get(slot)
+            .and_then(|s| s.spare.as_ref())
+            .is_some_and(|(g, _)| *g == generation)
     }
 
     fn nothing_left(&self) -> bool {
-        self.slots.iter().all(|s| s.worker.is_none())
+        self.slots
+            .iter()
+            .all(|s| s.worker.is_none() && s.spare.is_none())
             && self.other_children.is_empty()
             && self.pending_spawns.is_empty()
     }

@@ -161,6 +161,7 @@ impl Supervisor {
     /// Sends Stop to every worker (after the final snapshot round).
     pub(super) fn stop_all_workers(&mut self) {
         self.shutdown_deadline = Some(Instant::now() + self.options.stop_timeout);
+        self.drop_all_spares();
         for slot in &mut self.slots {
             if let Some(worker) = slot.worker.as_mut() {
                 stop_worker(worker, self.options.stop_timeout);
@@ -186,6 +187,7 @@ impl Supervisor {
     }
 
     pub(super) fn kill_everything(&mut self, why: &str) {
+        self.drop_all_spares();
         for slot in &mut self.slots {
             if let Some(worker) = slot.worker.as_mut() {
                 say!("module {}: {why}; SIGKILL", slot.name);

@@ -18,14 +18,16 @@ use crate::restart::{Decision, Ending};
 use crate::slot::{State, Worker};
 
 impl Supervisor {
-    /// Starts a worker for slot `i` (which must have an artifact).
+    /// Starts a worker for slot `i` (which must have an artifact): its
+    /// spare if one is waiting, else a new process.
     pub(super) fn spawn(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
-        let Some(artifact) = slot.artifact.clone() else {
+        if self.activate_spare(i) {
             return;
-        };
-        slot.generation = slot.generation.wrapping_add(1);
-        let generation = slot.generation;
+        }
+        let slot = &mut self.slots[i];
+        if slot.artifact.is_none() {
+            return;
+        }
         if let Some(policy) = &slot.policy {
             if slot.cgroup.is_none() {
                 match self.sandbox.cgroup(policy) {
@@ -47,74 +49,103 @@ impl Supervisor {
                 return;
             }
         }
-        let oom_kills_at_start = slot
-            .cgroup
-            .as_ref()
-            .map_or(0, |c| self.sandbox.oom_kills(c));
-        match self.launcher.spawn(&slot.name, &artifact) {
-            Ok(spawned) => {
-                if spawned.pid.is_none() {
-                    self.pending_spawns.push_back((i, generation));
-                }
-                if let Some(fd) = self.launcher.take_new_zygote_socket() {
-                    if let Err(e) = self.epoll.add(
-                        fd,
-                        nix::sys::epoll::EpollEvent::new(
-                            nix::sys::epoll::EpollFlags::EPOLLIN,
-                            Token::Zygote.encode(),
-                        ),
-                    ) {
-                        say!("epoll_ctl(ADD) for the fork server failed: {e}");
-                    }
-                }
-                let slot = &mut self.slots[i];
-                let worker = Worker {
-                    pid: spawned.pid,
-                    hello_pid: None,
-                    kill_pending: false,
-                    control: Some(spawned.control),
-                    output: Some(OutputPipe::new(spawned.output)),
-                    spawned_at: Instant::now(),
-                    ready_at: None,
-                    said_hello: false,
-                    kill_at: None,
-                    restart_requested: false,
-                    fault: None,
-                    killed_because: None,
-                    oom_kills_at_start,
-                    snapshots: false,
-                    snapshot_parts: Vec::new(),
-                };
-                slot.state = State::Starting;
-                let slot_index = i;
-                if let Some(fd) = &worker.control {
-                    super::watch(
-                        &self.epoll,
-                        fd,
-                        Token::WorkerControl {
-                            slot: slot_index,
-                            generation,
-                        },
-                    );
-                }
-                if let Some(out) = &worker.output {
-                    super::watch(
-                        &self.epoll,
-                        &out.fd,
-                        Token::WorkerOutput {
-                            slot: slot_index,
-                            generation,
-                        },
-                    );
-                }
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
+        match self.launch(i, generation, false) {
+            Ok(worker) => {
+                let (control, output) = (
+                    Token::WorkerControl {
+                        slot: i,
+                        generation,
+                    },
+                    Token::WorkerOutput {
+                        slot: i,
+                        generation,
+                    },
+                );
+                self.watch_worker(&worker, control, output);
+                self.slots[i].state = State::Starting;
                 self.slots[i].worker = Some(worker);
             }
             Err(e) => {
+                let slot = &mut self.slots[i];
                 let reason = format!("cannot start worker: {e:#}");
                 say!("module {}: {reason}", slot.name);
                 slot.last_error = Some(reason);
                 self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
             }
+        }
+    }
+
+    /// Forks a worker process for slot `i` (through the fork server, which
+    /// moves it into the module's cgroups before it says Hello).
+    ///
+    /// # Errors
+    /// No socketpair, pipe or process could be made.
+    pub(super) fn launch(
+        &mut self,
+        i: usize,
+        generation: u32,
+        spare: bool,
+    ) -> anyhow::Result<Worker> {
+        let slot = &self.slots[i];
+        let artifact = slot
+            .artifact
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no artifact"))?;
+        let procs = slot.cgroup.as_ref().map_or_else(Vec::new, |c| {
+            c.procs
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect()
+        });
+        let oom_kills_at_start = slot
+            .cgroup
+            .as_ref()
+            .map_or(0, |c| self.sandbox.oom_kills(c));
+        let spawned = self.launcher.spawn(&slot.name, &artifact, procs)?;
+        if spawned.pid.is_none() {
+            self.pending_spawns.push_back((i, generation, spare));
+        }
+        if let Some(fd) = self.launcher.take_new_zygote_socket() {
+            if let Err(e) = self.epoll.add(
+                fd,
+                nix::sys::epoll::EpollEvent::new(
+                    nix::sys::epoll::EpollFlags::EPOLLIN,
+                    Token::Zygote.encode(),
+                ),
+            ) {
+                say!("epoll_ctl(ADD) for the fork server failed: {e}");
+            }
+        }
+        Ok(Worker {
+            pid: spawned.pid,
+            hello_pid: None,
+            kill_pending: false,
+            control: Some(spawned.control),
+            output: Some(OutputPipe::new(spawned.output)),
+            spawned_at: Instant::now(),
+            ready_at: None,
+            said_hello: false,
+            kill_at: None,
+            restart_requested: false,
+            fault: None,
+            killed_because: None,
+            oom_kills_at_start,
+            snapshots: false,
+            snapshot_parts: Vec::new(),
+            generation,
+        })
+    }
+
+    /// Registers a worker's control socket and output pipe under `control`
+    /// and `output`.
+    pub(super) fn watch_worker(&self, worker: &Worker, control: Token, output: Token) {
+        if let Some(fd) = &worker.control {
+            super::watch(&self.epoll, fd, control);
+        }
+        if let Some(out) = &worker.output {
+            super::watch(&self.epoll, &out.fd, output);
         }
     }
 
@@ -195,6 +226,7 @@ impl Supervisor {
                 slot.kind = Some(kind);
                 slot.state = State::Running;
                 self.log_all_ready();
+                self.ensure_spare(i);
             }
             FromWorker::Log { level, text } => {
                 for line in text.lines() {
@@ -230,7 +262,7 @@ impl Supervisor {
     }
 
     /// Sends slot `i`'s worker its Init, with the fds of its ring ends.
-    fn send_init(&mut self, i: usize) {
+    pub(super) fn send_init(&mut self, i: usize) {
         let restore = self.restore_for(i);
         let slot = &self.slots[i];
         let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
@@ -398,6 +430,12 @@ impl Supervisor {
                 .position(|s| s.worker.as_ref().is_some_and(|w| w.pid == Some(pid)))
             {
                 self.on_exit(i, status);
+            } else if let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| s.spare.as_ref().is_some_and(|(_, w)| w.pid == Some(pid)))
+            {
+                self.spare_ended(i, status);
             } else if !self.pending_spawns.is_empty() {
                 // Possibly a worker whose pid the fork server has not told us yet.
                 self.unclaimed_exits.insert(pid, status);
@@ -490,16 +528,32 @@ impl Supervisor {
                         "{e:#}; failing {} pending start(s)",
                         self.pending_spawns.len()
                     );
-                    while let Some((slot, generation)) = self.pending_spawns.pop_front() {
-                        self.spawn_failed(slot, generation, format!("{e:#}"));
+                    while let Some((slot, generation, spare)) = self.pending_spawns.pop_front() {
+                        if spare {
+                            self.spare_failed(slot, generation, &format!("{e:#}"));
+                        } else {
+                            self.spawn_failed(slot, generation, format!("{e:#}"));
+                        }
                     }
                     break;
                 }
             };
-            let Some((i, generation)) = self.pending_spawns.pop_front() else {
+            let Some((i, generation, spare)) = self.pending_spawns.pop_front() else {
                 say!("fork server sent an unexpected {reply:?}");
                 continue;
             };
+            if spare {
+                match reply {
+                    FromZygote::Spawned { pid } => {
+                        self.spare_spawned(i, generation, Pid::from_raw(pid as i32))
+                    }
+                    FromZygote::SpawnFailed { reason } => self.spare_failed(i, generation, &reason),
+                    FromZygote::Hello { .. } => {
+                        self.spare_failed(i, generation, "fork server protocol error")
+                    }
+                }
+                continue;
+            }
             match reply {
                 FromZygote::Spawned { pid } => {
                     self.spawned(i, generation, Pid::from_raw(pid as i32))
@@ -524,11 +578,10 @@ impl Supervisor {
 
     /// The fork server made the worker of slot `i`: record its pid.
     fn spawned(&mut self, i: usize, generation: u32, pid: Pid) {
-        let current = self.slots[i].generation == generation;
         let Some(worker) = self.slots[i]
             .worker
             .as_mut()
-            .filter(|w| current && w.pid.is_none())
+            .filter(|w| w.generation == generation && w.pid.is_none())
         else {
             // The slot moved on (stopped meanwhile): this worker is unwanted.
             let _ = kill(pid, Signal::SIGKILL);
@@ -549,7 +602,8 @@ impl Supervisor {
     }
 
     fn spawn_failed(&mut self, i: usize, generation: u32, reason: String) {
-        if self.slots[i].generation != generation {
+        let current = self.slots[i].worker.as_ref().map(|w| w.generation);
+        if current != Some(generation) {
             return;
         }
         let slot = &mut self.slots[i];
@@ -582,8 +636,13 @@ impl Supervisor {
                 slot.state = State::Backoff;
                 slot.restart_at = Some(Instant::now() + delay);
             }
-            Decision::Stay => slot.state = State::Stopped,
+            Decision::Stay => {
+                slot.state = State::Stopped;
+                self.drop_spare(i);
+            }
             Decision::Fail { intensity_exceeded } => {
+                self.drop_spare(i);
+                let slot = &mut self.slots[i];
                 slot.state = State::Failed;
                 if intensity_exceeded {
                     let rules = slot.policy.as_ref().map(|p| p.restart);

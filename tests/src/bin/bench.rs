@@ -671,9 +671,15 @@ fn state_suite(json: bool) -> Vec<Figure> {
     let flushes = flushes_per_s_32();
     progress(
         json,
-        "recovery: kill -9 of a subscriber to its first message with restored state, 100 kills",
+        "recovery: kill -9 of a subscriber (spare worker) to its first message with restored state, 100 kills",
     );
-    let (mut rto, mut spawn) = recovery_times();
+    let mut rto = recovery_times(true);
+    progress(
+        json,
+        "recovery without a spare worker (the default), 100 kills",
+    );
+    let mut rto_cold = recovery_times(false);
+    let mut spawn = fork_exec_times();
     vec![
         figure(
             "snapshot_commit_p50_us",
@@ -702,6 +708,18 @@ fn state_suite(json: bool) -> Vec<Figure> {
         figure(
             "rto_p99_ms",
             percentile(&mut rto, 0.99),
+            "ms",
+            Some(("fork_exec_wait_p99_ms", percentile(&mut spawn, 0.99))),
+        ),
+        figure(
+            "rto_no_spare_p50_ms",
+            percentile(&mut rto_cold, 0.5),
+            "ms",
+            Some(("fork_exec_wait_p50_ms", percentile(&mut spawn, 0.5))),
+        ),
+        figure(
+            "rto_no_spare_p99_ms",
+            percentile(&mut rto_cold, 0.99),
             "ms",
             Some(("fork_exec_wait_p99_ms", percentile(&mut spawn, 0.99))),
         ),
@@ -797,9 +815,9 @@ fn flushes_per_s_32() -> f64 {
 }
 
 /// Recovery times in ms: SIGKILL of a subscriber that snapshots every
-/// 10 ms, to its first message handled with its restored count; and, as a
-/// baseline, fork + exec + wait of `/bin/true`.
-fn recovery_times() -> (Vec<f64>, Vec<f64>) {
+/// 10 ms, to its first message handled with its restored count (with a
+/// spare worker when `spare`).
+fn recovery_times(spare: bool) -> Vec<f64> {
     let dir = GatewayDir::new();
     dir.add_policy(
         "source",
@@ -813,8 +831,11 @@ fn recovery_times() -> (Vec<f64>, Vec<f64>) {
         "sink",
         &policy(
             "bench_sink",
-            "[channels]\nsubscribe = [\"bench\"]\n[snapshot]\ninterval_ms = 10\n\
-             [restart]\nbackoff_ms = [1, 1]\nintensity = { max = 1000, window_s = 60 }",
+            &format!(
+                "[channels]\nsubscribe = [\"bench\"]\n[snapshot]\ninterval_ms = 10\n\
+                 [restart]\nbackoff_ms = [1, 1]\nintensity = {{ max = 1000, window_s = 60 }}\n\
+                 spare = {spare}"
+            ),
         ),
     );
     let gateway = dir.start();
@@ -852,13 +873,19 @@ fn recovery_times() -> (Vec<f64>, Vec<f64>) {
             std::thread::sleep(Duration::from_millis(2));
         };
         rto.push((at - killed_at as f64) / 1e6);
+        // Time for the next spare to be forked and ready.
         std::thread::sleep(Duration::from_millis(30));
     }
+    rto
+}
+
+/// fork + exec + wait of `/bin/true`, ms: the cost of any new process.
+fn fork_exec_times() -> Vec<f64> {
     let mut spawn = Vec::new();
     for _ in 0..100 {
         let start = Instant::now();
         Command::new("/bin/true").status().expect("/bin/true");
         spawn.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    (rto, spawn)
+    spawn
 }

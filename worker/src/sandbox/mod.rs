@@ -21,6 +21,7 @@
 
 mod capabilities;
 mod cgroup;
+pub use cgroup::join_early as join_cgroups_early;
 pub mod fds;
 mod identity;
 mod landlock;

@@ -1,0 +1,252 @@
+//! Spare workers (`[restart] spare = true`): a restart in milliseconds.
+//!
+//! Creating a worker costs a fork and, above all on cgroup v1, moving it
+//! into the module's cgroups: the first `cgroup.procs` write waits for an
+//! RCU grace period (10 to 20 ms). A spare pays both ahead of time: once the
+//! current worker is ready, the fork server forks another, which joins the
+//! module's cgroups, says Hello and then waits. It has no Init yet, so it
+//! holds no rings, no grants and runs no guest code. When the current worker
+//! ends and the restart policy restarts the module, the spare gets the Init
+//! (with the newest snapshot) and becomes the worker; the next spare is
+//! forked once that one is ready.
+//!
+//! A spare costs one process (counted in the module's `pids` limit, which is
+//! raised by one for it) and the few pages it touches (charged to the
+//! module's memory cgroup). It is killed when the module stops or fails and
+//! when edgeward stops; a spare that dies is replaced at the next Ready.
+
+use std::time::Instant;
+
+use edgeward_ipc::control::FromWorker;
+use edgeward_ipc::frame::{self, FrameError};
+use edgeward_ipc::PROTOCOL_VERSION;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::{say, Supervisor, Token};
+use crate::slot::State;
+
+impl Supervisor {
+    /// Forks a spare for slot `i` if its policy asks for one and it has none.
+    pub(super) fn ensure_spare(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        let wanted = slot.policy.as_ref().is_some_and(|p| p.restart.spare);
+        if !wanted || slot.spare.is_some() || self.shutdown_deadline.is_some() {
+            return;
+        }
+        let slot = &mut self.slots[i];
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
+        match self.launch(i, generation, true) {
+            Ok(spare) => {
+                let (control, output) = (
+                    Token::SpareControl {
+                        slot: i,
+                        generation,
+                    },
+                    Token::SpareOutput {
+                        slot: i,
+                        generation,
+                    },
+                );
+                self.watch_worker(&spare, control, output);
+                self.slots[i].spare = Some((generation, spare));
+            }
+            Err(e) => say!(
+                "module {}: cannot fork a spare worker: {e:#}",
+                self.slots[i].name
+            ),
+        }
+    }
+
+    /// Makes slot `i`'s spare its worker, if one is waiting: it gets its
+    /// Init now. Returns whether it did.
+    pub(super) fn activate_spare(&mut self, i: usize) -> bool {
+        let slot = &mut self.slots[i];
+        let ready = slot.spare.as_ref().is_some_and(|(_, w)| {
+            w.said_hello && w.pid.is_some() && w.control.is_some() && w.killed_because.is_none()
+        });
+        if !ready {
+            return false;
+        }
+        let Some((_, mut worker)) = slot.spare.take() else {
+            return false;
+        };
+        self.unwatch_worker(&worker);
+        let slot = &mut self.slots[i];
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
+        worker.generation = generation;
+        worker.spawned_at = Instant::now();
+        worker.oom_kills_at_start = slot
+            .cgroup
+            .as_ref()
+            .map_or(0, |c| self.sandbox.oom_kills(c));
+        self.watch_worker(
+            &worker,
+            Token::WorkerControl {
+                slot: i,
+                generation,
+            },
+            Token::WorkerOutput {
+                slot: i,
+                generation,
+            },
+        );
+        let slot = &mut self.slots[i];
+        slot.state = State::Starting;
+        slot.worker = Some(worker);
+        self.send_init(i);
+        true
+    }
+
+    /// Reads what slot `i`'s spare says: only its Hello is expected.
+    pub(super) fn on_spare_message(&mut self, i: usize) {
+        loop {
+            let Some((_, spare)) = self.slots[i].spare.as_mut() else {
+                return;
+            };
+            let Some(control) = spare.control.as_ref() else {
+                return;
+            };
+            let problem = match frame::recv::<FromWorker>(control) {
+                Err(FrameError::WouldBlock) => return,
+                Ok((
+                    FromWorker::Hello {
+                        protocol_version,
+                        pid,
+                    },
+                    _,
+                )) if !spare.said_hello && protocol_version == PROTOCOL_VERSION => {
+                    match spare.pid {
+                        Some(expected) if expected.as_raw() != pid as i32 => {
+                            format!("Hello from pid {pid}, expected {expected}")
+                        }
+                        Some(_) => {
+                            spare.said_hello = true;
+                            continue;
+                        }
+                        None => {
+                            spare.hello_pid = Some(pid);
+                            spare.said_hello = true;
+                            continue;
+                        }
+                    }
+                }
+                Ok((FromWorker::Fault(fault), _)) => fault.message,
+                Ok((other, _)) => format!("unexpected {other:?}"),
+                Err(e) => format!("{e}"),
+            };
+            return self.drop_spare_because(i, &problem);
+        }
+    }
+
+    /// Prints what slot `i`'s spare wrote.
+    pub(super) fn on_spare_output(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some((_, spare)) = slot.spare.as_mut() else {
+            return;
+        };
+        if let Some(output) = spare.output.as_mut() {
+            if !output.drain(&slot.name) {
+                if let Some(output) = spare.output.take() {
+                    super::unwatch(&self.epoll, &output.fd);
+                }
+            }
+        }
+    }
+
+    /// The fork server made slot `i`'s spare.
+    pub(super) fn spare_spawned(&mut self, i: usize, generation: u32, pid: Pid) {
+        let Some((_, spare)) = self.slots[i]
+            .spare
+            .as_mut()
+            .filter(|(g, w)| *g == generation && w.pid.is_none())
+        else {
+            let _ = kill(pid, Signal::SIGKILL);
+            return;
+        };
+        spare.pid = Some(pid);
+        if spare.kill_pending {
+            spare.kill();
+        }
+        if spare
+            .hello_pid
+            .take()
+            .is_some_and(|h| h as i32 != pid.as_raw())
+        {
+            return self.drop_spare_because(i, "its Hello named another pid");
+        }
+        if let Some(status) = self.unclaimed_exits.remove(&pid) {
+            self.spare_ended(i, status);
+        }
+    }
+
+    /// The fork server could not make slot `i`'s spare.
+    pub(super) fn spare_failed(&mut self, i: usize, generation: u32, reason: &str) {
+        if self.slots[i]
+            .spare
+            .as_ref()
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            self.drop_spare_because(i, reason);
+        }
+    }
+
+    /// Slot `i`'s spare ended (it never should before its Init).
+    pub(super) fn spare_ended(&mut self, i: usize, status: WaitStatus) {
+        self.on_spare_output(i);
+        let wanted = self.slots[i]
+            .spare
+            .as_ref()
+            .is_some_and(|(_, w)| w.killed_because.is_none());
+        if wanted && self.shutdown_deadline.is_none() {
+            say!(
+                "module {}: spare worker ended: {}",
+                self.slots[i].name,
+                super::workers::describe(status)
+            );
+        }
+        if let Some((_, spare)) = self.slots[i].spare.take() {
+            self.unwatch_worker(&spare);
+        }
+    }
+
+    /// Kills slot `i`'s spare, saying why.
+    fn drop_spare_because(&mut self, i: usize, why: &str) {
+        say!("module {}: spare worker dropped: {why}", self.slots[i].name);
+        self.drop_spare(i);
+    }
+
+    /// Kills slot `i`'s spare, if any (reaped later, as any child).
+    pub(super) fn drop_spare(&mut self, i: usize) {
+        let Some((_, mut spare)) = self.slots[i].spare.take() else {
+            return;
+        };
+        self.unwatch_worker(&spare);
+        spare.killed_because = Some("spare no longer needed".into());
+        spare.kill();
+        // Without a pid yet, the fork server's reply finds no spare and
+        // kills it.
+        if let Some(pid) = spare.pid {
+            self.other_children.push(pid);
+        }
+    }
+
+    /// Kills every spare (edgeward is stopping).
+    pub(super) fn drop_all_spares(&mut self) {
+        for i in 0..self.slots.len() {
+            self.drop_spare(i);
+        }
+    }
+
+    fn unwatch_worker(&self, worker: &crate::slot::Worker) {
+        if let Some(control) = &worker.control {
+            super::unwatch(&self.epoll, control);
+        }
+        if let Some(output) = &worker.output {
+            super::unwatch(&self.epoll, &output.fd);
+        }
+    }
+}
