@@ -18,26 +18,26 @@ fn counter_policy() -> String {
     )
 }
 
+/// The last `restored snapshot epoch E` line of the log, as E.
+fn restored_epoch(gateway: &Gateway) -> Option<u64> {
+    last_number_after(&gateway.log(), "restored snapshot epoch ")
+}
+
 /// The last `restored snapshot epoch E` and `restored ticks=T` in the log
 /// of `gateway`, if any.
 fn restored(gateway: &Gateway) -> Option<(u64, u64)> {
     let log = gateway.log();
-    let epoch = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("restored snapshot epoch ").nth(1))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let ticks = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split("restored ticks=").nth(1))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some((epoch, ticks))
+    Some((
+        last_number_after(&log, "restored snapshot epoch ")?,
+        last_number_after(&log, "restored ticks=")?,
+    ))
+}
+
+/// The number right after the last `prefix` in `log`.
+fn last_number_after(log: &str, prefix: &str) -> Option<u64> {
+    let rest = log.lines().rev().find_map(|l| l.split(prefix).nth(1))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn wait_restored(gateway: &Gateway, timeout: Duration) -> (u64, u64) {
@@ -62,21 +62,40 @@ fn acknowledged(gateway: &Gateway) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_killed_worker_comes_back_with_its_last_acknowledged_state() {
-    let g = GatewayDir::new();
-    g.add_policy("counter", &counter_policy());
-    let gateway = g.start();
-    let status = gateway.wait_for(Duration::from_secs(20), "snapshots acknowledged", |s| {
-        module(s, "counter")["snapshot_epoch"].as_u64() >= Some(3)
-    });
-    let pid = module(&status, "counter")["pid"].as_i64().unwrap();
-    let acked = acknowledged(&gateway);
+/// SIGKILLs module `name`'s worker; returns the epoch `status` showed as
+/// acknowledged just before.
+fn kill_worker(gateway: &Gateway, name: &str) -> u64 {
+    let status = gateway.try_status().expect("status");
+    let m = module(&status, name);
+    let pid = m["pid"].as_i64().expect("a worker");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    m["snapshot_epoch"].as_u64().unwrap_or(0)
+}
+
+/// Waits for `line` in the log of the restarted worker, then checks that
+/// the epoch it restored is at least `acked`.
+fn assert_restored_at_least(gateway: &Gateway, acked: u64, line: &str) {
+    gateway.wait_log(line, Duration::from_secs(10));
+    let epoch = restored_epoch(gateway).expect("a restored snapshot epoch line");
+    assert!(
+        epoch >= acked,
+        "restored epoch {epoch} < acknowledged {acked}"
+    );
+}
+
+#[test]
+fn a_killed_worker_comes_back_with_its_last_acknowledged_state() {
+    let g = GatewayDir::new();
+    g.add_policy("counter", &counter_policy());
+    let gateway = g.start();
+    gateway.wait_for(Duration::from_secs(20), "snapshots acknowledged", |s| {
+        module(s, "counter")["snapshot_epoch"].as_u64() >= Some(3)
+    });
+    let acked = kill_worker(&gateway, "counter");
     let (epoch, ticks) = wait_restored(&gateway, Duration::from_secs(10));
     assert!(
         epoch >= acked,
@@ -378,19 +397,6 @@ fn a_full_or_failing_disk_acknowledges_nothing_and_the_module_keeps_running() {
     );
 }
 
-/// The last `restored snapshot epoch E` line of the log, as E.
-fn restored_epoch(gateway: &Gateway) -> Option<u64> {
-    gateway
-        .log()
-        .lines()
-        .rev()
-        .find_map(|l| l.split("restored snapshot epoch ").nth(1))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// A snapshot of 200 KiB travels to the supervisor in parts and back to the
 /// restarted worker in a memfd; the module checks every byte.
 #[test]
@@ -405,26 +411,15 @@ fn a_state_larger_than_one_message_is_saved_and_restored_whole() {
         ),
     );
     let gateway = g.start();
-    let status = gateway.wait_for(Duration::from_secs(20), "snapshots acknowledged", |s| {
+    gateway.wait_for(Duration::from_secs(20), "snapshots acknowledged", |s| {
         module(s, "big")["snapshot_epoch"].as_u64() >= Some(2)
     });
-    let acked = module(&status, "big")["snapshot_epoch"].as_u64().unwrap();
-    let pid = module(&status, "big")["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    gateway.wait_log("bytes verified", Duration::from_secs(10));
+    let acked = kill_worker(&gateway, "big");
+    assert_restored_at_least(&gateway, acked, "bytes verified");
     let log = gateway.log();
     assert!(
         log.contains(&format!("{} bytes verified", 8 + 200 * 1024)),
         "{log}"
-    );
-    let epoch = restored_epoch(&gateway).unwrap();
-    assert!(
-        epoch >= acked,
-        "restored epoch {epoch} < acknowledged {acked}"
     );
 }
 
@@ -450,24 +445,12 @@ fn a_command_module_keeps_its_state_through_snapshots() {
     let (code, out, err) = gateway.cli(&["snapshot", "cmd"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("is durable"), "{out}");
-    let status = gateway.try_status().unwrap();
-    let acked = module(&status, "cmd")["snapshot_epoch"].as_u64().unwrap();
-    let pid = module(&status, "cmd")["pid"].as_i64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    gateway.wait_log("command-counter: restored count=", Duration::from_secs(10));
+    let acked = kill_worker(&gateway, "cmd");
+    assert_restored_at_least(&gateway, acked, "command-counter: restored count=");
     let log = gateway.log();
     assert!(
         log.contains(&format!("{} bytes verified", 8 + 100 * 1024)),
         "{log}"
-    );
-    let epoch = restored_epoch(&gateway).unwrap();
-    assert!(
-        epoch >= acked,
-        "restored epoch {epoch} < acknowledged {acked}"
     );
 }
 
@@ -496,17 +479,8 @@ fn a_spare_worker_takes_over_with_the_restored_state_and_is_replaced() {
     let cgroups = std::fs::read_to_string(format!("/proc/{spare}/cgroup")).unwrap();
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(cgroups, own, "the spare is not in the worker's cgroups");
-    let acked = acknowledged(&gateway);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let (epoch, _) = wait_restored(&gateway, Duration::from_secs(10));
-    assert!(
-        epoch >= acked,
-        "restored epoch {epoch} < acknowledged {acked}"
-    );
+    let acked = kill_worker(&gateway, "counter");
+    assert_restored_at_least(&gateway, acked, "restored ticks=");
     let status = gateway.wait_for(Duration::from_secs(10), "a new spare", |s| {
         let m = module(s, "counter");
         m["state"] == "running" && m["spare_pid"].is_u64() && m["spare_pid"] != spare

@@ -59,6 +59,22 @@ enum Token {
 }
 
 impl Token {
+    /// The tokens of a worker's (or, with `spare`, a spare's) control
+    /// socket and output pipe.
+    fn for_worker(slot: usize, generation: u32, spare: bool) -> (Token, Token) {
+        if spare {
+            (
+                Token::SpareControl { slot, generation },
+                Token::SpareOutput { slot, generation },
+            )
+        } else {
+            (
+                Token::WorkerControl { slot, generation },
+                Token::WorkerOutput { slot, generation },
+            )
+        }
+    }
+
     fn encode(self) -> u64 {
         let pack = |kind: u64, slot: usize, generation: u32| {
             kind | ((slot as u64 & 0xff_ffff) << 8) | (u64::from(generation) << 32)

@@ -40,16 +40,7 @@ impl Supervisor {
         let generation = slot.generation;
         match self.launch(i, generation, true) {
             Ok(spare) => {
-                let (control, output) = (
-                    Token::SpareControl {
-                        slot: i,
-                        generation,
-                    },
-                    Token::SpareOutput {
-                        slot: i,
-                        generation,
-                    },
-                );
+                let (control, output) = Token::for_worker(i, generation, true);
                 self.watch_worker(&spare, control, output);
                 self.slots[i].spare = Some((generation, spare));
             }
@@ -83,17 +74,8 @@ impl Supervisor {
             .cgroup
             .as_ref()
             .map_or(0, |c| self.sandbox.oom_kills(c));
-        self.watch_worker(
-            &worker,
-            Token::WorkerControl {
-                slot: i,
-                generation,
-            },
-            Token::WorkerOutput {
-                slot: i,
-                generation,
-            },
-        );
+        let (control, output) = Token::for_worker(i, generation, false);
+        self.watch_worker(&worker, control, output);
         let slot = &mut self.slots[i];
         slot.state = State::Starting;
         slot.worker = Some(worker);

@@ -53,16 +53,7 @@ impl Supervisor {
         let generation = slot.generation;
         match self.launch(i, generation, false) {
             Ok(worker) => {
-                let (control, output) = (
-                    Token::WorkerControl {
-                        slot: i,
-                        generation,
-                    },
-                    Token::WorkerOutput {
-                        slot: i,
-                        generation,
-                    },
-                );
+                let (control, output) = Token::for_worker(i, generation, false);
                 self.watch_worker(&worker, control, output);
                 self.slots[i].state = State::Starting;
                 self.slots[i].worker = Some(worker);
