@@ -130,12 +130,7 @@ impl HostSandbox {
         cgroup: Option<&ModuleCgroup>,
     ) -> SandboxPlan {
         SandboxPlan {
-            cgroup_procs: cgroup.map_or_else(Vec::new, |c| {
-                c.procs
-                    .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect()
-            }),
+            cgroup_procs: cgroup.map_or_else(Vec::new, ModuleCgroup::procs_files),
             identity: self.identity(index),
             max_fds: MAX_FDS,
             max_threads: u64::from(policy.resources.pids) + OWN_THREADS,

@@ -87,6 +87,51 @@ impl Worker {
             None => self.kill_pending = true,
         }
     }
+
+    /// Checks its Hello: the first one, our protocol version, and its own
+    /// pid (checked later by [`Worker::claim_pid`] when the fork server
+    /// has not told it yet).
+    ///
+    /// # Errors
+    /// What broke the protocol, in words.
+    pub fn hello(&mut self, protocol_version: u32, pid: u32) -> Result<(), String> {
+        if self.said_hello {
+            return Err("second Hello".into());
+        }
+        if protocol_version != edgeward_ipc::PROTOCOL_VERSION {
+            return Err(format!(
+                "worker speaks protocol {protocol_version}, supervisor {}; install matching binaries",
+                edgeward_ipc::PROTOCOL_VERSION
+            ));
+        }
+        match self.pid {
+            Some(expected) if pid as i32 != expected.as_raw() => {
+                return Err(format!("Hello from pid {pid}, expected {expected}"));
+            }
+            Some(_) => {}
+            None => self.hello_pid = Some(pid),
+        }
+        self.said_hello = true;
+        Ok(())
+    }
+
+    /// Records the pid the fork server reported, carrying out a kill asked
+    /// for meanwhile.
+    ///
+    /// # Errors
+    /// Its Hello named another pid.
+    pub fn claim_pid(&mut self, pid: Pid) -> Result<(), String> {
+        self.pid = Some(pid);
+        if self.kill_pending {
+            self.kill();
+        }
+        match self.hello_pid.take() {
+            Some(claimed) if claimed as i32 != pid.as_raw() => {
+                Err(format!("Hello from pid {claimed}, expected {pid}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One module.
@@ -101,10 +146,10 @@ pub struct Slot {
     pub state: State,
     /// Current worker.
     pub worker: Option<Worker>,
-    /// A spare worker (`[restart] spare`), with its generation: forked, in
-    /// the module's cgroups, said Hello, waits for the Init that makes it
-    /// the current worker at the next restart.
-    pub spare: Option<(u32, Worker)>,
+    /// A spare worker (`[restart] spare`): forked, in the module's
+    /// cgroups, said Hello, waits for the Init that makes it the current
+    /// worker at the next restart.
+    pub spare: Option<Worker>,
     /// Times restarted.
     pub restarts: u32,
     /// Why it last failed.
@@ -177,8 +222,8 @@ impl Slot {
             spare_pid: self
                 .spare
                 .as_ref()
-                .filter(|(_, w)| w.said_hello)
-                .and_then(|(_, w)| w.pid)
+                .filter(|w| w.said_hello)
+                .and_then(|w| w.pid)
                 .map(|p| p.as_raw() as u32),
             restarts: self.restarts,
             uptime_ms: worker

@@ -143,6 +143,18 @@ impl Disk {
         Ok(())
     }
 
+    fn flush_dir(&mut self) -> Result<(), Errno> {
+        if self.off {
+            return Err(Errno::EIO);
+        }
+        self.flushes += 1;
+        if self.fault == Fault::FlushIo {
+            return Err(Errno::EIO);
+        }
+        self.durable_names = self.names.clone();
+        Ok(())
+    }
+
     /// Applies a power cut; `coin` gives the random choices.
     fn cut(&mut self, coin: &mut impl FnMut(u64) -> u64) -> CutReport {
         let mut report = CutReport::default();
@@ -211,6 +223,14 @@ struct Fs(Arc<Mutex<Disk>>);
 impl Fs {
     fn disk(&self) -> MutexGuard<'_, Disk> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The disk once a flush's time has passed (the power may have gone
+    /// meanwhile: the flush methods check).
+    fn flushing(&self) -> MutexGuard<'_, Disk> {
+        let delay = self.disk().flush_delay;
+        std::thread::sleep(delay);
+        self.disk()
     }
 }
 
@@ -402,9 +422,7 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let delay = self.disk().flush_delay;
-        std::thread::sleep(delay);
-        match self.disk().flush_file(ino.0) {
+        match self.flushing().flush_file(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -456,18 +474,10 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let delay = self.disk().flush_delay;
-        std::thread::sleep(delay);
-        let mut disk = self.disk();
-        if disk.off {
-            return reply.error(Errno::EIO);
+        match self.flushing().flush_dir() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        disk.flushes += 1;
-        if disk.fault == Fault::FlushIo {
-            return reply.error(Errno::EIO);
-        }
-        disk.durable_names = disk.names.clone();
-        reply.ok();
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -616,7 +626,7 @@ mod tests {
         let mut disk = Disk::default();
         let a = write(&mut disk, "a", b"flushed");
         disk.flush_file(a).unwrap();
-        disk.durable_names = disk.names.clone();
+        disk.flush_dir().unwrap();
         write(&mut disk, "a", b" lost");
         write(&mut disk, "b", b"never named durably");
         let report = disk.cut(&mut |_| 0);
@@ -631,7 +641,7 @@ mod tests {
         let mut disk = Disk::default();
         let a = write(&mut disk, "a", b"one");
         disk.flush_file(a).unwrap();
-        disk.durable_names = disk.names.clone();
+        disk.flush_dir().unwrap();
         write(&mut disk, "a", b"two");
         disk.fault = Fault::FlushIo;
         assert!(disk.flush_file(a).is_err());

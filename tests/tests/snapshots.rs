@@ -397,6 +397,16 @@ fn a_full_or_failing_disk_acknowledges_nothing_and_the_module_keeps_running() {
     );
 }
 
+/// Kills module `name`'s worker and checks that the next one restored an
+/// epoch at least as new as the acknowledged one (once `line` is logged),
+/// with all `len` bytes of its state verified by the module.
+fn survives_a_kill_whole(gateway: &Gateway, name: &str, line: &str, len: usize) {
+    let acked = kill_worker(gateway, name);
+    assert_restored_at_least(gateway, acked, line);
+    let log = gateway.log();
+    assert!(log.contains(&format!("{len} bytes verified")), "{log}");
+}
+
 /// A snapshot of 200 KiB travels to the supervisor in parts and back to the
 /// restarted worker in a memfd; the module checks every byte.
 #[test]
@@ -414,13 +424,7 @@ fn a_state_larger_than_one_message_is_saved_and_restored_whole() {
     gateway.wait_for(Duration::from_secs(20), "snapshots acknowledged", |s| {
         module(s, "big")["snapshot_epoch"].as_u64() >= Some(2)
     });
-    let acked = kill_worker(&gateway, "big");
-    assert_restored_at_least(&gateway, acked, "bytes verified");
-    let log = gateway.log();
-    assert!(
-        log.contains(&format!("{} bytes verified", 8 + 200 * 1024)),
-        "{log}"
-    );
+    survives_a_kill_whole(&gateway, "big", "bytes verified", 8 + 200 * 1024);
 }
 
 /// A command module hands its state over with `snapshot_put` whenever it
@@ -445,12 +449,11 @@ fn a_command_module_keeps_its_state_through_snapshots() {
     let (code, out, err) = gateway.cli(&["snapshot", "cmd"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("is durable"), "{out}");
-    let acked = kill_worker(&gateway, "cmd");
-    assert_restored_at_least(&gateway, acked, "command-counter: restored count=");
-    let log = gateway.log();
-    assert!(
-        log.contains(&format!("{} bytes verified", 8 + 100 * 1024)),
-        "{log}"
+    survives_a_kill_whole(
+        &gateway,
+        "cmd",
+        "command-counter: restored count=",
+        8 + 100 * 1024,
     );
 }
 

@@ -43,6 +43,14 @@ pub struct ModuleCgroup {
 }
 
 impl ModuleCgroup {
+    /// The `cgroup.procs` files as strings, for the worker's messages.
+    pub fn procs_files(&self) -> Vec<String> {
+        self.procs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// The memory limit in force now, in bytes (an operator may have changed it).
     pub fn memory_limit_bytes(&self) -> Option<u64> {
         std::fs::read_to_string(&self.memory_limit)

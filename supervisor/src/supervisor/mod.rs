@@ -385,7 +385,7 @@ impl Supervisor {
         self.slots
             .get(slot)
             .and_then(|s| s.spare.as_ref())
-            .is_some_and(|(g, _)| *g == generation)
+            .is_some_and(|w| w.generation == generation)
     }
 
     fn nothing_left(&self) -> bool {

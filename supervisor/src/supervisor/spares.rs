@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use edgeward_ipc::control::FromWorker;
 use edgeward_ipc::frame::{self, FrameError};
-use edgeward_ipc::PROTOCOL_VERSION;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
@@ -42,7 +41,7 @@ impl Supervisor {
             Ok(spare) => {
                 let (control, output) = Token::for_worker(i, generation, true);
                 self.watch_worker(&spare, control, output);
-                self.slots[i].spare = Some((generation, spare));
+                self.slots[i].spare = Some(spare);
             }
             Err(e) => say!(
                 "module {}: cannot fork a spare worker: {e:#}",
@@ -55,13 +54,13 @@ impl Supervisor {
     /// Init now. Returns whether it did.
     pub(super) fn activate_spare(&mut self, i: usize) -> bool {
         let slot = &mut self.slots[i];
-        let ready = slot.spare.as_ref().is_some_and(|(_, w)| {
+        let ready = slot.spare.as_ref().is_some_and(|w| {
             w.said_hello && w.pid.is_some() && w.control.is_some() && w.killed_because.is_none()
         });
         if !ready {
             return false;
         }
-        let Some((_, mut worker)) = slot.spare.take() else {
+        let Some(mut worker) = slot.spare.take() else {
             return false;
         };
         self.unwatch_worker(&worker);
@@ -86,7 +85,7 @@ impl Supervisor {
     /// Reads what slot `i`'s spare says: only its Hello is expected.
     pub(super) fn on_spare_message(&mut self, i: usize) {
         loop {
-            let Some((_, spare)) = self.slots[i].spare.as_mut() else {
+            let Some(spare) = self.slots[i].spare.as_mut() else {
                 return;
             };
             let Some(control) = spare.control.as_ref() else {
@@ -100,22 +99,10 @@ impl Supervisor {
                         pid,
                     },
                     _,
-                )) if !spare.said_hello && protocol_version == PROTOCOL_VERSION => {
-                    match spare.pid {
-                        Some(expected) if expected.as_raw() != pid as i32 => {
-                            format!("Hello from pid {pid}, expected {expected}")
-                        }
-                        Some(_) => {
-                            spare.said_hello = true;
-                            continue;
-                        }
-                        None => {
-                            spare.hello_pid = Some(pid);
-                            spare.said_hello = true;
-                            continue;
-                        }
-                    }
-                }
+                )) => match spare.hello(protocol_version, pid) {
+                    Ok(()) => continue,
+                    Err(what) => what,
+                },
                 Ok((FromWorker::Fault(fault), _)) => fault.message,
                 Ok((other, _)) => format!("unexpected {other:?}"),
                 Err(e) => format!("{e}"),
@@ -127,7 +114,7 @@ impl Supervisor {
     /// Prints what slot `i`'s spare wrote.
     pub(super) fn on_spare_output(&mut self, i: usize) {
         let slot = &mut self.slots[i];
-        let Some((_, spare)) = slot.spare.as_mut() else {
+        let Some(spare) = slot.spare.as_mut() else {
             return;
         };
         if let Some(output) = spare.output.as_mut() {
@@ -141,24 +128,16 @@ impl Supervisor {
 
     /// The fork server made slot `i`'s spare.
     pub(super) fn spare_spawned(&mut self, i: usize, generation: u32, pid: Pid) {
-        let Some((_, spare)) = self.slots[i]
+        let Some(spare) = self.slots[i]
             .spare
             .as_mut()
-            .filter(|(g, w)| *g == generation && w.pid.is_none())
+            .filter(|w| w.generation == generation && w.pid.is_none())
         else {
             let _ = kill(pid, Signal::SIGKILL);
             return;
         };
-        spare.pid = Some(pid);
-        if spare.kill_pending {
-            spare.kill();
-        }
-        if spare
-            .hello_pid
-            .take()
-            .is_some_and(|h| h as i32 != pid.as_raw())
-        {
-            return self.drop_spare_because(i, "its Hello named another pid");
+        if let Err(what) = spare.claim_pid(pid) {
+            return self.drop_spare_because(i, &what);
         }
         if let Some(status) = self.unclaimed_exits.remove(&pid) {
             self.spare_ended(i, status);
@@ -170,7 +149,7 @@ impl Supervisor {
         if self.slots[i]
             .spare
             .as_ref()
-            .is_some_and(|(g, _)| *g == generation)
+            .is_some_and(|w| w.generation == generation)
         {
             self.drop_spare_because(i, reason);
         }
@@ -182,7 +161,7 @@ impl Supervisor {
         let wanted = self.slots[i]
             .spare
             .as_ref()
-            .is_some_and(|(_, w)| w.killed_because.is_none());
+            .is_some_and(|w| w.killed_because.is_none());
         if wanted && self.shutdown_deadline.is_none() {
             say!(
                 "module {}: spare worker ended: {}",
@@ -190,7 +169,7 @@ impl Supervisor {
                 super::workers::describe(status)
             );
         }
-        if let Some((_, spare)) = self.slots[i].spare.take() {
+        if let Some(spare) = self.slots[i].spare.take() {
             self.unwatch_worker(&spare);
         }
     }
@@ -203,7 +182,7 @@ impl Supervisor {
 
     /// Kills slot `i`'s spare, if any (reaped later, as any child).
     pub(super) fn drop_spare(&mut self, i: usize) {
-        let Some((_, mut spare)) = self.slots[i].spare.take() else {
+        let Some(mut spare) = self.slots[i].spare.take() else {
             return;
         };
         self.unwatch_worker(&spare);
@@ -220,15 +199,6 @@ impl Supervisor {
     pub(super) fn drop_all_spares(&mut self) {
         for i in 0..self.slots.len() {
             self.drop_spare(i);
-        }
-    }
-
-    fn unwatch_worker(&self, worker: &crate::slot::Worker) {
-        if let Some(control) = &worker.control {
-            super::unwatch(&self.epoll, control);
-        }
-        if let Some(output) = &worker.output {
-            super::unwatch(&self.epoll, &output.fd);
         }
     }
 }

@@ -84,12 +84,10 @@ impl Supervisor {
             .artifact
             .clone()
             .ok_or_else(|| anyhow::anyhow!("no artifact"))?;
-        let procs = slot.cgroup.as_ref().map_or_else(Vec::new, |c| {
-            c.procs
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect()
-        });
+        let procs = slot
+            .cgroup
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.procs_files());
         let oom_kills_at_start = slot
             .cgroup
             .as_ref()
@@ -127,6 +125,16 @@ impl Supervisor {
             snapshot_parts: Vec::new(),
             generation,
         })
+    }
+
+    /// Stops watching a worker's control socket and output pipe.
+    pub(super) fn unwatch_worker(&self, worker: &Worker) {
+        if let Some(control) = &worker.control {
+            super::unwatch(&self.epoll, control);
+        }
+        if let Some(output) = &worker.output {
+            super::unwatch(&self.epoll, &output.fd);
+        }
     }
 
     /// Registers a worker's control socket and output pipe under `control`
@@ -173,28 +181,10 @@ impl Supervisor {
             FromWorker::Hello {
                 protocol_version,
                 pid,
-            } => {
-                if worker.said_hello {
-                    return self.violation(i, "second Hello".into());
-                }
-                if protocol_version != PROTOCOL_VERSION {
-                    return self.violation(
-                        i,
-                        format!("worker speaks protocol {protocol_version}, supervisor {PROTOCOL_VERSION}; install matching binaries"),
-                    );
-                }
-                match worker.pid {
-                    Some(expected) if pid as i32 != expected.as_raw() => {
-                        return self
-                            .violation(i, format!("Hello from pid {pid}, expected {expected}"));
-                    }
-                    Some(_) => {}
-                    // Checked when the fork server's reply arrives.
-                    None => worker.hello_pid = Some(pid),
-                }
-                worker.said_hello = true;
-                self.send_init(i);
-            }
+            } => match worker.hello(protocol_version, pid) {
+                Ok(()) => self.send_init(i),
+                Err(what) => self.violation(i, what),
+            },
             FromWorker::Ready {
                 kind,
                 degraded,
@@ -424,7 +414,7 @@ impl Supervisor {
             } else if let Some(i) = self
                 .slots
                 .iter()
-                .position(|s| s.spare.as_ref().is_some_and(|(_, w)| w.pid == Some(pid)))
+                .position(|s| s.spare.as_ref().is_some_and(|w| w.pid == Some(pid)))
             {
                 self.spare_ended(i, status);
             } else if !self.pending_spawns.is_empty() {
@@ -578,14 +568,8 @@ impl Supervisor {
             let _ = kill(pid, Signal::SIGKILL);
             return;
         };
-        worker.pid = Some(pid);
-        if worker.kill_pending {
-            worker.kill();
-        }
-        if let Some(claimed) = worker.hello_pid.take() {
-            if claimed as i32 != pid.as_raw() {
-                return self.violation(i, format!("Hello from pid {claimed}, expected {pid}"));
-            }
+        if let Err(what) = worker.claim_pid(pid) {
+            return self.violation(i, what);
         }
         if let Some(status) = self.unclaimed_exits.remove(&pid) {
             self.on_exit(i, status);
@@ -597,15 +581,10 @@ impl Supervisor {
         if current != Some(generation) {
             return;
         }
-        let slot = &mut self.slots[i];
-        if let Some(mut worker) = slot.worker.take() {
-            if let Some(control) = worker.control.take() {
-                super::unwatch(&self.epoll, &control);
-            }
-            if let Some(output) = worker.output.take() {
-                super::unwatch(&self.epoll, &output.fd);
-            }
+        if let Some(worker) = self.slots[i].worker.take() {
+            self.unwatch_worker(&worker);
         }
+        let slot = &mut self.slots[i];
         say!("module {}: {reason}", slot.name);
         slot.last_error = Some(reason);
         if self.shutdown_deadline.is_some() {

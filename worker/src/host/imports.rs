@@ -77,15 +77,9 @@ fn send(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, len: i32) -> i32 {
 /// `recv(ch, buf_ptr, buf_cap) -> i32` (command modules): blocks for the
 /// next message of `ch`, copies it into the buffer, returns its length.
 fn recv(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, cap: i32) -> i32 {
-    if !caller.data().is_command {
-        return EW_ERR_UNSUPPORTED;
-    }
-    let Some(memory) = caller.data().memory else {
-        return EW_ERR_INVALID;
-    };
-    let (data, state) = memory.data_and_store_mut(&mut caller);
-    let Some(buffer) = range(ptr, cap).and_then(|r| data.get_mut(r)) else {
-        return EW_ERR_INVALID;
+    let (buffer, state) = match command_buffer(&mut caller, ptr, cap) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let code = state.channels.recv(&mut state.stats, ch, buffer);
     if code >= 0 {
@@ -120,15 +114,9 @@ fn snapshot_put(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> i32 {
 /// it fits (call again with a buffer that large otherwise); 0 when there is
 /// none. A reactor gets its state through `ew_restore` instead.
 fn snapshot_get(mut caller: Caller<'_, HostState>, ptr: i32, cap: i32) -> i32 {
-    if !caller.data().is_command {
-        return EW_ERR_UNSUPPORTED;
-    }
-    let Some(memory) = caller.data().memory else {
-        return EW_ERR_INVALID;
-    };
-    let (data, state) = memory.data_and_store_mut(&mut caller);
-    let Some(buffer) = range(ptr, cap).and_then(|r| data.get_mut(r)) else {
-        return EW_ERR_INVALID;
+    let (buffer, state) = match command_buffer(&mut caller, ptr, cap) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let Some((epoch, bytes)) = &state.restored else {
         return 0;
@@ -141,6 +129,28 @@ fn snapshot_get(mut caller: Caller<'_, HostState>, ptr: i32, cap: i32) -> i32 {
         );
     }
     bytes.len() as i32
+}
+
+/// For the imports only command modules may use: the guest's writable
+/// buffer `ptr..ptr+cap` and the host state.
+///
+/// # Errors
+/// `EW_ERR_UNSUPPORTED` in a reactor, `EW_ERR_INVALID` for a range outside
+/// memory.
+fn command_buffer<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+    ptr: i32,
+    cap: i32,
+) -> Result<(&'a mut [u8], &'a mut HostState), i32> {
+    if !caller.data().is_command {
+        return Err(EW_ERR_UNSUPPORTED);
+    }
+    let memory = caller.data().memory.ok_or(EW_ERR_INVALID)?;
+    let (data, state) = memory.data_and_store_mut(caller);
+    let buffer = range(ptr, cap)
+        .and_then(|r| data.get_mut(r))
+        .ok_or(EW_ERR_INVALID)?;
+    Ok((buffer, state))
 }
 
 /// `message_seq() -> i64`: the sequence number of the message being

@@ -172,7 +172,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         }
     };
     let _entered = runtime.enter();
-    match instantiate(prepared, &module, wasi, channels, &init, &reporter) {
+    match instantiate(prepared, &module, wasi, channels, &mut init, &reporter) {
         Ok(loaded) => match loaded.kind {
             ModuleKind::Reactor => reactor::run(loaded, &init, &reporter, degraded),
             ModuleKind::Command => command::run(loaded, &reporter, degraded),
@@ -224,7 +224,7 @@ fn instantiate(
     module: &Module,
     wasi: wasmtime_wasi::p1::WasiP1Ctx,
     channels: host::channels::Channels,
-    init: &Init,
+    init: &mut Init,
     reporter: &Arc<Reporter>,
 ) -> Result<Loaded, (FaultKind, String)> {
     let is_command = module.get_export("_start").is_some();
@@ -248,11 +248,13 @@ fn instantiate(
             is_command,
             snapshot: None,
             command_state: (is_command && puts_snapshots).then(Default::default),
-            restored: init
-                .restore
-                .as_ref()
-                .filter(|_| is_command)
-                .map(|r| (r.epoch, r.inline.clone())),
+            // A command reads its state with `snapshot_get`; a reactor's
+            // stays in `init` for `ew_restore`.
+            restored: if is_command {
+                init.restore.take().map(|r| (r.epoch, r.inline))
+            } else {
+                None
+            },
         },
     );
     store.limiter(|state| &mut state.limits);
