@@ -2,7 +2,8 @@
 //! channel), made from the policies' `[channels]` grants.
 //!
 //! The supervisor creates every ring (a sealed memfd) and its wake-up eventfd
-//! once, at start, and keeps both for the gateway's life: a ring outlives the
+//! at start, and keeps both as long as the policies call for that ring (a
+//! reload keeps an unchanged ring with its contents): a ring outlives the
 //! workers at its ends, so a restarted subscriber finds every message it had
 //! not handled, and a restarted publisher continues its sequence numbers. The
 //! fds go to a worker with its `Init` (SCM_RIGHTS). The supervisor never reads
@@ -45,6 +46,8 @@ pub struct Ring {
     /// Set while a reset waits for the death of the end that did not report
     /// the corruption: the slot index of the end that did.
     pub reset_pending_for: Option<usize>,
+    /// What it was made for.
+    key: RingKey,
 }
 
 impl Ring {
@@ -86,8 +89,10 @@ pub struct RingStatus {
 /// All rings of the gateway.
 #[derive(Default)]
 pub struct Wiring {
-    /// The rings, by id.
+    /// The rings (ids are not indices: rings come and go with reloads).
     pub rings: Vec<Ring>,
+    /// The id the next new ring gets.
+    next_id: u32,
 }
 
 /// Why a module's channels could not be wired (the module is marked failed).
@@ -99,6 +104,71 @@ pub struct WiringError {
     pub reason: String,
 }
 
+/// What identifies a ring: a ring is kept across a reload only if all of
+/// this is unchanged (a ring's size is fixed when its memfd is made).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RingKey {
+    /// The channel.
+    pub channel: String,
+    /// Slot index of the writer.
+    pub publisher: usize,
+    /// Slot index of the reader.
+    pub subscriber: usize,
+    /// Ring capacity, bytes.
+    pub capacity: u32,
+    /// Largest message, bytes.
+    pub max_message: u32,
+}
+
+/// The rings the policies call for (`policies[slot]`, `None` for a slot
+/// without a valid policy), and the modules that would have too many ring
+/// ends (their rings are left out).
+pub fn plan(policies: &[Option<&Policy>]) -> (Vec<RingKey>, Vec<WiringError>) {
+    let mut errors = Vec::new();
+    let mut ends = vec![0usize; policies.len()];
+    let mut keys = Vec::new();
+    for (publisher, p) in policies.iter().enumerate() {
+        let Some(p) = p else { continue };
+        for channel in &p.channels.publish {
+            for (subscriber, s) in policies.iter().enumerate() {
+                let Some(s) = s else { continue };
+                if subscriber != publisher && s.channels.subscribe.contains(channel) {
+                    let max_message = p.channels.max_message_kib << 10;
+                    let capacity = (s.channels.capacity_kib << 10)
+                        .max(4 * max_message)
+                        .next_power_of_two()
+                        .min(ring::MAX_CAPACITY);
+                    keys.push(RingKey {
+                        channel: channel.clone(),
+                        publisher,
+                        subscriber,
+                        capacity,
+                        max_message,
+                    });
+                    ends[publisher] += 1;
+                    ends[subscriber] += 1;
+                }
+            }
+        }
+    }
+    for (slot, &count) in ends.iter().enumerate() {
+        if count > MAX_RINGS_PER_MODULE {
+            errors.push(WiringError {
+                slot,
+                reason: format!(
+                    "channels: {count} rings (one per publisher or subscriber per channel); at most {MAX_RINGS_PER_MODULE} per module"
+                ),
+            });
+        }
+    }
+    keys.retain(|k| {
+        !errors
+            .iter()
+            .any(|e| e.slot == k.publisher || e.slot == k.subscriber)
+    });
+    (keys, errors)
+}
+
 impl Wiring {
     /// Creates the rings between the modules with a valid policy
     /// (`policies[slot]`, `None` for an invalid one).
@@ -106,78 +176,87 @@ impl Wiring {
     /// Returns the wiring and the modules it could not wire (too many ring
     /// ends, or memfds the system refused); their rings are not made.
     pub fn build(policies: &[Option<&Policy>]) -> (Self, Vec<WiringError>) {
-        let mut errors = Vec::new();
-        let mut ends = vec![0usize; policies.len()];
-        let mut pairs = Vec::new();
-        for (publisher, p) in policies.iter().enumerate() {
-            let Some(p) = p else { continue };
-            for channel in &p.channels.publish {
-                for (subscriber, s) in policies.iter().enumerate() {
-                    let Some(s) = s else { continue };
-                    if subscriber != publisher && s.channels.subscribe.contains(channel) {
-                        pairs.push((channel.clone(), publisher, subscriber));
-                        ends[publisher] += 1;
-                        ends[subscriber] += 1;
-                    }
-                }
-            }
-        }
-        for (slot, &count) in ends.iter().enumerate() {
-            if count > MAX_RINGS_PER_MODULE {
-                errors.push(WiringError {
-                    slot,
-                    reason: format!(
-                        "channels: {count} rings (one per publisher or subscriber per channel); at most {MAX_RINGS_PER_MODULE} per module"
-                    ),
-                });
-            }
-        }
         let mut wiring = Wiring::default();
-        for (channel, publisher, subscriber) in pairs {
-            if errors
-                .iter()
-                .any(|e| e.slot == publisher || e.slot == subscriber)
-            {
+        let errors = wiring.rewire(policies);
+        (wiring, errors)
+    }
+
+    /// Brings the rings in line with `policies`: rings the policies still
+    /// call for, unchanged, are kept with their contents; the others are
+    /// dropped (a worker still mapping one keeps it until it exits); the
+    /// missing ones are made. Returns the modules that could not be wired
+    /// (their rings are not made); [`Wiring::touched_by`] tells beforehand
+    /// which modules gain or lose a ring.
+    pub fn rewire(&mut self, policies: &[Option<&Policy>]) -> Vec<WiringError> {
+        let (keys, mut errors) = plan(policies);
+        self.rings.retain(|r| keys.contains(&r.key));
+        for key in keys {
+            if self.rings.iter().any(|r| r.key == key) {
                 continue;
             }
-            let (Some(p), Some(s)) = (policies[publisher], policies[subscriber]) else {
+            let (Some(p), Some(s)) = (policies[key.publisher], policies[key.subscriber]) else {
                 continue;
             };
-            let max_message = p.channels.max_message_kib << 10;
-            let capacity = (s.channels.capacity_kib << 10)
-                .max(4 * max_message)
-                .next_power_of_two()
-                .min(ring::MAX_CAPACITY);
-            let id = wiring.rings.len() as u32;
-            match make_ring(&channel, &p.name, &s.name, capacity, max_message) {
-                Ok((memfd, eventfd, observer)) => wiring.rings.push(Ring {
-                    id,
-                    channel,
-                    publisher,
-                    subscriber,
-                    memfd,
-                    eventfd,
-                    observer,
-                    corrupt: 0,
-                    reset_pending_for: None,
-                }),
+            match make_ring(
+                &key.channel,
+                &p.name,
+                &s.name,
+                key.capacity,
+                key.max_message,
+            ) {
+                Ok((memfd, eventfd, observer)) => {
+                    self.rings.push(Ring {
+                        id: self.next_id,
+                        channel: key.channel.clone(),
+                        publisher: key.publisher,
+                        subscriber: key.subscriber,
+                        key,
+                        memfd,
+                        eventfd,
+                        observer,
+                        corrupt: 0,
+                        reset_pending_for: None,
+                    });
+                    self.next_id += 1;
+                }
                 Err(reason) => {
                     let reason = format!(
-                        "channel {channel}: cannot create the ring {} → {}: {reason}",
-                        p.name, s.name
+                        "channel {}: cannot create the ring {} → {}: {reason}",
+                        key.channel, p.name, s.name
                     );
                     errors.push(WiringError {
-                        slot: publisher,
+                        slot: key.publisher,
                         reason: reason.clone(),
                     });
                     errors.push(WiringError {
-                        slot: subscriber,
+                        slot: key.subscriber,
                         reason,
                     });
                 }
             }
         }
-        (wiring, errors)
+        errors
+    }
+
+    /// The slots that [`Wiring::rewire`] to rings `keys` would touch.
+    pub fn touched_by(&self, keys: &[RingKey]) -> std::collections::BTreeSet<usize> {
+        let dropped = self
+            .rings
+            .iter()
+            .map(|r| &r.key)
+            .filter(|k| !keys.contains(k));
+        let made = keys
+            .iter()
+            .filter(|k| !self.rings.iter().any(|r| r.key == **k));
+        dropped
+            .chain(made)
+            .flat_map(|k| [k.publisher, k.subscriber])
+            .collect()
+    }
+
+    /// The ring with `id`.
+    pub fn ring_mut(&mut self, id: u32) -> Option<&mut Ring> {
+        self.rings.iter_mut().find(|r| r.id == id)
     }
 
     /// The channel grants of the module in `slot` and the fds to send with
@@ -340,6 +419,56 @@ mod tests {
         let mut producer = ring::Producer::attach(&wiring.rings[0].memfd).unwrap();
         assert_eq!(producer.max_message(), 64 << 10);
         producer.try_send(&vec![7u8; 64 << 10]).unwrap();
+    }
+
+    #[test]
+    fn a_rewire_keeps_unchanged_rings_with_their_messages_and_touches_only_changed_ends() {
+        let dir = tempdir();
+        let a = policy("a", &["x"], &[], &dir);
+        let b = policy("b", &[], &["x"], &dir);
+        let c = policy("c", &["y"], &[], &dir);
+        let d = policy("d", &[], &["y"], &dir);
+        let (mut wiring, errors) = Wiring::build(&[Some(&a), Some(&b), Some(&c), Some(&d)]);
+        assert!(errors.is_empty());
+        let kept_id = wiring.rings.iter().find(|r| r.channel == "x").unwrap().id;
+        let mut producer =
+            ring::Producer::attach(&wiring.ring_mut(kept_id).unwrap().memfd).unwrap();
+        producer.try_send(b"still here").unwrap();
+
+        // e joins as a second subscriber of y; a and b are left alone.
+        let e = policy("e", &[], &["y"], &dir);
+        let next = [Some(&a), Some(&b), Some(&c), Some(&d), Some(&e)];
+        let (keys, errors) = plan(&next);
+        assert!(errors.is_empty());
+        assert_eq!(
+            wiring.touched_by(&keys).into_iter().collect::<Vec<_>>(),
+            [2, 4]
+        );
+        assert!(wiring.rewire(&next).is_empty());
+        assert_eq!(wiring.rings.len(), 3);
+        let kept = wiring.ring_mut(kept_id).expect("ring x kept");
+        assert_eq!(kept.observer.stats().depth_msgs, 1);
+
+        // d leaves: its ring goes, the ids of the others stay.
+        let next = [Some(&a), Some(&b), Some(&c), None, Some(&e)];
+        let (keys, _) = plan(&next);
+        assert_eq!(
+            wiring.touched_by(&keys).into_iter().collect::<Vec<_>>(),
+            [2, 3]
+        );
+        wiring.rewire(&next);
+        assert_eq!(wiring.rings.len(), 2);
+        assert!(wiring.ring_mut(kept_id).is_some());
+
+        // A bigger inbox for b is a new ring: both of its ends are touched.
+        let mut bigger = b.clone();
+        bigger.channels.capacity_kib *= 4;
+        let next = [Some(&a), Some(&bigger), Some(&c), None, Some(&e)];
+        let (keys, _) = plan(&next);
+        assert_eq!(
+            wiring.touched_by(&keys).into_iter().collect::<Vec<_>>(),
+            [0, 1]
+        );
     }
 
     fn tempdir() -> std::path::PathBuf {

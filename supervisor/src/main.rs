@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         Command::Status { json, control } => cli::client::status(&control.control, json),
         Command::Stop { control } => cli::client::stop(&control.control),
         Command::Restart { module, control } => cli::client::restart(&control.control, &module),
+        Command::Reload { control } => cli::client::reload(&control.control),
         Command::Snapshot { module, control } => cli::client::snapshot(&control.control, &module),
     };
     match result {

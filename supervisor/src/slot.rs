@@ -26,6 +26,10 @@ pub enum State {
     Failed,
     /// Ended cleanly, or stopped on request.
     Stopped,
+    /// Its policy file was removed and a reload applied that: the slot is
+    /// kept (a module of the same name added later gets its index, uid and
+    /// snapshots) but shown nowhere.
+    Removed,
 }
 
 impl State {
@@ -37,6 +41,7 @@ impl State {
             State::Backoff => "backoff",
             State::Failed => "failed",
             State::Stopped => "stopped",
+            State::Removed => "removed",
         }
     }
 }
@@ -170,6 +175,12 @@ pub struct Slot {
     pub cgroup: Option<crate::cgroup::ModuleCgroup>,
     /// Sandbox layers the worker could not apply.
     pub degraded: Vec<String>,
+    /// A reload removed its policy: once its worker has ended, the slot
+    /// becomes [`State::Removed`].
+    pub removing: bool,
+    /// A reload changed its resource limits: its cgroup is set up again
+    /// before the next worker starts.
+    pub limits_changed: bool,
 }
 
 impl Slot {
@@ -192,6 +203,8 @@ impl Slot {
             stats_before: Stats::default(),
             cgroup: None,
             degraded: Vec::new(),
+            removing: false,
+            limits_changed: false,
         }
     }
 

@@ -384,3 +384,23 @@ pub fn command_with_fds(program: &Path, fds: &[std::os::fd::RawFd]) -> Command {
     unsafe { command.pre_exec(place) };
     command
 }
+
+/// The cgroup v1 directory of `pid` for `controller`, from `/proc/PID/cgroup`.
+pub fn cgroup_dir(pid: i64, controller: &str) -> PathBuf {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read /proc/PID/cgroup");
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup"));
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(path.trim_start_matches('/'))
+}

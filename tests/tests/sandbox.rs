@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use edgeward_tests::{bin, children_of, module, repo_root, GatewayDir};
+use edgeward_tests::{bin, cgroup_dir, children_of, module, repo_root, GatewayDir};
 
 fn status_field(pid: i64, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -16,26 +16,6 @@ fn status_field(pid: i64, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
         .trim()
         .to_string()
-}
-
-fn cgroup_dir(pid: i64, controller: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = text
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let _id = parts.next()?;
-            let controllers = parts.next()?;
-            let path = parts.next()?;
-            controllers
-                .split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup"));
-    std::path::Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join(path.trim_start_matches('/'))
 }
 
 fn read(path: std::path::PathBuf) -> String {

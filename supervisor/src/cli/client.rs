@@ -81,6 +81,15 @@ pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
     )
 }
 
+/// `edgeward reload`: prints what the reload does.
+///
+/// # Errors
+/// As [`request`], or if a policy was rejected (the message names it; the
+/// rest of the reload is applied).
+pub fn reload(socket: &Path) -> anyhow::Result<i32> {
+    act(socket, &Request::Reload)
+}
+
 /// `edgeward snapshot MODULE`: prints `MODULE: snapshot epoch N is durable`.
 ///
 /// # Errors

@@ -1,4 +1,4 @@
-//! The command line: `edgeward run | check | status | stop | restart`.
+//! The command line: `edgeward run | check | status | stop | restart | reload | snapshot`.
 
 pub mod check;
 pub mod check_sandbox;
@@ -90,6 +90,13 @@ pub enum Command {
     Restart {
         /// Module name (its policy file's stem).
         module: String,
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// Read the policy directory again and apply only the difference (as
+    /// SIGHUP): start added modules, stop removed ones (after a final
+    /// snapshot), restart changed ones; exit 1 if a policy was rejected.
+    Reload {
         #[command(flatten)]
         control: ControlArg,
     },

@@ -18,6 +18,9 @@ pub enum Request {
         /// Module name.
         module: String,
     },
+    /// Read the policy directory again and apply only the difference (as
+    /// SIGHUP); answered with what it does.
+    Reload,
     /// Take a snapshot of one module now; answered once it is durable.
     Snapshot {
         /// Module name.

@@ -6,6 +6,7 @@
 //! - `workers.rs`: spawning, worker messages, exits and restart decisions;
 //! - `requests.rs`: control-socket requests and shutdown.
 
+mod reload;
 mod requests;
 mod snapshots;
 mod spares;
@@ -132,6 +133,12 @@ pub struct Supervisor {
     wiring: crate::channels::Wiring,
     /// The snapshot store and rounds.
     snapshots: snapshots::Snapshots,
+    /// Precompiled artifacts (used again by reloads).
+    cache: CompileCache,
+    /// A reload waits for its final snapshot round.
+    reloading: bool,
+    /// Another reload was asked for meanwhile: run it after this one.
+    reload_again: bool,
 }
 
 /// Prints a supervisor message on stderr.
@@ -300,6 +307,9 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         sandbox,
         wiring,
         snapshots: snapshots::Snapshots::default(),
+        cache,
+        reloading: false,
+        reload_again: false,
     };
     supervisor.open_snapshots();
     say!(
@@ -468,7 +478,11 @@ impl Supervisor {
                     self.begin_shutdown();
                 }
                 Ok(nix::sys::signal::Signal::SIGHUP) => {
-                    say!("SIGHUP: policy reload is not implemented in this version; ignored");
+                    say!("SIGHUP: reloading policies");
+                    let response = self.reload();
+                    if !response.ok {
+                        say!("reload: {}", response.error.unwrap_or_default());
+                    }
                 }
                 _ => {}
             }

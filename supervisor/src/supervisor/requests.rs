@@ -40,6 +40,7 @@ impl Supervisor {
                         modules: self
                             .slots
                             .iter()
+                            .filter(|s| s.state != State::Removed)
                             .map(|s| {
                                 let mut row = s.status(now);
                                 row.snapshot_epoch = self.acknowledged_epoch(&s.name);
@@ -68,6 +69,10 @@ impl Supervisor {
                 Response::done("stopping all modules")
             }
             Request::Restart { module } => self.restart(&module),
+            Request::Reload => {
+                say!("reload requested over the control socket");
+                self.reload()
+            }
             Request::Snapshot { .. } => Response::refused("internal: snapshot answered later"),
         }
     }
@@ -78,7 +83,7 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             return Err("edgeward is stopping".into());
         }
-        let Some(i) = self.slots.iter().position(|s| s.name == module) else {
+        let Some(i) = self.slot_named(module) else {
             return Err(format!("no module named \"{module}\""));
         };
         if self.snapshots.store.is_none() {
@@ -108,8 +113,13 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             return Response::refused("edgeward is stopping");
         }
-        let Some(i) = self.slots.iter().position(|s| s.name == module) else {
-            let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+        let Some(i) = self.slot_named(module) else {
+            let known: Vec<&str> = self
+                .slots
+                .iter()
+                .filter(|s| s.state != State::Removed)
+                .map(|s| s.name.as_str())
+                .collect();
             return Response::refused(format!(
                 "no module named \"{module}\" (modules: {})",
                 known.join(", ")
@@ -155,7 +165,7 @@ impl Supervisor {
             }
         }
         let all = (0..self.slots.len()).collect();
-        self.start_round(all, super::snapshots::AfterRound::StopAll);
+        self.snapshot_then(all, Some(super::snapshots::AfterRound::StopAll));
     }
 
     /// Sends Stop to every worker (after the final snapshot round).
@@ -201,7 +211,7 @@ impl Supervisor {
 }
 
 /// Sends Stop and arms the SIGKILL deadline.
-fn stop_worker(worker: &mut crate::slot::Worker, timeout: std::time::Duration) {
+pub(super) fn stop_worker(worker: &mut crate::slot::Worker, timeout: std::time::Duration) {
     let sent = worker
         .control
         .as_ref()

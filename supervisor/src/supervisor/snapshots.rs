@@ -4,8 +4,9 @@
 //! A round asks every running reactor that exports `ew_snapshot` among the
 //! modules due, waits for all answers (at most [`ROUND_TIMEOUT`]), then
 //! commits once. Rounds start every `[snapshot] interval_ms` (modules with
-//! the same interval share rounds, so their flushes are shared), and once
-//! more, for every module, when edgeward stops.
+//! the same interval share rounds, so their flushes are shared), once more,
+//! for every module, when edgeward stops, and for the modules a reload
+//! removes or restarts before it does so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -24,13 +25,13 @@ const ROUND_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often a store that keeps failing is logged again.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// What happens once a round is committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens once a round is committed (a periodic round: nothing).
+#[derive(Debug)]
 pub(super) enum AfterRound {
-    /// Nothing: a periodic round.
-    Continue,
     /// Stop every worker: the final round before shutdown.
     StopAll,
+    /// Apply a reload: its removed and restarted modules were in the round.
+    Reload(Box<super::reload::ReloadPlan>),
 }
 
 /// A round in progress.
@@ -40,7 +41,7 @@ pub(super) struct Round {
     /// When the modules were asked.
     started: Instant,
     deadline: Instant,
-    then: AfterRound,
+    then: Vec<AfterRound>,
 }
 
 impl Round {
@@ -172,32 +173,35 @@ impl Supervisor {
 
     /// Asks slot `i` for a snapshot in the current round, or in a new one.
     pub(super) fn ask_for_snapshot(&mut self, i: usize) {
-        let Some(round) = &mut self.snapshots.round else {
-            return self.start_round(vec![i], AfterRound::Continue);
-        };
-        if round.waiting.contains(&i) {
-            return;
-        }
-        let asked = self.slots[i]
-            .worker
-            .as_ref()
-            .and_then(|w| w.control.as_ref())
-            .is_some_and(|c| frame::send(c, &ToWorker::Snapshot, &[]).is_ok());
-        if asked {
-            round.waiting.insert(i);
-        }
+        self.snapshot_then(vec![i], None);
     }
 
-    /// Starts a round over `slots` (those able to answer are asked).
-    pub(super) fn start_round(&mut self, slots: Vec<usize>, then: AfterRound) {
-        let mut waiting = BTreeSet::new();
+    /// Asks `slots` (those able to answer) for a snapshot, in the current
+    /// round if one is running, else in a new one, and does `then` once
+    /// that round is committed.
+    pub(super) fn snapshot_then(&mut self, slots: Vec<usize>, then: Option<AfterRound>) {
+        let round = self.snapshots.round.get_or_insert_with(|| {
+            let started = Instant::now();
+            Round {
+                waiting: BTreeSet::new(),
+                started,
+                deadline: started + ROUND_TIMEOUT,
+                then: Vec::new(),
+            }
+        });
+        round.then.extend(then);
         if self.snapshots.store.is_some() {
             for i in slots {
-                let slot = &mut self.slots[i];
-                let Some(worker) = slot.worker.as_mut() else {
+                if round.waiting.contains(&i) {
+                    continue;
+                }
+                let slot = &self.slots[i];
+                let Some(worker) = slot.worker.as_ref() else {
                     continue;
                 };
-                if slot.state != State::Running || !worker.snapshots {
+                // A worker being stopped took its last snapshot already
+                // (and after a reload its slot may hold the next policy).
+                if slot.state != State::Running || !worker.snapshots || worker.kill_at.is_some() {
                     continue;
                 }
                 let asked = worker
@@ -205,17 +209,10 @@ impl Supervisor {
                     .as_ref()
                     .is_some_and(|c| frame::send(c, &ToWorker::Snapshot, &[]).is_ok());
                 if asked {
-                    waiting.insert(i);
+                    round.waiting.insert(i);
                 }
             }
         }
-        let started = Instant::now();
-        self.snapshots.round = Some(Round {
-            waiting,
-            started,
-            deadline: started + ROUND_TIMEOUT,
-            then,
-        });
         self.maybe_finish_round(false);
     }
 
@@ -243,8 +240,9 @@ impl Supervisor {
         if !round.waiting.is_empty() && !deadline_passed {
             return;
         }
-        let (then, started) = (round.then, round.started);
-        self.snapshots.round = None;
+        let Some(Round { started, then, .. }) = self.snapshots.round.take() else {
+            return;
+        };
         let failure = self.commit_staged(started);
         for (stream, i) in std::mem::take(&mut self.snapshots.clients) {
             let name = &self.slots[i].name;
@@ -259,8 +257,11 @@ impl Supervisor {
             };
             crate::control::server::answer(stream, &response);
         }
-        if then == AfterRound::StopAll {
-            self.stop_all_workers();
+        for action in then {
+            match action {
+                AfterRound::StopAll => self.stop_all_workers(),
+                AfterRound::Reload(plan) => self.apply_reload(*plan),
+            }
         }
     }
 
@@ -343,7 +344,7 @@ impl Supervisor {
                 (s.policy.as_ref()?.snapshot_interval_ms == interval).then_some(i)
             }));
         }
-        self.start_round(slots, AfterRound::Continue);
+        self.snapshot_then(slots, None);
     }
 
     /// The earliest snapshot deadline.

@@ -29,7 +29,8 @@ impl Supervisor {
             return;
         }
         if let Some(policy) = &slot.policy {
-            if slot.cgroup.is_none() {
+            if slot.cgroup.is_none() || slot.limits_changed {
+                slot.limits_changed = false;
                 match self.sandbox.cgroup(policy) {
                     Ok(cgroup) => slot.cgroup = cgroup,
                     Err(e) => {
@@ -297,7 +298,7 @@ impl Supervisor {
     /// is killed (it is restarted by its restart policy); once it is dead
     /// the ring is reset and the reporter told to use it again.
     fn ring_corrupt(&mut self, i: usize, id: u32, seq: u64, what: String) {
-        let Some(ring) = self.wiring.rings.get_mut(id as usize) else {
+        let Some(ring) = self.wiring.ring_mut(id) else {
             return self.violation(i, format!("corruption report for unknown ring {id}"));
         };
         if ring.publisher != i && ring.subscriber != i {
@@ -479,6 +480,9 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             slot.state = State::Stopped;
             return;
+        }
+        if slot.removing {
+            return self.forget_removed(i);
         }
         if worker.restart_requested {
             slot.restarts += 1;

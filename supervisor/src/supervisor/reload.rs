@@ -1,0 +1,475 @@
+//! `edgeward reload` and SIGHUP: read the policy directory again and apply
+//! only the difference.
+//!
+//! A reload runs in two phases:
+//!
+//! 1. **Plan** (at once, [`Supervisor::reload`]): every policy file is
+//!    loaded and compared with the running one. A module is *added*,
+//!    *changed*, *removed* or left alone. A new or changed wasm is compiled
+//!    now; a policy that does not validate, a wasm that does not compile and
+//!    a channel set that cannot be wired are *rejected*: the running module
+//!    keeps its previous policy, untouched. The rings the new policies call
+//!    for are compared with the present ones: a running module that would
+//!    gain or lose a ring is restarted too, since a worker receives its ring
+//!    fds only in its `Init`.
+//! 2. **Apply** (once the final snapshots are durable,
+//!    [`Supervisor::apply_reload`]): the removed and restarted modules are
+//!    asked for a snapshot in one round first, so a removed module that comes
+//!    back later, and a restarted one, resume from the state they had. Then
+//!    the slots take their new policies, the rings are rewired (unchanged
+//!    rings keep their messages), removed modules are stopped, restarted
+//!    ones stopped and started again, and added ones started.
+//!
+//! Modules whose policy and rings are unchanged are never touched: same
+//! worker, same pid, same rings.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::snapshots::AfterRound;
+use super::{say, Supervisor};
+use crate::compile_cache::Outcome;
+use crate::control::protocol::Response;
+use crate::policy::{self, Policy};
+use crate::restart::RestartTracker;
+use crate::slot::{Slot, State};
+
+/// What a reload will do, decided before the final snapshot round.
+#[derive(Debug, Default)]
+pub(super) struct ReloadPlan {
+    /// Slots whose policy file is gone.
+    removed: Vec<usize>,
+    /// Slots taking a new policy, with its compiled artifact.
+    changed: Vec<(usize, Policy, PathBuf)>,
+    /// New modules and the slot each gets.
+    added: Vec<(usize, Added)>,
+    /// Slots with a running worker to restart (changed, or rings changed).
+    restart: BTreeSet<usize>,
+}
+
+/// A module new to this reload.
+#[derive(Debug)]
+enum Added {
+    /// Valid and compiled.
+    Ready(Box<Policy>, PathBuf),
+    /// Cannot run: why (shown as its `last_error`, like at start-up).
+    Failed(String, String),
+}
+
+/// Whether two validated policies differ in anything that matters to the
+/// running module (where in the file the `wasm` key sits does not).
+fn same_policy(old: &Policy, new: &Policy) -> bool {
+    let mut new = new.clone();
+    new.wasm_location = old.wasm_location;
+    *old == new
+}
+
+impl Supervisor {
+    /// Plans a reload and starts applying it. Returns what it will do; the
+    /// answer is a refusal when some policies were rejected (the rest is
+    /// still applied).
+    pub(super) fn reload(&mut self) -> Response {
+        if self.shutdown_deadline.is_some() {
+            return Response::refused("edgeward is stopping");
+        }
+        if self.reloading {
+            self.reload_again = true;
+            return Response::done(
+                "a reload is being applied; the policy directory is read again once it is done",
+            );
+        }
+        let loaded = match policy::load_dir(&self.options.policies) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let why = format!(
+                    "cannot read policy directory {}: {e}; nothing changed",
+                    self.options.policies.display()
+                );
+                say!("reload: {why}");
+                return Response::refused(why);
+            }
+        };
+        let mut plan = ReloadPlan::default();
+        let mut rejected: Vec<String> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut to_compile: Vec<(usize, Policy)> = Vec::new();
+        let mut next_new_slot = self.slots.len();
+        for l in loaded {
+            seen.insert(l.name.clone());
+            match (self.slot_named(&l.name), l.result) {
+                (Some(i), Ok(policy)) => {
+                    let unchanged = self.slots[i]
+                        .policy
+                        .as_ref()
+                        .is_some_and(|old| same_policy(old, &policy));
+                    if !unchanged || self.slots[i].removing {
+                        to_compile.push((i, policy));
+                    } else if self.slots[i]
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|e| e.starts_with("reload rejected"))
+                    {
+                        // The file is back to what runs.
+                        self.slots[i].last_error = None;
+                    }
+                }
+                (Some(i), Err(errors)) => {
+                    let reason = join_errors(&errors);
+                    let slot = &mut self.slots[i];
+                    if slot.policy.is_some() {
+                        rejected.push(format!(
+                            "{}: {reason} (the module keeps its previous policy)",
+                            l.name
+                        ));
+                        slot.last_error = Some(format!(
+                            "reload rejected {}: {reason}; still running the previous policy",
+                            l.file.display()
+                        ));
+                    } else {
+                        rejected.push(format!("{}: {reason}", l.name));
+                        slot.last_error = Some(format!("invalid policy: {reason}"));
+                    }
+                }
+                (None, result) => {
+                    let i = self
+                        .slots
+                        .iter()
+                        .position(|s| s.state == State::Removed && s.name == l.name)
+                        .unwrap_or_else(|| {
+                            next_new_slot += 1;
+                            next_new_slot - 1
+                        });
+                    match result {
+                        Ok(policy) => to_compile.push((i, policy)),
+                        Err(errors) => {
+                            let reason = join_errors(&errors);
+                            rejected.push(format!("{}: {reason}", l.name));
+                            plan.added.push((
+                                i,
+                                Added::Failed(l.name, format!("invalid policy: {reason}")),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.state != State::Removed && !slot.removing && !seen.contains(&slot.name) {
+                plan.removed.push(i);
+            }
+        }
+
+        // Compile what is new (the loop waits; workers and rings run on).
+        let pairs: Vec<(String, PathBuf)> = to_compile
+            .iter()
+            .map(|(_, p)| (p.wasm_sha256.clone(), p.wasm.clone()))
+            .collect();
+        let outcomes = self.cache.ensure(&self.options.worker_bin, &pairs);
+        for ((i, policy), outcome) in to_compile.into_iter().zip(outcomes) {
+            let artifact = match outcome {
+                Outcome::Hit(path) => path,
+                Outcome::Compiled(path, ms) => {
+                    say!(
+                        "module {}: compiled {} in {ms} ms",
+                        policy.name,
+                        &policy.wasm_sha256[..12]
+                    );
+                    path
+                }
+                Outcome::Failed(reason) => {
+                    let reason = format!("wasm {} {reason}", policy.wasm.display());
+                    if i < self.slots.len() && self.slots[i].policy.is_some() {
+                        rejected.push(format!(
+                            "{}: {reason} (the module keeps its previous policy)",
+                            policy.name
+                        ));
+                        self.slots[i].last_error = Some(format!("reload rejected: {reason}"));
+                    } else {
+                        rejected.push(format!("{}: {reason}", policy.name));
+                        plan.added.push((i, Added::Failed(policy.name, reason)));
+                    }
+                    continue;
+                }
+            };
+            if i < self.slots.len() && self.slots[i].state != State::Removed {
+                plan.changed.push((i, policy, artifact));
+            } else {
+                plan.added
+                    .push((i, Added::Ready(Box::new(policy), artifact)));
+            }
+        }
+
+        // Wire the new policy set on paper; a module that cannot be wired
+        // is rejected like an invalid policy.
+        let keys = loop {
+            let candidate = self.candidate_policies(&plan, next_new_slot);
+            let (keys, errors) = crate::channels::plan(&candidate);
+            let mut reverted = false;
+            for error in errors {
+                if let Some(at) = plan.changed.iter().position(|(i, ..)| *i == error.slot) {
+                    let (i, policy, _) = plan.changed.remove(at);
+                    rejected.push(format!(
+                        "{}: {} (the module keeps its previous policy)",
+                        policy.name, error.reason
+                    ));
+                    self.slots[i].last_error = Some(format!("reload rejected: {}", error.reason));
+                    reverted = true;
+                } else if let Some(at) = plan
+                    .added
+                    .iter()
+                    .position(|(i, a)| *i == error.slot && matches!(a, Added::Ready(..)))
+                {
+                    let (i, added) = plan.added.remove(at);
+                    if let Added::Ready(policy, _) = added {
+                        rejected.push(format!("{}: {}", policy.name, error.reason));
+                        plan.added
+                            .push((i, Added::Failed(policy.name, error.reason)));
+                    }
+                    reverted = true;
+                }
+            }
+            if !reverted {
+                break keys;
+            }
+        };
+        let touched = self.wiring.touched_by(&keys);
+        let running = |i: &usize| self.slots.get(*i).is_some_and(|s| s.worker.is_some());
+        plan.restart = plan
+            .changed
+            .iter()
+            .map(|(i, ..)| *i)
+            .chain(touched)
+            .filter(|i| running(i) && !plan.removed.contains(i))
+            .collect();
+
+        let summary = self.describe_plan(&plan, &rejected);
+        say!("reload: {summary}");
+        let asked: Vec<usize> = plan.removed.iter().chain(&plan.restart).copied().collect();
+        self.reloading = true;
+        self.snapshot_then(asked, Some(AfterRound::Reload(Box::new(plan))));
+        if rejected.is_empty() {
+            Response::done(summary)
+        } else {
+            Response::refused(summary)
+        }
+    }
+
+    /// The policy of every slot as the plan would leave it (`None`: no valid
+    /// policy, or removed), with room for `slots` slots.
+    fn candidate_policies<'a>(
+        &'a self,
+        plan: &'a ReloadPlan,
+        slots: usize,
+    ) -> Vec<Option<&'a Policy>> {
+        let mut candidate: Vec<Option<&Policy>> = (0..slots)
+            .map(|i| {
+                self.slots
+                    .get(i)
+                    .filter(|s| s.state != State::Removed && !s.removing)
+                    .and_then(|s| s.policy.as_ref())
+            })
+            .collect();
+        for &i in &plan.removed {
+            candidate[i] = None;
+        }
+        for (i, policy, _) in &plan.changed {
+            candidate[*i] = Some(policy);
+        }
+        for (i, added) in &plan.added {
+            candidate[*i] = match added {
+                Added::Ready(policy, _) => Some(policy),
+                Added::Failed(..) => None,
+            };
+        }
+        candidate
+    }
+
+    /// The plan in one line, for the log and the `reload` client.
+    fn describe_plan(&self, plan: &ReloadPlan, rejected: &[String]) -> String {
+        let name_of = |i: usize| self.slots.get(i).map_or("?", |s| s.name.as_str());
+        let mut parts = Vec::new();
+        let mut list = |what: &str, mut names: Vec<String>| {
+            names.sort();
+            if !names.is_empty() {
+                parts.push(format!("{what} {}", names.join(", ")));
+            }
+        };
+        list(
+            "added",
+            plan.added
+                .iter()
+                .filter_map(|(_, a)| match a {
+                    Added::Ready(p, _) => Some(p.name.clone()),
+                    Added::Failed(..) => None,
+                })
+                .collect(),
+        );
+        list(
+            "changed",
+            plan.changed
+                .iter()
+                .map(|(_, p, _)| p.name.clone())
+                .collect(),
+        );
+        list(
+            "removed",
+            plan.removed
+                .iter()
+                .map(|&i| name_of(i).to_string())
+                .collect(),
+        );
+        list(
+            "restarting",
+            plan.restart
+                .iter()
+                .map(|&i| name_of(i).to_string())
+                .collect(),
+        );
+        if parts.is_empty() {
+            parts.push("no change".into());
+        }
+        let mut summary = parts.join("; ");
+        if !rejected.is_empty() {
+            summary.push_str(&format!("; rejected: {}", rejected.join("; ")));
+        }
+        summary
+    }
+
+    /// Applies a reload once its final snapshots are durable.
+    pub(super) fn apply_reload(&mut self, plan: ReloadPlan) {
+        self.reloading = false;
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let ReloadPlan {
+            removed,
+            changed,
+            added,
+            restart,
+        } = plan;
+        let mut start = Vec::new();
+        for (i, added) in added {
+            let slot = match added {
+                Added::Ready(policy, artifact) => {
+                    let mut slot = Slot::new(*policy);
+                    slot.artifact = Some(artifact);
+                    start.push(i);
+                    slot
+                }
+                Added::Failed(name, reason) => Slot::failed(name, reason),
+            };
+            if i < self.slots.len() {
+                // A removed module's slot: keep its generation counter, so
+                // no event of its old workers can pass for a new one's.
+                let generation = self.slots[i].generation;
+                self.slots[i] = Slot { generation, ..slot };
+            } else {
+                self.slots.push(slot);
+            }
+        }
+        for (i, policy, artifact) in changed {
+            self.drop_spare(i);
+            let slot = &mut self.slots[i];
+            slot.limits_changed = slot.policy.as_ref().is_none_or(|old| {
+                old.resources != policy.resources || old.restart.spare != policy.restart.spare
+            });
+            slot.tracker = Some(RestartTracker::new(policy.restart));
+            slot.policy = Some(policy);
+            slot.artifact = Some(artifact);
+            slot.last_error = None;
+            slot.removing = false;
+            if slot.worker.is_none() {
+                start.push(i);
+            }
+        }
+        for &i in &removed {
+            self.drop_spare(i);
+            self.slots[i].removing = true;
+        }
+        let wiring_errors = {
+            let policies: Vec<Option<&Policy>> = self
+                .slots
+                .iter()
+                .map(|s| s.policy.as_ref().filter(|_| !s.removing))
+                .collect();
+            self.wiring.rewire(&policies)
+        };
+        for error in wiring_errors {
+            // Only a system refusal (memfd, eventfd) gets here: the plan
+            // checked the ring counts.
+            let slot = &mut self.slots[error.slot];
+            say!("module {}: {}", slot.name, error.reason);
+            slot.last_error = Some(error.reason);
+            slot.artifact = None;
+        }
+        let now = std::time::Instant::now();
+        for slot in &self.slots {
+            let interval = slot.policy.as_ref().map_or(0, |p| p.snapshot_interval_ms);
+            if interval > 0 && !slot.removing {
+                self.snapshots
+                    .next
+                    .entry(interval)
+                    .or_insert(now + Duration::from_millis(interval));
+            }
+        }
+        for i in restart.iter().copied().chain(removed.iter().copied()) {
+            let removing = self.slots[i].removing;
+            match self.slots[i].worker.as_mut() {
+                Some(worker) => {
+                    worker.restart_requested = !removing;
+                    super::requests::stop_worker(worker, self.options.stop_timeout);
+                }
+                None if removing => self.forget_removed(i),
+                None => start.push(i),
+            }
+        }
+        for i in start {
+            let slot = &mut self.slots[i];
+            if slot.worker.is_none() && slot.artifact.is_some() {
+                slot.restart_at = None;
+                self.spawn(i);
+            }
+        }
+        if std::mem::take(&mut self.reload_again) {
+            let response = self.reload();
+            if !response.ok {
+                say!("reload: {}", response.error.unwrap_or_default());
+            }
+        }
+    }
+
+    /// Slot `i`'s module was removed by a reload and has no worker left:
+    /// its cgroup goes, its slot stays for a module of that name added
+    /// later (same uid; its snapshots stay in the store).
+    pub(super) fn forget_removed(&mut self, i: usize) {
+        self.drop_spare(i);
+        let slot = &mut self.slots[i];
+        if let Some(cgroup) = slot.cgroup.take() {
+            self.sandbox.remove_cgroup(&cgroup);
+        }
+        slot.removing = false;
+        slot.state = State::Removed;
+        slot.policy = None;
+        slot.artifact = None;
+        slot.tracker = None;
+        slot.restart_at = None;
+        say!("module {}: removed", slot.name);
+    }
+
+    /// The slot of the module called `name`, unless it was removed.
+    pub(super) fn slot_named(&self, name: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.name == name && s.state != State::Removed)
+    }
+}
+
+/// Every error of a policy file in one line.
+fn join_errors(errors: &[policy::PolicyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

@@ -1,0 +1,246 @@
+//! End to end: `edgeward reload` and SIGHUP apply only the difference
+//! between the policy directory and what runs. Unchanged modules keep their
+//! worker (same pid); changed ones restart with their state; removed ones
+//! take a final snapshot that a later re-add restores; added ones start; a
+//! rejected policy leaves its running module untouched; rings are rewired,
+//! restarting only the modules at their ends.
+
+use std::time::Duration;
+
+use edgeward_tests::{cgroup_dir, module, policy, Gateway, GatewayDir};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A counter ticking at 1 kHz that snapshots only when asked to or stopped.
+fn counter(every: u32) -> String {
+    policy(
+        "counter",
+        &format!("[wasi]\nargs = [\"--every\", \"{every}\"]\n[schedule]\ntick_us = 1000\n[snapshot]\ninterval_ms = 0"),
+    )
+}
+
+fn pid(status: &Value, name: &str) -> i64 {
+    module(status, name)["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{name} has no pid in {status}"))
+}
+
+fn ticks(status: &Value, name: &str) -> u64 {
+    module(status, name)["ticks"].as_u64().unwrap_or(0)
+}
+
+fn listed(status: &Value, name: &str) -> bool {
+    status["modules"]
+        .as_array()
+        .is_some_and(|ms| ms.iter().any(|m| m["name"] == name))
+}
+
+/// The number after the last `needle` in the log.
+fn last_number_after(gateway: &Gateway, needle: &str) -> Option<u64> {
+    let log = gateway.log();
+    let rest = log.lines().rev().find_map(|l| l.split(needle).nth(1))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn wait_number_after(gateway: &Gateway, needle: &str) -> u64 {
+    gateway.wait_log(needle, WAIT);
+    last_number_after(gateway, needle).expect("a number")
+}
+
+#[test]
+fn a_reload_adds_changes_and_removes_modules_and_leaves_the_rest_alone() {
+    let g = GatewayDir::new();
+    g.add_policy("keep", &counter(100));
+    g.add_policy(
+        "change",
+        &format!("{}\n[resources]\nmemory_mib = 16", counter(100)),
+    );
+    g.add_policy("gone", &counter(100));
+    let gateway = g.start();
+    let before = gateway.wait_for(WAIT, "all counting", |s| {
+        ["keep", "change", "gone"]
+            .iter()
+            .all(|m| module(s, m)["state"] == "running" && ticks(s, m) >= 300)
+    });
+    let gone_ticks = ticks(&before, "gone");
+    let change_ticks = ticks(&before, "change");
+
+    let memory_limit = |pid: i64| -> u64 {
+        std::fs::read_to_string(cgroup_dir(pid, "memory").join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let limit_before = memory_limit(pid(&before, "change"));
+    g.add_policy(
+        "change",
+        &format!("{}\n[resources]\nmemory_mib = 24", counter(50)),
+    );
+    std::fs::remove_file(g.policies().join("gone.toml")).unwrap();
+    g.add_policy("fresh", &counter(100));
+    let (code, out, err) = gateway.cli(&["reload"]);
+    assert_eq!(code, 0, "reload failed: {out}{err}");
+    assert_eq!(
+        out.trim(),
+        "added fresh; changed change; removed gone; restarting change"
+    );
+
+    let after = gateway.wait_for(WAIT, "reload applied", |s| {
+        !listed(s, "gone")
+            && module(s, "fresh")["state"] == "running"
+            && module(s, "change")["state"] == "running"
+            && module(s, "change")["pid"] != module(&before, "change")["pid"]
+    });
+    assert_eq!(
+        pid(&after, "keep"),
+        pid(&before, "keep"),
+        "keep was touched"
+    );
+    gateway.wait_for(WAIT, "keep ticking on", |s| {
+        ticks(s, "keep") > ticks(&before, "keep") && pid(s, "keep") == pid(&before, "keep")
+    });
+    // The changed module runs under its new limits…
+    assert_eq!(
+        memory_limit(pid(&after, "change")),
+        limit_before + (8 << 20),
+        "the cgroup memory limit follows memory_mib"
+    );
+    // …and resumed from the snapshot taken just before.
+    let restored = wait_number_after(&gateway, "[change] info: restored ticks=");
+    assert!(
+        restored >= change_ticks,
+        "change restored {restored} < {change_ticks}"
+    );
+    gateway.wait_log("module gone: removed", WAIT);
+    assert!(
+        !gateway.log().contains("[keep] info: restored"),
+        "keep was restarted"
+    );
+
+    // The removed module's final snapshot comes back when it is re-added.
+    g.add_policy("gone", &counter(100));
+    let (code, out, _) = gateway.cli(&["reload"]);
+    assert_eq!((code, out.trim()), (0, "added gone"));
+    let restored = wait_number_after(&gateway, "[gone] info: restored ticks=");
+    assert!(
+        restored >= gone_ticks,
+        "gone restored {restored} < {gone_ticks} ticks it had before removal"
+    );
+    let status = gateway.wait_running(&["keep", "change", "gone", "fresh"], WAIT);
+    assert_eq!(pid(&status, "keep"), pid(&before, "keep"));
+
+    // Nothing changed: nothing happens.
+    let (code, out, _) = gateway.cli(&["reload"]);
+    assert_eq!((code, out.trim()), (0, "no change"));
+}
+
+#[test]
+fn a_rejected_policy_leaves_its_running_module_untouched() {
+    let g = GatewayDir::new();
+    g.add_policy("steady", &counter(100));
+    let gateway = g.start();
+    let before = gateway.wait_running(&["steady"], WAIT);
+
+    // A typo in a running module's policy, and a new module that is broken.
+    g.add_policy(
+        "steady",
+        &format!("{}\n[resources]\nmemry_mib = 8\n", counter(100)),
+    );
+    g.add_policy("broken", "[module]\nwasm = \"/nonexistent/broken.wasm\"\n");
+    let (code, out, err) = gateway.cli(&["reload"]);
+    assert_eq!(
+        code, 1,
+        "a rejected policy must fail the reload: {out}{err}"
+    );
+    assert!(
+        err.contains("steady.toml") && err.contains("memry_mib"),
+        "the error names the file and the key: {err}"
+    );
+    assert!(err.contains("keeps its previous policy"), "{err}");
+    assert!(err.contains("broken"), "{err}");
+    let status = gateway.wait_for(WAIT, "broken listed as failed", |s| {
+        listed(s, "broken") && module(s, "broken")["state"] == "failed"
+    });
+    assert_eq!(module(&status, "steady")["state"], "running");
+    assert_eq!(pid(&status, "steady"), pid(&before, "steady"));
+    assert!(module(&status, "steady")["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("reload rejected") && e.contains("memry_mib")));
+
+    // Put the policy back as it was and drop the broken one, by SIGHUP:
+    // nothing to restart.
+    g.add_policy("steady", &counter(100));
+    std::fs::remove_file(g.policies().join("broken.toml")).unwrap();
+    gateway.signal(nix::sys::signal::Signal::SIGHUP);
+    let status = gateway.wait_for(WAIT, "broken gone", |s| !listed(s, "broken"));
+    assert_eq!(pid(&status, "steady"), pid(&before, "steady"));
+    gateway.wait_log("reload: removed broken", WAIT);
+}
+
+#[test]
+fn a_reload_rewires_rings_and_restarts_only_their_ends() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "sensor",
+        &policy(
+            "sensor",
+            "[channels]\npublish = [\"readings\"]\n[schedule]\ntick_us = 1000",
+        ),
+    );
+    g.add_policy("bystander", &counter(100));
+    let gateway = g.start();
+    let before = gateway.wait_running(&["sensor", "bystander"], WAIT);
+    assert_eq!(before["rings"].as_array().map(Vec::len), Some(0));
+
+    // A filter and an alarm join: the sensor gains a ring and restarts.
+    g.add_policy(
+        "filter",
+        &policy(
+            "filter",
+            "[wasi]\nargs = [\"--threshold\", \"50\"]\n[channels]\nsubscribe = [\"readings\"]\npublish = [\"alarms\"]",
+        ),
+    );
+    g.add_policy(
+        "alarm",
+        &policy(
+            "alarm",
+            "[wasi]\nargs = [\"--report-every\", \"10\"]\n[channels]\nsubscribe = [\"alarms\"]",
+        ),
+    );
+    let (code, out, err) = gateway.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "added alarm, filter; restarting sensor");
+    gateway.wait_log("alarm: 10 alarms in order", WAIT);
+    let status = gateway.wait_running(&["sensor", "filter", "alarm", "bystander"], WAIT);
+    assert_ne!(pid(&status, "sensor"), pid(&before, "sensor"));
+    assert_eq!(pid(&status, "bystander"), pid(&before, "bystander"));
+    let mut rings: Vec<String> = status["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}>{}", r["channel"], r["from"], r["to"]).replace('"', ""))
+        .collect();
+    rings.sort();
+    assert_eq!(rings, ["alarms filter>alarm", "readings sensor>filter"]);
+
+    // The filter goes: both its ends restart, the bystander does not.
+    let with_filter = status;
+    std::fs::remove_file(g.policies().join("filter.toml")).unwrap();
+    let (code, out, _) = gateway.cli(&["reload"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "removed filter; restarting alarm, sensor")
+    );
+    let status = gateway.wait_for(WAIT, "filter removed, its ends restarted", |s| {
+        !listed(s, "filter")
+            && ["sensor", "alarm"].iter().all(|m| {
+                module(s, m)["state"] == "running"
+                    && module(s, m)["pid"] != module(&with_filter, m)["pid"]
+            })
+    });
+    assert_eq!(status["rings"].as_array().map(Vec::len), Some(0));
+    assert_eq!(pid(&status, "bystander"), pid(&before, "bystander"));
+}
