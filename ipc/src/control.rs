@@ -30,6 +30,10 @@ pub enum ToWorker {
     /// Take a snapshot: call `ew_snapshot` and answer with
     /// [`FromWorker::SnapshotData`] or [`FromWorker::SnapshotFailed`].
     Snapshot,
+    /// Are you healthy? A reactor calls its `ew_health` export (0 when it
+    /// exports none), a command answers 0; the answer is
+    /// [`FromWorker::Health`]. Asked at the end of an upgrade's probation.
+    Health,
 }
 
 /// Everything a worker needs to run its one module. Nothing outside this
@@ -231,6 +235,8 @@ pub enum FromWorker {
     /// never called `snapshot_put` (a trap is reported as a Fault instead).
     /// Empty when it returned 1, "nothing to save".
     SnapshotFailed(String),
+    /// The answer to [`ToWorker::Health`]: 0 healthy, anything else not.
+    Health(i32),
 }
 
 /// Severity of a guest log line; the guest passes it as an `i32`.

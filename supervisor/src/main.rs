@@ -18,6 +18,7 @@ mod slot;
 mod snapshot;
 mod status;
 mod supervisor;
+mod upgrade_record;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,6 +58,12 @@ fn main() -> ExitCode {
         Command::Stop { control } => cli::client::stop(&control.control),
         Command::Restart { module, control } => cli::client::restart(&control.control, &module),
         Command::Reload { control } => cli::client::reload(&control.control),
+        Command::Upgrade {
+            module,
+            wasm,
+            health_ms,
+            control,
+        } => cli::client::upgrade(&control.control, &module, &wasm, health_ms),
         Command::Snapshot { module, control } => cli::client::snapshot(&control.control, &module),
     };
     match result {

@@ -181,6 +181,14 @@ pub struct Slot {
     /// A reload changed its resource limits: its cgroup is set up again
     /// before the next worker starts.
     pub limits_changed: bool,
+    /// The sha256 of the wasm it runs when that is not its policy's (an
+    /// upgrade's active slot, see `upgrade_record.rs`).
+    pub upgraded: Option<String>,
+    /// An upgrade in progress.
+    pub upgrade: Option<Box<crate::supervisor::upgrade::Upgrade>>,
+    /// The next worker is handed the newest snapshot of this wasm instead
+    /// of its own (an upgrade's one explicit crossing); used once.
+    pub restore_from: Option<String>,
 }
 
 impl Slot {
@@ -205,6 +213,9 @@ impl Slot {
             degraded: Vec::new(),
             removing: false,
             limits_changed: false,
+            upgraded: None,
+            upgrade: None,
+            restore_from: None,
         }
     }
 
@@ -225,12 +236,31 @@ impl Slot {
         self
     }
 
+    /// The sha256 (hex) of the wasm its workers run: an upgrade's active
+    /// slot, else its policy's.
+    pub fn running_sha(&self) -> Option<&str> {
+        self.upgraded
+            .as_deref()
+            .or_else(|| self.policy.as_ref().map(|p| p.wasm_sha256.as_str()))
+    }
+
+    /// Records that its workers run the wasm with `sha256`.
+    pub fn set_running_sha(&mut self, sha256: &str) {
+        let policy_sha = self.policy.as_ref().map(|p| p.wasm_sha256.as_str());
+        self.upgraded = (policy_sha != Some(sha256)).then(|| sha256.to_string());
+    }
+
     /// The row for `status`.
     pub fn status(&self, now: Instant) -> ModuleStatus {
         let worker = self.worker.as_ref();
         ModuleStatus {
             name: self.name.clone(),
-            state: self.state.as_str().to_string(),
+            state: if self.upgrade.is_some() {
+                "upgrading".to_string()
+            } else {
+                self.state.as_str().to_string()
+            },
+            wasm_sha256: self.running_sha().map(str::to_string),
             pid: worker.and_then(|w| w.pid).map(|p| p.as_raw() as u32),
             spare_pid: self
                 .spare

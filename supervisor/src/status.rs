@@ -44,6 +44,9 @@ pub struct ModuleStatus {
     pub state: String,
     /// Worker pid while one exists.
     pub pid: Option<u32>,
+    /// sha256 of the wasm it runs (its policy's, or an upgrade's).
+    #[serde(default)]
+    pub wasm_sha256: Option<String>,
     /// Pid of the spare worker waiting to take over (`[restart] spare`),
     /// once it is ready to.
     #[serde(default)]
@@ -160,6 +163,7 @@ mod tests {
     fn json_has_the_stable_fields() {
         let report = StatusReport {
             modules: vec![ModuleStatus {
+                wasm_sha256: None,
                 name: "counter".into(),
                 state: "running".into(),
                 pid: Some(12),

@@ -157,6 +157,13 @@ pub trait Module: Sized + 'static {
         None
     }
 
+    /// Whether the module is healthy: 0 yes, anything else no. Asked at the
+    /// end of an upgrade's probation (`edgeward upgrade`); a non-zero answer
+    /// rolls the upgrade back to the previous version and its state.
+    fn health(&self) -> i32 {
+        0
+    }
+
     /// Called once after `init`, before the module counts as running, with
     /// the newest durable snapshot taken by this same wasm. `Err` starts
     /// the module from its initial state (logged).
@@ -247,6 +254,14 @@ macro_rules! module {
                     },
                     None => 1,
                 },
+                None => $crate::error::INVALID,
+            }
+        }
+
+        #[no_mangle]
+        pub extern "C" fn ew_health() -> i32 {
+            match __EDGEWARD_MODULE.0.borrow().as_ref() {
+                Some(module) => $crate::Module::health(module),
                 None => $crate::error::INVALID,
             }
         }

@@ -51,6 +51,67 @@ impl ModuleCgroup {
             .collect()
     }
 
+    /// Kills every process left in these cgroups (by a run of edgeward that
+    /// crashed or was killed: its workers die with it, but may still be
+    /// exiting, and would count against this run's pids limit) and waits up
+    /// to `timeout` for them to be gone and reaped (a dead task counts in
+    /// `pids.current` until its parent, by then init, reaps it). Returns how
+    /// many it killed and how long it waited.
+    pub fn evict_stale(&self, timeout: std::time::Duration) -> (usize, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let members = || -> Vec<i32> {
+            let mut pids: Vec<i32> = self
+                .procs
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .flat_map(|text| {
+                    text.lines()
+                        .filter_map(|l| l.trim().parse().ok())
+                        .collect::<Vec<i32>>()
+                })
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        };
+        let stale = members();
+        let charged_at_start = self
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("pids.current")).ok())
+            .any(|n| n.trim() != "0");
+        for &pid in &stale {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while (!stale.is_empty() || charged_at_start) && std::time::Instant::now() < deadline {
+            // Ours to reap when edgeward is their subreaper (PID 1).
+            while let Ok(status) = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(-1),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                if status == nix::sys::wait::WaitStatus::StillAlive {
+                    break;
+                }
+            }
+            // Tasks that left `cgroup.procs` still count in `pids.current`
+            // (and against their uid's RLIMIT_NPROC) until reaped.
+            let charged = self
+                .dirs
+                .iter()
+                .filter_map(|d| std::fs::read_to_string(d.join("pids.current")).ok())
+                .any(|n| n.trim() != "0");
+            if members().is_empty() && !charged {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        (stale.len(), started.elapsed())
+    }
+
     /// The memory limit in force now, in bytes (an operator may have changed it).
     pub fn memory_limit_bytes(&self) -> Option<u64> {
         std::fs::read_to_string(&self.memory_limit)

@@ -15,13 +15,21 @@ use crate::status;
 /// # Errors
 /// No supervisor on `socket`, or a malformed answer.
 pub fn request(socket: &Path, request: &Request) -> anyhow::Result<Response> {
+    request_within(socket, request, Duration::from_secs(10))
+}
+
+/// As [`request`], waiting up to `timeout` for the answer.
+///
+/// # Errors
+/// As [`request`], or no answer within `timeout`.
+fn request_within(socket: &Path, request: &Request, timeout: Duration) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot reach edgeward at {} (is `edgeward run` running? set --control or EDGEWARD_CONTROL)",
             socket.display()
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
@@ -88,6 +96,30 @@ pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
 /// rest of the reload is applied).
 pub fn reload(socket: &Path) -> anyhow::Result<i32> {
     act(socket, &Request::Reload)
+}
+
+/// `edgeward upgrade MODULE FILE.wasm`: waits until the upgrade is
+/// committed or rolled back and prints the outcome.
+///
+/// # Errors
+/// As [`request`], an unreadable file, or the upgrade was refused or rolled
+/// back (the message says why and what runs now).
+pub fn upgrade(socket: &Path, module: &str, wasm: &Path, health_ms: u64) -> anyhow::Result<i32> {
+    let wasm = std::fs::canonicalize(wasm)
+        .with_context(|| format!("cannot find the new wasm {}", wasm.display()))?;
+    let request = Request::Upgrade {
+        module: module.to_string(),
+        wasm,
+        health_ms,
+    };
+    // Compiling, stopping the old worker, probation, health check.
+    let timeout = Duration::from_millis(health_ms) + Duration::from_secs(300);
+    let response = request_within(socket, &request, timeout)?;
+    if !response.ok {
+        bail!("{}", response.error.unwrap_or_default());
+    }
+    println!("{}", response.message.unwrap_or_default());
+    Ok(0)
 }
 
 /// `edgeward snapshot MODULE`: prints `MODULE: snapshot epoch N is durable`.

@@ -1,4 +1,4 @@
-//! The command line: `edgeward run | check | status | stop | restart | reload | snapshot`.
+//! The command line: `edgeward run | check | status | stop | restart | reload | upgrade | snapshot`.
 
 pub mod check;
 pub mod check_sandbox;
@@ -97,6 +97,22 @@ pub enum Command {
     /// SIGHUP): start added modules, stop removed ones (after a final
     /// snapshot), restart changed ones; exit 1 if a policy was rejected.
     Reload {
+        #[command(flatten)]
+        control: ControlArg,
+    },
+    /// Upgrade a running module to another wasm: validate and compile it,
+    /// snapshot the module, start the new version from that state, keep it
+    /// on probation, check its health, then switch for good; on any failure
+    /// roll back to the old version and state. Returns once decided: exit 0
+    /// upgraded, 1 refused or rolled back (the message says why).
+    Upgrade {
+        /// Module name (its policy file's stem).
+        module: String,
+        /// The new version's wasm file.
+        wasm: PathBuf,
+        /// How long the new version must run before its health check, ms.
+        #[arg(long, default_value_t = 1000)]
+        health_ms: u64,
         #[command(flatten)]
         control: ControlArg,
     },

@@ -21,6 +21,16 @@ pub enum Request {
     /// Read the policy directory again and apply only the difference (as
     /// SIGHUP); answered with what it does.
     Reload,
+    /// Upgrade a running module to another wasm: snapshot, switch, probation,
+    /// health check; answered once committed or rolled back.
+    Upgrade {
+        /// Module name.
+        module: String,
+        /// Absolute path of the new wasm (the client resolves it).
+        wasm: std::path::PathBuf,
+        /// How long the new version must run before its health check, ms.
+        health_ms: u64,
+    },
     /// Take a snapshot of one module now; answered once it is durable.
     Snapshot {
         /// Module name.

@@ -362,6 +362,33 @@ fn no_crash_state_loses_an_acknowledged_epoch() {
 }
 
 #[test]
+fn the_last_state_of_the_previous_wasm_survives_the_new_ones_snapshots_and_compaction() {
+    const NEW: [u8; 32] = [7; 32];
+    let (mut store, _) = Store::open(SimDisk::default()).unwrap();
+    store.set_roll_min_bytes(1);
+    for round in 0..3u8 {
+        store.stage("counter", SHA, &[round; 8]).unwrap();
+        store.commit().unwrap();
+    }
+    // An upgrade: the new wasm snapshots many times (compacting on the way).
+    for round in 10..20u8 {
+        store.stage("counter", NEW, &[round; 8]).unwrap();
+        store.commit().unwrap();
+    }
+    let (record, _) = store.restore("counter", &SHA);
+    assert_eq!(
+        record.map(|r| (r.epoch, r.payload.clone())),
+        Some((3, vec![2; 8]))
+    );
+    assert_eq!(store.restore("counter", &NEW).0.map(|r| r.epoch), Some(13));
+    // And after a restart.
+    let disk = store.storage().clone();
+    let (store, _) = Store::open(disk).unwrap();
+    assert_eq!(store.restore("counter", &SHA).0.map(|r| r.epoch), Some(3));
+    assert_eq!(store.acknowledged("counter"), Some(13));
+}
+
+#[test]
 fn group_commit_flushes_at_most_twice_and_skips_unchanged_state() {
     let (mut store, _) = Store::open(SimDisk::default()).unwrap();
     for module in MODULES {

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use super::record::{Record, RecordError, MAX_PAYLOAD};
 use super::storage::Storage;
 
-/// Records kept per module: the newest and one to fall back to.
+/// Records kept per module: the newest and one to fall back to (plus the
+/// newest of the wasm before the current one, see [`Store::keep`]).
 const KEEP: usize = 2;
 
 /// A segment is compacted once it is this many times the live records…
@@ -69,7 +70,7 @@ pub enum StoreError {
 /// The snapshot store of one gateway.
 pub struct Store<S: Storage> {
     storage: S,
-    /// Durable records per module, newest first, at most [`KEEP`].
+    /// Durable records per module, newest first, as [`prune`] leaves them.
     live: BTreeMap<String, Vec<Record>>,
     /// Records waiting for the next commit, one per module.
     staged: BTreeMap<String, Record>,
@@ -81,6 +82,28 @@ pub struct Store<S: Storage> {
     active: Option<(String, u64)>,
     next_segment: u64,
     roll_min_bytes: u64,
+}
+
+/// Trims a module's live records (newest first) to the newest [`KEEP`], and
+/// the newest one taken by another wasm than the newest record's. That one
+/// is an upgrade's way back: while a new version is on probation (or after
+/// a crash then) its snapshots must not push out the state the old version
+/// is restored from when the upgrade is rolled back.
+fn prune(list: &mut Vec<Record>) {
+    let Some(newest_wasm) = list.first().map(|r| r.wasm_sha256) else {
+        return;
+    };
+    let mut kept = 0;
+    let mut other_wasm_kept = false;
+    list.retain(|r| {
+        let other_wasm = r.wasm_sha256 != newest_wasm;
+        let keep = kept < KEEP || (other_wasm && !other_wasm_kept);
+        if keep {
+            kept += 1;
+            other_wasm_kept |= other_wasm;
+        }
+        keep
+    });
 }
 
 /// Maps an I/O error of `op` on `file` to a [`StoreError`].
@@ -177,7 +200,7 @@ impl<S: Storage> Store<S> {
         *seen = (*seen).max(epoch);
     }
 
-    /// Adds a durable record to the live set (newest first, [`KEEP`] deep).
+    /// Adds a durable record to the live set (see [`prune`]).
     fn keep(&mut self, record: Record) {
         let list = self.live.entry(record.module.clone()).or_default();
         if list.iter().any(|r| r.epoch == record.epoch) {
@@ -185,7 +208,7 @@ impl<S: Storage> Store<S> {
         }
         list.push(record);
         list.sort_by_key(|r| std::cmp::Reverse(r.epoch));
-        list.truncate(KEEP);
+        prune(list);
     }
 
     /// Compacts once the active segment exceeds `bytes` (and four times the
@@ -264,7 +287,7 @@ impl<S: Storage> Store<S> {
         for record in self.staged.values() {
             let list = next_live.entry(record.module.clone()).or_default();
             list.insert(0, record.clone());
-            list.truncate(KEEP);
+            prune(list);
         }
         let mut bytes = Vec::new();
         let segment = if roll {

@@ -10,6 +10,7 @@ mod reload;
 mod requests;
 mod snapshots;
 mod spares;
+pub(crate) mod upgrade;
 mod workers;
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -139,6 +140,8 @@ pub struct Supervisor {
     reloading: bool,
     /// Another reload was asked for meanwhile: run it after this one.
     reload_again: bool,
+    /// Upgrade records and the wasm of upgraded modules.
+    upgrades: crate::upgrade_record::UpgradeDir,
 }
 
 /// Prints a supervisor message on stderr.
@@ -216,13 +219,18 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         );
     }
 
+    // An upgraded module runs its upgrade's active slot, not its policy's wasm.
+    let upgrades = crate::upgrade_record::UpgradeDir::new(&options.state);
     let wanted: Vec<(usize, (String, PathBuf))> = slots
-        .iter()
+        .iter_mut()
         .enumerate()
         .filter_map(|(i, s)| {
-            s.policy
-                .as_ref()
-                .map(|p| (i, (p.wasm_sha256.clone(), p.wasm.clone())))
+            let upgraded = upgrade::adopt_record(&upgrades, s);
+            let policy = s.policy.as_ref()?;
+            Some((
+                i,
+                upgraded.unwrap_or_else(|| (policy.wasm_sha256.clone(), policy.wasm.clone())),
+            ))
         })
         .collect();
     let pairs: Vec<(String, PathBuf)> = wanted.iter().map(|(_, w)| w.clone()).collect();
@@ -275,7 +283,18 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
     for (name, cgroup) in prepared_cgroups {
         if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
             match cgroup {
-                Ok(cgroup) => slot.cgroup = cgroup,
+                Ok(cgroup) => {
+                    let (stale, waited) = cgroup.as_ref().map_or((0, Duration::ZERO), |c| {
+                        c.evict_stale(Duration::from_secs(2))
+                    });
+                    if stale > 0 || waited > Duration::from_millis(5) {
+                        say!(
+                            "module {name}: an earlier run left tasks in its cgroup: killed {stale}, waited {} ms for them to be reaped",
+                            waited.as_millis()
+                        );
+                    }
+                    slot.cgroup = cgroup;
+                }
                 Err(e) => say!("module {name}: cannot set up its cgroup yet: {e}"),
             }
         }
@@ -310,6 +329,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         cache,
         reloading: false,
         reload_again: false,
+        upgrades,
     };
     supervisor.open_snapshots();
     say!(
@@ -418,6 +438,7 @@ impl Supervisor {
         };
         for slot in &self.slots {
             consider(slot.restart_at);
+            consider(slot.upgrade.as_ref().and_then(|u| u.deadline()));
             if let Some(w) = &slot.worker {
                 consider(w.kill_at);
                 if w.ready_at.is_none() && w.killed_because.is_none() {
@@ -438,6 +459,7 @@ impl Supervisor {
             }
         }
         for i in 0..self.slots.len() {
+            self.upgrade_deadline(i, now);
             let slot = &mut self.slots[i];
             if slot.restart_at.is_some_and(|t| now >= t) {
                 slot.restart_at = None;

@@ -73,10 +73,10 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             return Response::refused("edgeward is stopping");
         }
-        if self.reloading {
+        if self.reloading || self.slots.iter().any(|s| s.upgrade.is_some()) {
             self.reload_again = true;
             return Response::done(
-                "a reload is being applied; the policy directory is read again once it is done",
+                "a reload or an upgrade is being applied; the policy directory is read once it is done",
             );
         }
         let loaded = match policy::load_dir(&self.options.policies) {
@@ -349,12 +349,14 @@ impl Supervisor {
             restart,
         } = plan;
         let mut start = Vec::new();
+        let mut adopted = Vec::new();
         for (i, added) in added {
             let slot = match added {
                 Added::Ready(policy, artifact) => {
                     let mut slot = Slot::new(*policy);
                     slot.artifact = Some(artifact);
                     start.push(i);
+                    adopted.push(i);
                     slot
                 }
                 Added::Failed(name, reason) => Slot::failed(name, reason),
@@ -368,6 +370,9 @@ impl Supervisor {
                 self.slots.push(slot);
             }
         }
+        for i in adopted {
+            self.follow_upgrade_record(i);
+        }
         for (i, policy, artifact) in changed {
             self.drop_spare(i);
             let slot = &mut self.slots[i];
@@ -377,6 +382,9 @@ impl Supervisor {
             slot.tracker = Some(RestartTracker::new(policy.restart));
             slot.policy = Some(policy);
             slot.artifact = Some(artifact);
+            slot.upgraded = None;
+            self.follow_upgrade_record(i);
+            let slot = &mut self.slots[i];
             slot.last_error = None;
             slot.removing = false;
             if slot.worker.is_none() {
@@ -436,6 +444,34 @@ impl Supervisor {
             if !response.ok {
                 say!("reload: {}", response.error.unwrap_or_default());
             }
+        }
+    }
+
+    /// Slot `i` (re)takes its policy in a reload: an upgrade made under the
+    /// same policy wasm stays in force (its artifact replaces the policy's);
+    /// one made under another is dropped.
+    fn follow_upgrade_record(&mut self, i: usize) {
+        let Some((sha, wasm)) = super::upgrade::adopt_record(&self.upgrades, &mut self.slots[i])
+        else {
+            return;
+        };
+        match self
+            .cache
+            .ensure(&self.options.worker_bin, &[(sha.clone(), wasm)])
+            .pop()
+        {
+            Some(Outcome::Hit(path) | Outcome::Compiled(path, _)) => {
+                self.slots[i].artifact = Some(path);
+            }
+            Some(Outcome::Failed(reason)) => {
+                let slot = &mut self.slots[i];
+                say!(
+                    "module {}: its upgraded wasm {reason}; running the policy's wasm",
+                    slot.name
+                );
+                slot.upgraded = None;
+            }
+            None => {}
         }
     }
 

@@ -28,6 +28,14 @@ impl Supervisor {
                 Err(refusal) => Reply::Now(Box::new(Response::refused(refusal))),
             };
         }
+        if let Request::Upgrade {
+            module,
+            wasm,
+            health_ms,
+        } = &request
+        {
+            return self.upgrade(module, wasm, *health_ms, stream);
+        }
         Reply::Now(Box::new(self.handle_now(request)))
     }
 
@@ -73,7 +81,9 @@ impl Supervisor {
                 say!("reload requested over the control socket");
                 self.reload()
             }
-            Request::Snapshot { .. } => Response::refused("internal: snapshot answered later"),
+            Request::Snapshot { .. } | Request::Upgrade { .. } => {
+                Response::refused("internal: answered later")
+            }
         }
     }
 
@@ -126,6 +136,11 @@ impl Supervisor {
             ));
         };
         let slot = &mut self.slots[i];
+        if slot.upgrade.is_some() {
+            return Response::refused(format!(
+                "an upgrade of {module} is in progress; it restarts the module itself"
+            ));
+        }
         if slot.artifact.is_none() {
             return Response::refused(format!(
                 "module \"{module}\" cannot start: {}",
@@ -162,6 +177,11 @@ impl Supervisor {
             slot.restart_at = None;
             if slot.state == State::Backoff {
                 slot.state = State::Stopped;
+            }
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].upgrade.is_some() {
+                self.abandon_upgrade(i);
             }
         }
         let all = (0..self.slots.len()).collect();

@@ -32,6 +32,10 @@ pub(super) enum AfterRound {
     StopAll,
     /// Apply a reload: its removed and restarted modules were in the round.
     Reload(Box<super::reload::ReloadPlan>),
+    /// Switch slot `.0` to its new version (the pre-upgrade snapshot).
+    Upgrade(usize),
+    /// Commit slot `.0`'s upgrade (the new version's first snapshot).
+    UpgradeCommit(usize),
 }
 
 /// A round in progress.
@@ -154,14 +158,29 @@ impl Supervisor {
         }
     }
 
-    /// The durable state to hand to slot `i`'s next worker.
+    /// The durable state to hand to slot `i`'s next worker: the newest
+    /// snapshot of the wasm it runs, or, once after an upgrade's switch,
+    /// of the version before.
     pub(super) fn restore_for(&mut self, i: usize) -> Option<(u64, Vec<u8>)> {
         let slot = &mut self.slots[i];
-        let policy = slot.policy.as_ref()?;
+        let handover = slot.restore_from.take();
+        let sha = handover
+            .clone()
+            .or_else(|| slot.running_sha().map(str::to_string))?;
         let store = self.snapshots.store.as_ref()?;
-        let (record, note) = store.restore(&slot.name, &sha_bytes(&policy.wasm_sha256));
-        if let Some(note) = note {
-            say!("module {}: {note}", slot.name);
+        let (record, note) = store.restore(&slot.name, &sha_bytes(&sha));
+        match (&handover, record) {
+            (Some(_), Some(r)) => say!(
+                "module {}: handing snapshot epoch {} of the previous version to the new one",
+                slot.name,
+                r.epoch
+            ),
+            (None, _) => {
+                if let Some(note) = note {
+                    say!("module {}: {note}", slot.name);
+                }
+            }
+            (Some(_), None) => {}
         }
         record.map(|r| (r.epoch, r.payload.clone()))
     }
@@ -219,9 +238,9 @@ impl Supervisor {
     /// A worker answered (or can no longer answer).
     pub(super) fn snapshot_answered(&mut self, i: usize, bytes: Option<Vec<u8>>) {
         if let (Some(bytes), Some(store)) = (bytes, self.snapshots.store.as_mut()) {
-            let slot = &mut self.slots[i];
-            if let Some(policy) = &slot.policy {
-                if let Err(e) = store.stage(&slot.name, sha_bytes(&policy.wasm_sha256), &bytes) {
+            let slot = &self.slots[i];
+            if let Some(sha) = slot.running_sha() {
+                if let Err(e) = store.stage(&slot.name, sha_bytes(sha), &bytes) {
                     say!("module {}: {e}", slot.name);
                 }
             }
@@ -261,6 +280,8 @@ impl Supervisor {
             match action {
                 AfterRound::StopAll => self.stop_all_workers(),
                 AfterRound::Reload(plan) => self.apply_reload(*plan),
+                AfterRound::Upgrade(i) => self.upgrade_switch(i, failure.clone()),
+                AfterRound::UpgradeCommit(i) => self.commit_upgrade(i, failure.clone()),
             }
         }
     }

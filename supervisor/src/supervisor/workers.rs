@@ -207,7 +207,12 @@ impl Supervisor {
                 worker.ready_at = Some(Instant::now());
                 slot.kind = Some(kind);
                 slot.state = State::Running;
+                let upgrading = slot.upgrade.is_some();
                 self.log_all_ready();
+                if upgrading {
+                    // The spare comes once the upgrade is decided.
+                    return self.upgrade_ready(i);
+                }
                 self.ensure_spare(i);
             }
             FromWorker::Log { level, text } => {
@@ -234,6 +239,7 @@ impl Supervisor {
                 bytes.extend_from_slice(&last);
                 self.snapshot_answered(i, Some(bytes));
             }
+            FromWorker::Health(code) => self.upgrade_health(i, code),
             FromWorker::SnapshotFailed(reason) => {
                 if !reason.is_empty() {
                     say!("module {}: no snapshot: {reason}", slot.name);
@@ -483,6 +489,18 @@ impl Supervisor {
         }
         if slot.removing {
             return self.forget_removed(i);
+        }
+        let switched = slot
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.phase != super::upgrade::Phase::Snapshot);
+        if switched && !worker.restart_requested {
+            // The new version ended before it was accepted.
+            let reason = format!(
+                "the new version ended: {}",
+                slot.last_error.as_deref().unwrap_or("exited")
+            );
+            return self.roll_back(i, reason);
         }
         if worker.restart_requested {
             slot.restarts += 1;

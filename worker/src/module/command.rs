@@ -103,6 +103,8 @@ fn control_thread(
                     )),
                 }
             }
+            // A command that answers is alive; it has no health export.
+            Ok((ToWorker::Health, _)) => reporter.send(&FromWorker::Health(0)),
             Ok((other, _)) => {
                 reporter.fault(
                     FaultKind::Protocol,

@@ -5,7 +5,8 @@
 //! Exports used (all optional but `memory`): `_initialize` (WASI reactor
 //! start-up), `ew_init() -> i32`, `ew_on_tick(now_ns: i64) -> i32`,
 //! `ew_alloc(len: i32) -> i32`, `ew_on_message(ch: i32, ptr: i32, len: i32) -> i32`,
-//! `ew_restore(ptr: i32, len: i32) -> i32` and `ew_snapshot() -> i32`.
+//! `ew_restore(ptr: i32, len: i32) -> i32`, `ew_snapshot() -> i32` and
+//! `ew_health() -> i32` (0 healthy; asked at the end of an upgrade's probation).
 //!
 //! Messages: the host asks `ew_alloc` once for a receive buffer as large as
 //! the largest message any of its rings carries, then copies each message
@@ -100,6 +101,11 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
     }
     let ew_snapshot: Option<TypedFunc<(), i32>> =
         match typed_export(&instance, &mut store, "ew_snapshot") {
+            Ok(f) => f,
+            Err(msg) => return load_fault(reporter, msg),
+        };
+    let ew_health: Option<TypedFunc<(), i32>> =
+        match typed_export(&instance, &mut store, "ew_health") {
             Ok(f) => f,
             Err(msg) => return load_fault(reporter, msg),
         };
@@ -212,6 +218,28 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                         ) {
                             return code;
                         }
+                    }
+                    Ok((ToWorker::Health, _)) => {
+                        let code = match &ew_health {
+                            None => 0,
+                            Some(health) => {
+                                match super::watched_call(&mut store, &watchdog, |s| {
+                                    health.call(s, ())
+                                }) {
+                                    Ok(code) => code,
+                                    Err(e) => {
+                                        return report_trap(
+                                            reporter,
+                                            &store,
+                                            "ew_health",
+                                            init.call_budget_ms,
+                                            &e,
+                                        )
+                                    }
+                                }
+                            }
+                        };
+                        reporter.send(&FromWorker::Health(code));
                     }
                     Ok((other, _)) => {
                         reporter.fault(

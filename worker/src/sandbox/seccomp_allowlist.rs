@@ -132,6 +132,10 @@ pub const ALLOWLIST: &[Allowed] = &[
         "getcwd",
         "Rust's panic message (a runtime panic must be reported as itself, not as a denied call)",
     ),
+    always(
+        "readlink",
+        "Rust's panic backtrace finds its own binary (/proc/self/exe); a panic must be reported as itself",
+    ),
     always("getrandom", "WASI random_get and hash-map seeds"),
     always(
         "clock_gettime",

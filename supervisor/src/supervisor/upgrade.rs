@@ -1,0 +1,550 @@
+//! `edgeward upgrade MODULE FILE.wasm`: a new version of a running module,
+//! switched to with its state, health-checked, and rolled back on failure.
+//!
+//! The runbook, one step per phase:
+//!
+//! 1. **Prepare** ([`Supervisor::upgrade`]): read the file, keep a durable
+//!    copy as the module's other slot, compile it (a wasm that does not
+//!    validate is refused here; nothing changed), and record it as
+//!    `pending` (`upgrade_record.rs`).
+//! 2. **Snapshot**: a snapshot round for the module ([`Phase::Snapshot`]);
+//!    the upgrade goes on once it is durable, and is refused if the commit
+//!    failed.
+//! 3. **Switch** ([`Phase::Switch`]): the old worker stops; the new wasm
+//!    starts and is handed the snapshot just taken (the one explicit
+//!    crossing of a snapshot from one wasm to another).
+//! 4. **Probation** ([`Phase::Probation`]): once the new worker is ready it
+//!    must run for the health window without ending, then answer `Health`
+//!    with 0 ([`Phase::Health`]; `ew_health`, 0 when not exported).
+//! 5. **Commit** ([`Phase::Commit`]): the new version's first snapshot is
+//!    made durable (so a crash after the switch restores the new version
+//!    from its own state), then the record names the new wasm active,
+//!    durably, and the client is told. Any failure from step 3 on rolls
+//!    back: the new worker is killed, the old wasm starts again from the
+//!    same pre-upgrade snapshot, the record drops `pending`, and the client
+//!    gets the reason.
+//!
+//! A supervisor crash anywhere leaves a record whose `pending` the next
+//! start discards: the old version runs, from its newest snapshot, which the
+//! store keeps however many snapshots the new version took (`store.rs`,
+//! `prune`).
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edgeward_ipc::control::ToWorker;
+use edgeward_ipc::frame;
+use sha2::{Digest, Sha256};
+
+use super::snapshots::AfterRound;
+use super::{say, Supervisor};
+use crate::compile_cache::Outcome;
+use crate::control::protocol::{Reply, Response};
+use crate::slot::Slot;
+use crate::slot::State;
+use crate::upgrade_record::{UpgradeDir, UpgradeRecord};
+
+/// Longest wait for the `Health` answer, beyond the call budget.
+const HEALTH_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// An upgrade in progress.
+pub(crate) struct Upgrade {
+    /// sha256 and artifact of the version that ran before.
+    from: (String, PathBuf),
+    /// sha256 and artifact of the version being tried.
+    to: (String, PathBuf),
+    /// How long the new version must run before its health check.
+    window: Duration,
+    /// The `edgeward upgrade` client, answered at the end.
+    client: Option<UnixStream>,
+    /// Where the upgrade is.
+    pub(crate) phase: Phase,
+    /// The snapshot epoch handed to the new version, if any.
+    handed: Option<u64>,
+}
+
+/// The phases of an upgrade (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the pre-upgrade snapshot round.
+    Snapshot,
+    /// The old worker is stopping, or the new one is starting.
+    Switch,
+    /// The new worker is ready; it must run until then.
+    Probation(Instant),
+    /// `Health` was asked; the answer is due by then.
+    Health(Instant),
+    /// Healthy; waiting for the new version's first snapshot round.
+    Commit,
+}
+
+impl Upgrade {
+    /// The instant the supervisor must look at this upgrade again.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Probation(t) | Phase::Health(t) => Some(t),
+            Phase::Snapshot | Phase::Switch | Phase::Commit => None,
+        }
+    }
+}
+
+/// The sha256 of `bytes`, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Supervisor {
+    /// Starts upgrading `module` to the wasm in `file`; the client is
+    /// answered once the upgrade committed or rolled back.
+    pub(super) fn upgrade(
+        &mut self,
+        module: &str,
+        file: &Path,
+        health_ms: u64,
+        stream: &mut Option<UnixStream>,
+    ) -> Reply {
+        match self.prepare_upgrade(module, file, health_ms) {
+            Ok(i) => {
+                if let Some(upgrade) = self.slots[i].upgrade.as_mut() {
+                    upgrade.client = stream.take();
+                }
+                self.snapshot_then(vec![i], Some(AfterRound::Upgrade(i)));
+                Reply::Later
+            }
+            Err(refusal) => Reply::Now(Box::new(Response::refused(refusal))),
+        }
+    }
+
+    /// Step 1: checks, keeps and compiles the new wasm and records it as
+    /// pending. Returns the module's slot.
+    fn prepare_upgrade(
+        &mut self,
+        module: &str,
+        file: &Path,
+        health_ms: u64,
+    ) -> Result<usize, String> {
+        if self.shutdown_deadline.is_some() {
+            return Err("edgeward is stopping".into());
+        }
+        if self.reloading {
+            return Err("a reload is being applied; try again once it is done".into());
+        }
+        let Some(i) = self.slot_named(module) else {
+            return Err(format!("no module named \"{module}\""));
+        };
+        let slot = &self.slots[i];
+        if slot.upgrade.is_some() {
+            return Err(format!("an upgrade of {module} is in progress"));
+        }
+        if slot.state != State::Running {
+            return Err(format!(
+                "module \"{module}\" is {}; only a running module is upgraded (change its policy and reload instead)",
+                slot.state.as_str()
+            ));
+        }
+        let (Some(policy), Some(from_sha), Some(from_artifact)) =
+            (&slot.policy, slot.running_sha(), slot.artifact.clone())
+        else {
+            return Err(format!("module \"{module}\" has no valid policy"));
+        };
+        let from_sha = from_sha.to_string();
+        let policy_sha = policy.wasm_sha256.clone();
+        let bytes = std::fs::read(file)
+            .map_err(|e| format!("cannot read {}: {e}; nothing changed", file.display()))?;
+        let to_sha = sha256_hex(&bytes);
+        if to_sha == from_sha {
+            return Err(format!(
+                "{module} already runs {} (sha256 {}); nothing changed",
+                file.display(),
+                short(&to_sha)
+            ));
+        }
+        let copy = self
+            .upgrades
+            .store_wasm(module, &to_sha, &bytes)
+            .map_err(|e| {
+                format!(
+                    "cannot keep a copy of {} in the state dir: {e}; nothing changed",
+                    file.display()
+                )
+            })?;
+        let outcome = self
+            .cache
+            .ensure(&self.options.worker_bin, &[(to_sha.clone(), copy)])
+            .pop();
+        let to_artifact = match outcome {
+            Some(Outcome::Hit(path)) => path,
+            Some(Outcome::Compiled(path, ms)) => {
+                say!("module {module}: compiled {} in {ms} ms", short(&to_sha));
+                path
+            }
+            Some(Outcome::Failed(reason)) => {
+                settle_record(&self.upgrades, &self.slots[i].name, &from_sha, &policy_sha);
+                return Err(format!("{} {reason}; nothing changed", file.display()));
+            }
+            None => return Err("internal: no compile outcome".into()),
+        };
+        let record = UpgradeRecord {
+            policy_sha256: policy_sha.clone(),
+            active: from_sha.clone(),
+            pending: Some(to_sha.clone()),
+        };
+        if let Err(e) = self.upgrades.write(module, &record) {
+            settle_record(&self.upgrades, &self.slots[i].name, &from_sha, &policy_sha);
+            return Err(format!(
+                "cannot record the upgrade in the state dir: {e}; nothing changed"
+            ));
+        }
+        say!(
+            "module {module}: upgrading from {} to {} ({}): snapshot, switch, {health_ms} ms probation, health check",
+            short(&from_sha),
+            short(&to_sha),
+            file.display()
+        );
+        self.slots[i].upgrade = Some(Box::new(Upgrade {
+            from: (from_sha, from_artifact),
+            to: (to_sha, to_artifact),
+            window: Duration::from_millis(health_ms),
+            client: None,
+            phase: Phase::Snapshot,
+            handed: None,
+        }));
+        Ok(i)
+    }
+
+    /// Step 3, once the pre-upgrade round is committed (`failure`: why it
+    /// was not).
+    pub(super) fn upgrade_switch(&mut self, i: usize, failure: Option<String>) {
+        let capable = self.slots[i].worker.as_ref().is_some_and(|w| w.snapshots);
+        let running = self.slots[i].state == State::Running
+            && self.slots[i]
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.kill_at.is_none());
+        let refusal = if self.shutdown_deadline.is_some() {
+            Some("edgeward is stopping".to_string())
+        } else if !running {
+            Some("the module stopped during the pre-upgrade snapshot".to_string())
+        } else if let (true, Some(failure)) = (capable, failure) {
+            Some(format!(
+                "the pre-upgrade snapshot is not durable: {failure}"
+            ))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return self.end_upgrade(i, Err(format!("{refusal}; nothing changed")));
+        }
+        let handed = self.acknowledged_epoch(&self.slots[i].name.clone());
+        self.drop_spare(i);
+        let timeout = self.options.stop_timeout;
+        let slot = &mut self.slots[i];
+        let Some(upgrade) = slot.upgrade.as_mut() else {
+            return;
+        };
+        upgrade.phase = Phase::Switch;
+        upgrade.handed = handed.filter(|_| capable);
+        slot.restore_from = Some(upgrade.from.0.clone());
+        slot.artifact = Some(upgrade.to.1.clone());
+        let to_sha = upgrade.to.0.clone();
+        slot.set_running_sha(&to_sha);
+        if let Some(worker) = slot.worker.as_mut() {
+            worker.restart_requested = true;
+            super::requests::stop_worker(worker, timeout);
+        }
+    }
+
+    /// Step 4: the new worker is ready; its probation starts.
+    pub(super) fn upgrade_ready(&mut self, i: usize) {
+        if let Some(upgrade) = self.slots[i].upgrade.as_mut() {
+            if upgrade.phase == Phase::Switch {
+                upgrade.phase = Phase::Probation(Instant::now() + upgrade.window);
+            }
+        }
+    }
+
+    /// Moves slot `i`'s upgrade on at its deadline: asks for health after
+    /// the probation, rolls back when the answer is late.
+    pub(super) fn upgrade_deadline(&mut self, i: usize, now: Instant) {
+        let budget = self.slots[i]
+            .policy
+            .as_ref()
+            .map_or(0, |p| u64::from(p.resources.call_budget_ms));
+        let slot = &mut self.slots[i];
+        let Some(upgrade) = slot.upgrade.as_mut() else {
+            return;
+        };
+        match upgrade.phase {
+            Phase::Probation(t) if now >= t => {
+                let asked = slot
+                    .worker
+                    .as_ref()
+                    .and_then(|w| w.control.as_ref())
+                    .is_some_and(|c| frame::send(c, &ToWorker::Health, &[]).is_ok());
+                if asked {
+                    upgrade.phase =
+                        Phase::Health(now + Duration::from_millis(budget) + HEALTH_ANSWER_GRACE);
+                } else {
+                    self.roll_back(
+                        i,
+                        "the new version could not be asked for its health".into(),
+                    );
+                }
+            }
+            Phase::Health(t) if now >= t => {
+                self.roll_back(i, "the new version did not answer the health check".into());
+            }
+            _ => {}
+        }
+    }
+
+    /// The new worker answered `Health`.
+    pub(super) fn upgrade_health(&mut self, i: usize, code: i32) {
+        let asked = self.slots[i]
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| matches!(u.phase, Phase::Health(_)));
+        if !asked {
+            return;
+        }
+        if code != 0 {
+            return self.roll_back(
+                i,
+                format!("the new version is unhealthy (ew_health returned {code})"),
+            );
+        }
+        if let Some(upgrade) = self.slots[i].upgrade.as_mut() {
+            upgrade.phase = Phase::Commit;
+        }
+        self.snapshot_then(vec![i], Some(AfterRound::UpgradeCommit(i)));
+    }
+
+    /// Step 5, once the new version's first snapshot round is committed
+    /// (`failure`: why it was not): the new version becomes the active
+    /// slot, durably.
+    pub(super) fn commit_upgrade(&mut self, i: usize, failure: Option<String>) {
+        let slot = &self.slots[i];
+        let capable = slot.worker.as_ref().is_some_and(|w| w.snapshots);
+        if !slot
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.phase == Phase::Commit)
+        {
+            return;
+        }
+        if let (true, Some(failure)) = (capable, failure) {
+            return self.roll_back(
+                i,
+                format!("the new version's first snapshot is not durable: {failure}"),
+            );
+        }
+        let (Some(upgrade), Some(policy)) = (&slot.upgrade, &slot.policy) else {
+            return;
+        };
+        let record = UpgradeRecord {
+            policy_sha256: policy.wasm_sha256.clone(),
+            active: upgrade.to.0.clone(),
+            pending: None,
+        };
+        let written = if record.active == record.policy_sha256 {
+            self.upgrades.remove(&slot.name)
+        } else {
+            self.upgrades.write(&slot.name, &record)
+        };
+        if let Err(e) = written {
+            return self.roll_back(i, format!("cannot record the switch in the state dir: {e}"));
+        }
+        let handed = upgrade.handed.map_or_else(
+            || "no state".to_string(),
+            |e| format!("the state of snapshot epoch {e}"),
+        );
+        let message = format!(
+            "{}: upgraded to {} with {handed}; it passed its probation and health check",
+            slot.name,
+            short(&record.active)
+        );
+        self.end_upgrade(i, Ok(message));
+        self.ensure_spare(i);
+    }
+
+    /// Rolls slot `i`'s upgrade back: the old version runs again from the
+    /// pre-upgrade snapshot.
+    pub(super) fn roll_back(&mut self, i: usize, reason: String) {
+        let Some(upgrade) = self.slots[i].upgrade.as_ref() else {
+            return;
+        };
+        let (from_sha, from_artifact) = upgrade.from.clone();
+        let policy_sha = self.slots[i]
+            .policy
+            .as_ref()
+            .map(|p| p.wasm_sha256.clone())
+            .unwrap_or_default();
+        settle_record(&self.upgrades, &self.slots[i].name, &from_sha, &policy_sha);
+        let slot = &mut self.slots[i];
+        slot.artifact = Some(from_artifact);
+        slot.set_running_sha(&from_sha);
+        slot.restore_from = None;
+        let message = format!("upgrade rolled back: {reason}");
+        let respawn = match slot.worker.as_mut() {
+            Some(worker) => {
+                worker.killed_because = Some(message.clone());
+                worker.restart_requested = true;
+                worker.kill();
+                false
+            }
+            None => {
+                slot.restart_at = None;
+                slot.last_error = Some(message.clone());
+                true
+            }
+        };
+        let name = self.slots[i].name.clone();
+        self.end_upgrade(
+            i,
+            Err(format!(
+                "{name}: {message}; {} runs again from its pre-upgrade state",
+                short(&from_sha)
+            )),
+        );
+        if respawn {
+            self.spawn(i);
+        }
+    }
+
+    /// edgeward is stopping during slot `i`'s upgrade: the client is told;
+    /// the record keeps `pending` once the switch began, so the next start
+    /// runs the previous version.
+    pub(super) fn abandon_upgrade(&mut self, i: usize) {
+        let switched = self.slots[i]
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.phase != Phase::Snapshot);
+        self.end_upgrade(
+            i,
+            Err(if switched {
+                "edgeward is stopping; the upgrade is abandoned and the next start runs the previous version".into()
+            } else {
+                "edgeward is stopping; nothing changed".into()
+            }),
+        );
+    }
+
+    /// Ends slot `i`'s upgrade and answers its client.
+    fn end_upgrade(&mut self, i: usize, outcome: Result<String, String>) {
+        let Some(mut upgrade) = self.slots[i].upgrade.take() else {
+            return;
+        };
+        if outcome.is_err() && upgrade.phase == Phase::Snapshot {
+            let policy_sha = self.slots[i]
+                .policy
+                .as_ref()
+                .map(|p| p.wasm_sha256.clone())
+                .unwrap_or_default();
+            settle_record(
+                &self.upgrades,
+                &self.slots[i].name,
+                &upgrade.from.0,
+                &policy_sha,
+            );
+        }
+        let name = &self.slots[i].name;
+        let response = match outcome {
+            Ok(message) => {
+                say!("module {message}");
+                Response {
+                    epoch: upgrade.handed,
+                    ..Response::done(message)
+                }
+            }
+            Err(reason) => {
+                say!("module {name}: upgrade not done: {reason}");
+                Response::refused(reason)
+            }
+        };
+        if let Some(client) = upgrade.client.take() {
+            crate::control::server::answer(client, &response);
+        }
+        if std::mem::take(&mut self.reload_again) {
+            let response = self.reload();
+            if !response.ok {
+                say!("reload: {}", response.error.unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// The first 12 hex digits of a sha256 (all of a shorter string).
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// At start (and when a reload adds or changes the module): puts `slot` on
+/// the active slot of its upgrade record, discarding an upgrade a crash
+/// cut short, or drops a record its policy overrode. Returns the
+/// (sha256, wasm) to compile for it when that is not the policy's wasm.
+pub(super) fn adopt_record(upgrades: &UpgradeDir, slot: &mut Slot) -> Option<(String, PathBuf)> {
+    let policy_sha = slot.policy.as_ref()?.wasm_sha256.clone();
+    let name = slot.name.clone();
+    let record = match upgrades.read(&name) {
+        Ok(Some(record)) => record,
+        Ok(None) => return None,
+        Err(e) => {
+            say!("module {name}: WARNING: upgrade record {e}; running the policy's wasm");
+            return None;
+        }
+    };
+    if record.policy_sha256 != policy_sha {
+        say!(
+            "module {name}: its policy names another wasm than when it was upgraded; running the policy's wasm"
+        );
+        if let Err(e) = upgrades.remove(&name) {
+            say!("module {name}: cannot remove its upgrade record: {e}");
+        }
+        return None;
+    }
+    if let Some(pending) = &record.pending {
+        say!(
+            "module {name}: the upgrade to {} was cut short; rolled back to {}",
+            short(pending),
+            short(&record.active)
+        );
+        settle_record(upgrades, &name, &record.active, &policy_sha);
+    }
+    if record.active == policy_sha {
+        return None;
+    }
+    let wasm = upgrades.wasm_path(&name, &record.active);
+    if !wasm.is_file() {
+        say!(
+            "module {name}: WARNING: its upgraded wasm {} is missing; running the policy's wasm",
+            wasm.display()
+        );
+        let _ = upgrades.remove(&name);
+        return None;
+    }
+    slot.set_running_sha(&record.active);
+    Some((record.active, wasm))
+}
+
+/// Puts a module's record back to "no upgrade pending" (after a refusal, a
+/// rollback or a crash): removed when the policy's wasm is the active one.
+fn settle_record(upgrades: &UpgradeDir, module: &str, active: &str, policy_sha: &str) {
+    let result = if active == policy_sha {
+        upgrades.remove(module)
+    } else {
+        upgrades.write(
+            module,
+            &UpgradeRecord {
+                policy_sha256: policy_sha.to_string(),
+                active: active.to_string(),
+                pending: None,
+            },
+        )
+    };
+    if let Err(e) = result {
+        say!(
+            "module {module}: cannot update its upgrade record: {e} (the next start rolls back to the active version)"
+        );
+    }
+}
