@@ -257,6 +257,13 @@ impl Gateway {
         }
     }
 
+    /// Waits for `needle` in the log and returns the number right after its
+    /// last occurrence.
+    pub fn wait_number_after(&self, needle: &str, timeout: Duration) -> u64 {
+        self.wait_log(needle, timeout);
+        last_number_after(&self.log(), needle).expect("a number after the needle")
+    }
+
     /// Sends a signal to the supervisor.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
@@ -403,4 +410,11 @@ pub fn cgroup_dir(pid: i64, controller: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup")
         .join(controller)
         .join(path.trim_start_matches('/'))
+}
+
+/// The number right after the last `needle` in `log` (`restored ticks=` → 42).
+pub fn last_number_after(log: &str, needle: &str) -> Option<u64> {
+    let rest = log.lines().rev().find_map(|l| l.split(needle).nth(1))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use edgeward_tests::{cgroup_dir, module, policy, Gateway, GatewayDir};
+use edgeward_tests::{cgroup_dir, module, policy, GatewayDir};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -34,19 +34,6 @@ fn listed(status: &Value, name: &str) -> bool {
     status["modules"]
         .as_array()
         .is_some_and(|ms| ms.iter().any(|m| m["name"] == name))
-}
-
-/// The number after the last `needle` in the log.
-fn last_number_after(gateway: &Gateway, needle: &str) -> Option<u64> {
-    let log = gateway.log();
-    let rest = log.lines().rev().find_map(|l| l.split(needle).nth(1))?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-fn wait_number_after(gateway: &Gateway, needle: &str) -> u64 {
-    gateway.wait_log(needle, WAIT);
-    last_number_after(gateway, needle).expect("a number")
 }
 
 #[test]
@@ -109,7 +96,7 @@ fn a_reload_adds_changes_and_removes_modules_and_leaves_the_rest_alone() {
         "the cgroup memory limit follows memory_mib"
     );
     // …and resumed from the snapshot taken just before.
-    let restored = wait_number_after(&gateway, "[change] info: restored ticks=");
+    let restored = gateway.wait_number_after("[change] info: restored ticks=", WAIT);
     assert!(
         restored >= change_ticks,
         "change restored {restored} < {change_ticks}"
@@ -124,7 +111,7 @@ fn a_reload_adds_changes_and_removes_modules_and_leaves_the_rest_alone() {
     g.add_policy("gone", &counter(100));
     let (code, out, _) = gateway.cli(&["reload"]);
     assert_eq!((code, out.trim()), (0, "added gone"));
-    let restored = wait_number_after(&gateway, "[gone] info: restored ticks=");
+    let restored = gateway.wait_number_after("[gone] info: restored ticks=", WAIT);
     assert!(
         restored >= gone_ticks,
         "gone restored {restored} < {gone_ticks} ticks it had before removal"

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use edgeward_tests::power_cut::{Fault, PowerCutDisk};
-use edgeward_tests::{module, policy, Gateway, GatewayDir};
+use edgeward_tests::{last_number_after, module, policy, Gateway, GatewayDir};
 
 fn counter_policy() -> String {
     policy(
@@ -31,13 +31,6 @@ fn restored(gateway: &Gateway) -> Option<(u64, u64)> {
         last_number_after(&log, "restored snapshot epoch ")?,
         last_number_after(&log, "restored ticks=")?,
     ))
-}
-
-/// The number right after the last `prefix` in `log`.
-fn last_number_after(log: &str, prefix: &str) -> Option<u64> {
-    let rest = log.lines().rev().find_map(|l| l.split(prefix).nth(1))?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 fn wait_restored(gateway: &Gateway, timeout: Duration) -> (u64, u64) {

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use edgeward_tests::{bin, guest, module, policy, Gateway, GatewayDir};
+use edgeward_tests::{bin, guest, last_number_after, module, policy, Gateway, GatewayDir};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -31,19 +31,6 @@ fn sha_of(name: &str) -> String {
 
 fn ticks(status: &Value, name: &str) -> u64 {
     module(status, name)["ticks"].as_u64().unwrap_or(0)
-}
-
-/// The number after the last `needle` in the log.
-fn last_number_after(gateway: &Gateway, needle: &str) -> Option<u64> {
-    let log = gateway.log();
-    let rest = log.lines().rev().find_map(|l| l.split(needle).nth(1))?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-fn wait_number_after(gateway: &Gateway, needle: &str) -> u64 {
-    gateway.wait_log(needle, WAIT);
-    last_number_after(gateway, needle).expect("a number")
 }
 
 fn upgrade(gateway: &Gateway, name: &str, wasm: &str, health_ms: u64) -> (i32, String, String) {
@@ -84,7 +71,7 @@ fn an_upgrade_hands_the_state_over_and_stays_after_a_restart() {
             &next[..12]
         )
     );
-    let handed = wait_number_after(&gateway, "[counter] info: next: restored ticks=");
+    let handed = gateway.wait_number_after("[counter] info: next: restored ticks=", WAIT);
     assert!(handed >= before, "handed {handed} < {before} ticks");
     let status = gateway.wait_running(&["counter"], WAIT);
     assert_eq!(module(&status, "counter")["wasm_sha256"], next.as_str());
@@ -102,7 +89,7 @@ fn an_upgrade_hands_the_state_over_and_stays_after_a_restart() {
     assert_eq!(gateway.cli(&["stop"]).0, 0);
     gateway.wait_exit(WAIT);
     let gateway = g.start();
-    let restored = wait_number_after(&gateway, "[counter] info: next: restored ticks=");
+    let restored = gateway.wait_number_after("[counter] info: next: restored ticks=", WAIT);
     assert!(restored >= at_stop, "restored {restored} < {at_stop}");
     let status = gateway.wait_running(&["counter"], WAIT);
     assert_eq!(module(&status, "counter")["wasm_sha256"], next.as_str());
@@ -162,7 +149,7 @@ fn a_failed_upgrade_rolls_back_to_the_old_version_and_its_state() {
             "{name}: {err}"
         );
         // The old version is back, from the pre-upgrade snapshot.
-        let restored = wait_number_after(&gateway, &format!("[{name}] info: restored ticks="));
+        let restored = gateway.wait_number_after(&format!("[{name}] info: restored ticks="), WAIT);
         assert!(restored >= before, "{name}: restored {restored} < {before}");
         let status = gateway.wait_running(&[name], WAIT);
         assert_eq!(module(&status, name)["wasm_sha256"], old.as_str(), "{name}");
@@ -255,7 +242,7 @@ fn a_supervisor_killed_during_an_upgrade_comes_back_with_one_version_and_its_sta
             "[counter] info: restored ticks="
         };
         // Restoring happens before Ready: the line is there if a snapshot was.
-        let restored = last_number_after(&gateway, needle);
+        let restored = last_number_after(&gateway.log(), needle);
         assert!(
             floor == 0 || restored.is_some(),
             "round {round}: nothing restored after a durable snapshot; log:\n{}",
