@@ -74,12 +74,16 @@ impl ModuleCgroup {
             pids.dedup();
             pids
         };
+        // Tasks that left `cgroup.procs` still count in `pids.current`
+        // (and against their uid's RLIMIT_NPROC) until reaped.
+        let charged = || {
+            self.dirs
+                .iter()
+                .filter_map(|d| std::fs::read_to_string(d.join("pids.current")).ok())
+                .any(|n| n.trim() != "0")
+        };
         let stale = members();
-        let charged_at_start = self
-            .dirs
-            .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join("pids.current")).ok())
-            .any(|n| n.trim() != "0");
+        let charged_at_start = charged();
         for &pid in &stale {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -97,14 +101,7 @@ impl ModuleCgroup {
                     break;
                 }
             }
-            // Tasks that left `cgroup.procs` still count in `pids.current`
-            // (and against their uid's RLIMIT_NPROC) until reaped.
-            let charged = self
-                .dirs
-                .iter()
-                .filter_map(|d| std::fs::read_to_string(d.join("pids.current")).ok())
-                .any(|n| n.trim() != "0");
-            if members().is_empty() && !charged {
+            if members().is_empty() && !charged() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));

@@ -501,10 +501,7 @@ impl Supervisor {
                 }
                 Ok(nix::sys::signal::Signal::SIGHUP) => {
                     say!("SIGHUP: reloading policies");
-                    let response = self.reload();
-                    if !response.ok {
-                        say!("reload: {}", response.error.unwrap_or_default());
-                    }
+                    self.reload_and_log();
                 }
                 _ => {}
             }

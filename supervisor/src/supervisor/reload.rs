@@ -439,11 +439,22 @@ impl Supervisor {
                 self.spawn(i);
             }
         }
+        self.run_deferred_reload();
+    }
+
+    /// Reloads (SIGHUP, or a reload deferred), with the outcome in the log.
+    pub(super) fn reload_and_log(&mut self) {
+        let response = self.reload();
+        if !response.ok {
+            say!("reload: {}", response.error.unwrap_or_default());
+        }
+    }
+
+    /// Runs the reload asked for while another reload or an upgrade was
+    /// being applied, if one was.
+    pub(super) fn run_deferred_reload(&mut self) {
         if std::mem::take(&mut self.reload_again) {
-            let response = self.reload();
-            if !response.ok {
-                say!("reload: {}", response.error.unwrap_or_default());
-            }
+            self.reload_and_log();
         }
     }
 

@@ -180,7 +180,7 @@ impl Supervisor {
                 path
             }
             Some(Outcome::Failed(reason)) => {
-                settle_record(&self.upgrades, &self.slots[i].name, &from_sha, &policy_sha);
+                self.settle_upgrade_record(i, &from_sha);
                 return Err(format!("{} {reason}; nothing changed", file.display()));
             }
             None => return Err("internal: no compile outcome".into()),
@@ -191,7 +191,7 @@ impl Supervisor {
             pending: Some(to_sha.clone()),
         };
         if let Err(e) = self.upgrades.write(module, &record) {
-            settle_record(&self.upgrades, &self.slots[i].name, &from_sha, &policy_sha);
+            self.settle_upgrade_record(i, &from_sha);
             return Err(format!(
                 "cannot record the upgrade in the state dir: {e}; nothing changed"
             ));
@@ -342,16 +342,12 @@ impl Supervisor {
         let (Some(upgrade), Some(policy)) = (&slot.upgrade, &slot.policy) else {
             return;
         };
-        let record = UpgradeRecord {
-            policy_sha256: policy.wasm_sha256.clone(),
-            active: upgrade.to.0.clone(),
-            pending: None,
-        };
-        let written = if record.active == record.policy_sha256 {
-            self.upgrades.remove(&slot.name)
-        } else {
-            self.upgrades.write(&slot.name, &record)
-        };
+        let written = write_settled(
+            &self.upgrades,
+            &slot.name,
+            &upgrade.to.0,
+            &policy.wasm_sha256,
+        );
         if let Err(e) = written {
             return self.roll_back(i, format!("cannot record the switch in the state dir: {e}"));
         }
@@ -362,7 +358,7 @@ impl Supervisor {
         let message = format!(
             "{}: upgraded to {} with {handed}; it passed its probation and health check",
             slot.name,
-            short(&record.active)
+            short(&upgrade.to.0)
         );
         self.end_upgrade(i, Ok(message));
         self.ensure_spare(i);
@@ -375,12 +371,7 @@ impl Supervisor {
             return;
         };
         let (from_sha, from_artifact) = upgrade.from.clone();
-        let policy_sha = self.slots[i]
-            .policy
-            .as_ref()
-            .map(|p| p.wasm_sha256.clone())
-            .unwrap_or_default();
-        settle_record(&self.upgrades, &self.slots[i].name, &from_sha, &policy_sha);
+        self.settle_upgrade_record(i, &from_sha);
         let slot = &mut self.slots[i];
         slot.artifact = Some(from_artifact);
         slot.set_running_sha(&from_sha);
@@ -436,17 +427,7 @@ impl Supervisor {
             return;
         };
         if outcome.is_err() && upgrade.phase == Phase::Snapshot {
-            let policy_sha = self.slots[i]
-                .policy
-                .as_ref()
-                .map(|p| p.wasm_sha256.clone())
-                .unwrap_or_default();
-            settle_record(
-                &self.upgrades,
-                &self.slots[i].name,
-                &upgrade.from.0,
-                &policy_sha,
-            );
+            self.settle_upgrade_record(i, &upgrade.from.0);
         }
         let name = &self.slots[i].name;
         let response = match outcome {
@@ -465,12 +446,14 @@ impl Supervisor {
         if let Some(client) = upgrade.client.take() {
             crate::control::server::answer(client, &response);
         }
-        if std::mem::take(&mut self.reload_again) {
-            let response = self.reload();
-            if !response.ok {
-                say!("reload: {}", response.error.unwrap_or_default());
-            }
-        }
+        self.run_deferred_reload();
+    }
+
+    /// Slot `i`'s record with no upgrade pending and `active` running.
+    fn settle_upgrade_record(&self, i: usize, active: &str) {
+        let slot = &self.slots[i];
+        let policy_sha = slot.policy.as_ref().map_or("", |p| p.wasm_sha256.as_str());
+        settle_record(&self.upgrades, &slot.name, active, policy_sha);
     }
 }
 
@@ -527,10 +510,18 @@ pub(super) fn adopt_record(upgrades: &UpgradeDir, slot: &mut Slot) -> Option<(St
     Some((record.active, wasm))
 }
 
-/// Puts a module's record back to "no upgrade pending" (after a refusal, a
-/// rollback or a crash): removed when the policy's wasm is the active one.
-fn settle_record(upgrades: &UpgradeDir, module: &str, active: &str, policy_sha: &str) {
-    let result = if active == policy_sha {
+/// Writes a module's record with `active` running and no upgrade pending:
+/// removed when that is the policy's own wasm.
+///
+/// # Errors
+/// The record could not be written or removed (the previous one stands).
+fn write_settled(
+    upgrades: &UpgradeDir,
+    module: &str,
+    active: &str,
+    policy_sha: &str,
+) -> std::io::Result<()> {
+    if active == policy_sha {
         upgrades.remove(module)
     } else {
         upgrades.write(
@@ -541,8 +532,14 @@ fn settle_record(upgrades: &UpgradeDir, module: &str, active: &str, policy_sha: 
                 pending: None,
             },
         )
-    };
-    if let Err(e) = result {
+    }
+}
+
+/// [`write_settled`] after a refusal, a rollback or a crash, where a failure
+/// is only logged: the record then still says `pending`, and the next start
+/// rolls back to the active version.
+fn settle_record(upgrades: &UpgradeDir, module: &str, active: &str, policy_sha: &str) {
+    if let Err(e) = write_settled(upgrades, module, active, policy_sha) {
         say!(
             "module {module}: cannot update its upgrade record: {e} (the next start rolls back to the active version)"
         );
