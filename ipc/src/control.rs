@@ -170,6 +170,12 @@ pub struct DirGrant {
     pub guest: String,
     /// `true` for `rw`, `false` for `ro`.
     pub writable: bool,
+    /// The directory itself comes with `Init` as an fd: the first fds of
+    /// the message, one per passed grant, in grant order (the supervisor
+    /// prepared it: a quota volume, owned by the module's uid). The worker
+    /// uses it instead of opening `host`, which its mount namespace may show
+    /// differently; `host` is then for messages only.
+    pub passed: bool,
 }
 
 /// Which entry points a module has.
@@ -307,8 +313,9 @@ pub struct Fault {
 /// Class of a worker fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultKind {
-    /// The artifact could not be loaded or the module not instantiated
-    /// (missing import, bad artifact, start function trapped).
+    /// The module could not be set up or instantiated (missing import,
+    /// start function trapped, WASI or ring setup failed). A precompiled
+    /// artifact that cannot be loaded is [`FaultKind::Artifact`] instead.
     Load,
     /// `ew_init` returned non-zero.
     InitFailed,
@@ -324,6 +331,12 @@ pub enum FaultKind {
     Seccomp,
     /// A guest call ran past its `call_budget_ms`.
     Budget,
+    /// The precompiled artifact could not be loaded (missing, damaged, or
+    /// from another engine): the supervisor's compile cache entry is bad,
+    /// not the module, so deleting and recompiling it may cure the fault.
+    /// Last in the enum so the other kinds keep their wire numbers (the
+    /// worker's SIGSYS handler encodes `Seccomp` by hand).
+    Artifact,
 }
 
 /// The messages that carry `state` to the supervisor: parts of
@@ -376,6 +389,30 @@ mod tests {
                 assert!(postcard::to_stdvec(m).unwrap().len() <= crate::MAX_FRAME_BYTES);
             }
             assert_eq!(reassemble(messages), state, "len {len}");
+        }
+    }
+
+    #[test]
+    fn fault_kinds_keep_their_wire_numbers() {
+        // Kinds are only ever appended: a number never changes meaning, and
+        // the SIGSYS handler's hand-made `Seccomp` frame stays right.
+        let kinds = [
+            FaultKind::Load,
+            FaultKind::InitFailed,
+            FaultKind::Trap,
+            FaultKind::Exit,
+            FaultKind::Protocol,
+            FaultKind::Sandbox,
+            FaultKind::Seccomp,
+            FaultKind::Budget,
+            FaultKind::Artifact,
+        ];
+        for (number, kind) in kinds.into_iter().enumerate() {
+            assert_eq!(
+                postcard::to_stdvec(&kind).unwrap(),
+                [number as u8],
+                "{kind:?}"
+            );
         }
     }
 }

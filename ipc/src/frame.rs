@@ -4,6 +4,17 @@
 //! truncated ancillary data, does not decode, or has bytes left over after
 //! decoding is rejected with a [`FrameError`] and its fds are closed. The
 //! caller decides what a bad frame means (the supervisor kills the worker).
+//!
+//! A read of zero bytes without fds is either the end of the stream or a
+//! zero-length datagram, which a live peer may send on `SOCK_SEQPACKET`.
+//! The kernel reports both the same way, so [`recv_bytes`] then polls the
+//! socket without waiting: end of stream always leaves `POLLRDHUP` set (the
+//! peer's close or `shutdown(SHUT_WR)` marks our end, and the mark is never
+//! cleared), a live peer never does. An empty datagram is
+//! [`FrameError::Empty`], a rejected frame like any other. One that the peer
+//! followed by its close before we looked is reported as
+//! [`FrameError::Closed`]: the two cannot be told apart then, and either way
+//! the conversation is over.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,9 +35,14 @@ pub enum FrameError {
     /// The peer closed its end.
     #[error("peer closed the control socket")]
     Closed,
-    /// Nothing to read on a non-blocking socket.
-    #[error("no frame ready")]
+    /// Nothing to read on a non-blocking socket, or no room to send without
+    /// waiting (a non-blocking socket, or [`try_send`]).
+    #[error("control socket not ready: nothing to read, or no room to send without waiting")]
     WouldBlock,
+    /// A zero-length datagram from a peer that is still connected (no
+    /// message is empty, so this is a broken or hostile peer).
+    #[error("empty frame: a peer that is still connected sent a zero-length datagram")]
+    Empty,
     /// The datagram was larger than [`MAX_FRAME_BYTES`].
     #[error("frame larger than {MAX_FRAME_BYTES} bytes")]
     TooLarge,
@@ -61,10 +77,28 @@ pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), FrameError> {
 ///
 /// # Errors
 /// [`FrameError::TooLarge`] if the encoding exceeds [`MAX_FRAME_BYTES`];
-/// [`FrameError::Closed`] if the peer is gone; otherwise the errno.
+/// [`FrameError::Closed`] if the peer is gone; [`FrameError::WouldBlock`]
+/// if a non-blocking socket is full; otherwise the errno.
 pub fn send<T: Serialize>(sock: impl AsFd, message: &T, fds: &[RawFd]) -> Result<(), FrameError> {
     let bytes = postcard::to_stdvec(message).map_err(|e| FrameError::Encode(e.to_string()))?;
     send_bytes(sock, &bytes, fds)
+}
+
+/// Encodes `message` and sends it as one datagram only if the socket has
+/// room for it now, whatever the socket's blocking mode (`MSG_DONTWAIT`).
+/// For messages a newer one replaces or that may be dropped and counted
+/// (heartbeats, log lines): a slow receiver must not stall the sender.
+///
+/// # Errors
+/// [`FrameError::WouldBlock`] if the socket's send buffer is full (nothing
+/// was sent); otherwise as [`send`].
+pub fn try_send<T: Serialize>(
+    sock: impl AsFd,
+    message: &T,
+    fds: &[RawFd],
+) -> Result<(), FrameError> {
+    let bytes = postcard::to_stdvec(message).map_err(|e| FrameError::Encode(e.to_string()))?;
+    send_datagram(sock, &bytes, fds, MsgFlags::MSG_DONTWAIT)
 }
 
 /// Sends raw bytes as one datagram. Exposed for tests that need to send a
@@ -73,6 +107,16 @@ pub fn send<T: Serialize>(sock: impl AsFd, message: &T, fds: &[RawFd]) -> Result
 /// # Errors
 /// As [`send`].
 pub fn send_bytes(sock: impl AsFd, bytes: &[u8], fds: &[RawFd]) -> Result<(), FrameError> {
+    send_datagram(sock, bytes, fds, MsgFlags::empty())
+}
+
+/// Sends one datagram with `flags` (besides `MSG_NOSIGNAL`).
+fn send_datagram(
+    sock: impl AsFd,
+    bytes: &[u8],
+    fds: &[RawFd],
+    flags: MsgFlags,
+) -> Result<(), FrameError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge);
     }
@@ -87,11 +131,12 @@ pub fn send_bytes(sock: impl AsFd, bytes: &[u8], fds: &[RawFd]) -> Result<(), Fr
             sock.as_fd().as_raw_fd(),
             &iov,
             cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
+            MsgFlags::MSG_NOSIGNAL | flags,
             None,
         ) {
             Ok(_) => return Ok(()),
             Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Err(FrameError::WouldBlock),
             Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(FrameError::Closed),
             Err(e) => return Err(FrameError::Os(e)),
         }
@@ -102,7 +147,8 @@ pub fn send_bytes(sock: impl AsFd, bytes: &[u8], fds: &[RawFd]) -> Result<(), Fr
 ///
 /// # Errors
 /// [`FrameError::Closed`] on end of stream, [`FrameError::WouldBlock`] on an
-/// empty non-blocking socket, and the rejections listed in the module docs.
+/// empty non-blocking socket, [`FrameError::Empty`] for a zero-length
+/// datagram, and the rejections listed in the module docs.
 pub fn recv<T: DeserializeOwned>(sock: impl AsFd) -> Result<(T, Vec<OwnedFd>), FrameError> {
     let (bytes, fds) = recv_bytes(sock)?;
     Ok((decode(&bytes)?, fds))
@@ -164,10 +210,39 @@ pub fn recv_bytes(sock: impl AsFd) -> Result<(Vec<u8>, Vec<OwnedFd>), FrameError
         }
         let len = msg.bytes;
         if len == 0 && fds.is_empty() {
-            return Err(FrameError::Closed);
+            return Err(if peer_hung_up(&sock)? {
+                FrameError::Closed
+            } else {
+                FrameError::Empty
+            });
         }
         buf.truncate(len);
         return Ok((buf, fds));
+    }
+}
+
+/// Whether the peer closed or shut down its sending side: `POLLRDHUP` (or
+/// `POLLHUP`) on our end, read without waiting. The kernel sets it for a
+/// Unix socket when the peer's close or `shutdown(SHUT_WR)` marks our end
+/// `RCV_SHUTDOWN`, and never clears it.
+fn peer_hung_up(sock: &impl AsFd) -> Result<bool, FrameError> {
+    // nix's PollFlags has no POLLRDHUP, hence libc directly.
+    let mut pollfd = nix::libc::pollfd {
+        fd: sock.as_fd().as_raw_fd(),
+        events: nix::libc::POLLRDHUP,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call, whose fd
+        // is borrowed from `sock`; a zero timeout never blocks.
+        let rc = unsafe { nix::libc::poll(&mut pollfd, 1, 0) };
+        if rc >= 0 {
+            return Ok(pollfd.revents & (nix::libc::POLLRDHUP | nix::libc::POLLHUP) != 0);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(FrameError::Os(e)),
+        }
     }
 }
 
@@ -190,6 +265,7 @@ mod tests {
                 host: "/srv/data".into(),
                 guest: "/data".into(),
                 writable: false,
+                passed: false,
             }],
             memory_limit_bytes: 32 << 20,
             tick_us: 1000,
@@ -328,6 +404,76 @@ mod tests {
         if raw.is_ok() {
             assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::TooLarge)));
         }
+    }
+
+    #[test]
+    fn an_empty_datagram_from_a_live_peer_is_not_end_of_file() {
+        let (a, b) = seqpacket_pair().unwrap();
+        send_bytes(&a, &[], &[]).unwrap();
+        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Empty)));
+        // The peer is still there: what it sends next arrives.
+        send(&a, &ToWorker::Stop, &[]).unwrap();
+        assert!(matches!(recv::<ToWorker>(&b), Ok((ToWorker::Stop, _))));
+    }
+
+    #[test]
+    fn a_peer_that_only_shut_down_its_sending_side_is_closed() {
+        let (a, b) = seqpacket_pair().unwrap();
+        nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
+        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn an_empty_datagram_followed_by_a_close_reads_as_closed() {
+        // Documented limit: once the peer is gone, its last empty datagram
+        // and the end of the stream look the same; both end the conversation.
+        let (a, b) = seqpacket_pair().unwrap();
+        send_bytes(&a, &[], &[]).unwrap();
+        drop(a);
+        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Closed)));
+        assert!(matches!(recv::<ToWorker>(&b), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn try_send_refuses_to_wait_on_a_full_socket() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let line = FromWorker::Log {
+            level: LogLevel::Info,
+            text: "x".repeat(1000),
+        };
+        // The default send buffer holds a few hundred such frames; a blocking
+        // send would hang here once it is full.
+        let mut sent = 0;
+        let full = loop {
+            match try_send(&a, &line, &[]) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 100_000, "the socket never filled up");
+        };
+        assert!(matches!(full, FrameError::WouldBlock), "{full}");
+        assert!(sent > 0);
+        // Every frame that was accepted arrives whole; reading makes room.
+        let (got, _): (FromWorker, _) = recv(&b).unwrap();
+        assert_eq!(got, line);
+        try_send(&a, &line, &[]).unwrap();
+        drop(a);
+        let mut received = 1;
+        while let Ok((got, _)) = recv::<FromWorker>(&b) {
+            assert_eq!(got, line);
+            received += 1;
+        }
+        assert_eq!(received, sent + 1);
+    }
+
+    #[test]
+    fn try_send_to_a_closed_peer_is_closed() {
+        let (a, b) = seqpacket_pair().unwrap();
+        drop(b);
+        assert!(matches!(
+            try_send(&a, &ToWorker::Stop, &[]),
+            Err(FrameError::Closed)
+        ));
     }
 
     #[test]

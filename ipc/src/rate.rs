@@ -1,8 +1,11 @@
-//! A line rate limit: a token bucket of 200 lines refilled at 100 lines per
-//! second. Excess lines are dropped and counted; the count is reported once
-//! lines flow again. Used for the `log` import (in the worker) and for a
-//! module's stdout/stderr (in the supervisor), so a log-flooding module
-//! costs the gateway at most 100 lines a second per stream.
+//! Rate limits. [`LineLimit`]: by default a token bucket of 200 lines
+//! refilled at 100 lines per second. Excess lines are dropped and counted;
+//! the count is reported once lines flow again. Used for the `log` import
+//! (in the worker) and for a module's stdout/stderr (in the supervisor), so
+//! a log-flooding module costs the gateway at most 100 lines a second per
+//! stream. The supervisor limits what a worker's `Log` messages carry too,
+//! with its own bucket, since a compromised worker ignores its own limit.
+//! [`Bucket`] is the plain token bucket underneath.
 
 use std::time::Instant;
 
@@ -13,10 +16,43 @@ pub const BURST: f64 = 200.0;
 /// Drops are reported at most this often.
 pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The bucket.
-pub struct LineLimit {
+/// A token bucket: `rate` tokens a second on average, at most `burst` at once.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens if there are that many now.
+    pub fn take(&mut self, n: f64) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens < n {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+}
+
+/// The line limit: a bucket plus the count of lines it dropped.
+pub struct LineLimit {
+    bucket: Bucket,
     last_report: Instant,
     /// Lines dropped since the last report.
     pub dropped: u64,
@@ -24,32 +60,31 @@ pub struct LineLimit {
 
 impl Default for LineLimit {
     fn default() -> Self {
-        Self {
-            tokens: BURST,
-            last: Instant::now(),
-            last_report: Instant::now(),
-            dropped: 0,
-        }
+        Self::new(LINES_PER_SECOND, BURST)
     }
 }
 
 impl LineLimit {
+    /// A limit of `rate` lines a second, `burst` at once.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            bucket: Bucket::new(rate, burst),
+            last_report: Instant::now(),
+            dropped: 0,
+        }
+    }
+
     /// Whether one more line may go out now. Returns `Err(dropped)` with the
     /// number dropped so far when this line is allowed after drops and the
     /// last report is at least a second old (the caller reports them first,
     /// so reports add at most one line a second), `Ok(true)` to send,
     /// `Ok(false)` to drop.
     pub fn admit(&mut self) -> Result<bool, u64> {
-        let now = Instant::now();
-        self.tokens = (self.tokens
-            + now.duration_since(self.last).as_secs_f64() * LINES_PER_SECOND)
-            .min(BURST);
-        self.last = now;
-        if self.tokens < 1.0 {
+        if !self.bucket.take(1.0) {
             self.dropped += 1;
             return Ok(false);
         }
-        self.tokens -= 1.0;
+        let now = Instant::now();
         if self.dropped > 0 && now.duration_since(self.last_report) >= REPORT_EVERY {
             self.last_report = now;
             return Err(std::mem::take(&mut self.dropped));

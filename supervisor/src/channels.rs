@@ -46,6 +46,8 @@ pub struct Ring {
     /// Set while a reset waits for the death of the end that did not report
     /// the corruption: the slot index of the end that did.
     pub reset_pending_for: Option<usize>,
+    /// When a confirmed corruption report last restarted its producer.
+    pub acted_at: Option<std::time::Instant>,
     /// What it was made for.
     key: RingKey,
 }
@@ -58,6 +60,15 @@ impl Ring {
         } else {
             self.publisher
         }
+    }
+
+    /// The supervisor's own check of the frames waiting in the ring (see
+    /// `edgeward_ipc::ring::verify`): the number intact.
+    ///
+    /// # Errors
+    /// What is wrong with the ring.
+    pub fn verify(&self) -> Result<u64, edgeward_ipc::ring::RingError> {
+        edgeward_ipc::ring::verify(&self.memfd)
     }
 
     /// Makes the ring empty and valid again (see [`Observer::reset`]).
@@ -214,6 +225,7 @@ impl Wiring {
                         memfd,
                         eventfd,
                         observer,
+                        acted_at: None,
                         corrupt: 0,
                         reset_pending_for: None,
                     });

@@ -219,8 +219,12 @@ impl Launcher {
                 None
             }
             ProcessModel::Exec => {
+                // The module's name before its Init, for diagnostics (ps,
+                // /proc/PID/environ) and for test workers that act by module
+                // (tests/src/bin/rogue-worker.rs). The real worker ignores it.
                 let child = self
                     .command("serve", theirs.as_raw_fd())
+                    .env("EDGEWARD_MODULE", module)
                     .stdout(Stdio::from(output_write.try_clone()?))
                     .stderr(Stdio::from(output_write.try_clone()?))
                     .spawn()

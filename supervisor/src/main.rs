@@ -8,17 +8,27 @@ mod channels;
 mod cli;
 mod compile_cache;
 mod control;
+#[cfg(test)]
+mod docs_pins;
+mod durable;
+mod grant_access;
+mod jobs;
 mod launcher;
+mod log_sink;
 mod output;
 mod policy;
 mod restart;
+mod rw_dirs;
 mod sandbox_plan;
 mod signals;
 mod slot;
 mod snapshot;
+mod state_lock;
 mod status;
 mod supervisor;
 mod upgrade_record;
+mod volume;
+mod worker_text;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -30,6 +40,7 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
+    let is_run = matches!(cli.command, Command::Run { .. });
     let result = match cli.command {
         Command::Run {
             policies,
@@ -53,11 +64,16 @@ fn main() -> ExitCode {
             started,
         ),
         Command::Check { sandbox: true, .. } => cli::check_sandbox::run(&cli::worker_bin()),
-        Command::Check { policies, .. } => cli::check::run(&policies, &cli::worker_bin()),
+        Command::Check {
+            policies, state, ..
+        } => cli::check::run(&policies, &state, &cli::worker_bin()),
         Command::Status { json, control } => cli::client::status(&control.control, json),
         Command::Stop { control } => cli::client::stop(&control.control),
         Command::Restart { module, control } => cli::client::restart(&control.control, &module),
-        Command::Reload { control } => cli::client::reload(&control.control),
+        Command::Reload {
+            allow_empty,
+            control,
+        } => cli::client::reload(&control.control, allow_empty),
         Command::Upgrade {
             module,
             wasm,
@@ -66,11 +82,21 @@ fn main() -> ExitCode {
         } => cli::client::upgrade(&control.control, &module, &wasm, health_ms),
         Command::Snapshot { module, control } => cli::client::snapshot(&control.control, &module),
     };
-    match result {
+    let code = match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
+            if is_run {
+                // The supervisor's queued messages come before its last word.
+                log_sink::global().flush(Duration::from_secs(2));
+            }
             eprintln!("edgeward: error: {e:#}");
             ExitCode::from(1)
         }
+    };
+    // What the supervisor queued for its log (if it ran) goes out first;
+    // a reader that is stuck for good does not keep it from exiting.
+    if is_run {
+        log_sink::global().flush(Duration::from_secs(2));
     }
+    code
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use edgeward_ipc::control::SandboxPlan;
 
 use crate::cgroup::{self, CgroupDriver, Limits, ModuleCgroup};
-use crate::policy::{DirMode, Policy};
+use crate::policy::Policy;
 
 /// Default memory a worker needs beside its guest's linear memory: the
 /// wasmtime store, the WASI context, the I/O thread's stack and page tables.
@@ -45,8 +45,24 @@ impl HostSandbox {
         let mut warnings = Vec::new();
         let proc_self = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let group = cgroup_group(state);
+        let root = nix::unistd::geteuid().is_root();
         let cgroups = match cgroup::detect(Path::new("/sys/fs/cgroup"), &proc_self, &group) {
-            Ok(driver) => Some(driver),
+            // Without root, module cgroups can be made only in a cgroup
+            // delegated to this user; finding that out now keeps a host
+            // without one from failing every module at its first start.
+            Ok(driver) => match (!root)
+                .then(|| driver.group_dirs().into_iter().find(|d| !can_create_in(d)))
+                .flatten()
+            {
+                Some(dir) => {
+                    warnings.push(format!(
+                        "cgroups unavailable (not root, and {} is not writable: no cgroup is delegated to this user): modules run without memory, CPU and pids limits",
+                        nearest_existing(&dir).display()
+                    ));
+                    None
+                }
+                None => Some(driver),
+            },
             Err(reason) => {
                 warnings.push(format!(
                     "cgroups unavailable ({reason}): modules run without memory, CPU and pids limits"
@@ -54,10 +70,9 @@ impl HostSandbox {
                 None
             }
         };
-        let root = nix::unistd::geteuid().is_root();
         if !root {
             warnings.push(
-                "not running as root: modules share the supervisor's uid and cannot get namespaces or cgroups"
+                "not running as root: modules share the supervisor's uid and get no mount, IPC or network namespaces"
                     .into(),
             );
         }
@@ -138,6 +153,27 @@ impl HostSandbox {
     }
 }
 
+/// Whether this process may create cgroups in `dir` (made with its parents
+/// if missing): its nearest existing ancestor must be writable and
+/// searchable by our effective ids.
+fn can_create_in(dir: &Path) -> bool {
+    use nix::unistd::{faccessat, AccessFlags};
+    faccessat(
+        nix::fcntl::AT_FDCWD,
+        nearest_existing(dir),
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
+}
+
+/// `dir`, or its nearest ancestor that exists.
+fn nearest_existing(dir: &Path) -> &Path {
+    dir.ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"))
+}
+
 /// Module uids reserved per gateway instance; also the most modules one
 /// gateway runs with distinct uids.
 pub const UIDS_PER_GATEWAY: u32 = 1024;
@@ -156,32 +192,4 @@ pub fn cgroup_group(state: &Path) -> String {
     let state = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
     let digest = Sha256::digest(state.as_os_str().as_encoded_bytes());
     format!("edgeward-{}", &hex::encode(digest)[..12])
-}
-
-/// Gives the module's uid ownership of its read-write directories (their
-/// whole tree, symlinks not followed), so it can write there after dropping
-/// root. Read-only directories are left alone: they must be readable by
-/// others (`check --sandbox` warns otherwise).
-///
-/// # Errors
-/// The first path that cannot be chowned.
-pub fn own_rw_dirs(policy: &Policy, identity: Option<(u32, u32)>) -> std::io::Result<()> {
-    let Some((uid, gid)) = identity else {
-        return Ok(());
-    };
-    for dir in policy.dirs.iter().filter(|d| d.mode == DirMode::Rw) {
-        chown_tree(&dir.host, uid, gid)?;
-    }
-    Ok(())
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }

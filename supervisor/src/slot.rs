@@ -74,10 +74,23 @@ pub struct Worker {
     pub killed_because: Option<String>,
     /// OOM kills in the module's cgroup when this worker started.
     pub oom_kills_at_start: u64,
+    /// When it closed its control socket while still running: a worker
+    /// does that as it exits, so one still alive a stop timeout later is
+    /// killed (it could no longer be told to stop).
+    pub closed_at: Option<Instant>,
     /// It can be asked for snapshots (from its Ready).
     pub snapshots: bool,
+    /// Snapshots asked of it and not answered yet: a snapshot it sends
+    /// unasked is a protocol violation.
+    pub snapshots_asked: u32,
     /// The leading parts of the snapshot it is sending.
     pub snapshot_parts: Vec<u8>,
+    /// Messages it may send (snapshot transfers asked for aside): a worker
+    /// over [`crate::supervisor::FRAMES_PER_SECOND`] is flooding the socket.
+    pub frames: edgeward_ipc::rate::Bucket,
+    /// The lines its `Log` messages may carry (the worker keeps its own
+    /// limit; a compromised one would not).
+    pub log_limit: edgeward_ipc::rate::LineLimit,
     /// Its generation: events tagged with another are stale.
     pub generation: u32,
 }
@@ -189,6 +202,14 @@ pub struct Slot {
     /// The next worker is handed the newest snapshot of this wasm instead
     /// of its own (an upgrade's one explicit crossing); used once.
     pub restore_from: Option<String>,
+    /// Its read-write dirs, prepared once per policy (`rw_dirs.rs`) and
+    /// handed to each of its workers.
+    pub rw_dirs: Option<crate::rw_dirs::PreparedDirs>,
+    /// The job preparing them, while it runs.
+    pub preparing: Option<crate::jobs::JobId>,
+    /// When its recent corruption reports that the supervisor could not
+    /// confirm were made.
+    pub false_reports: std::collections::VecDeque<Instant>,
 }
 
 impl Slot {
@@ -216,6 +237,9 @@ impl Slot {
             upgraded: None,
             upgrade: None,
             restore_from: None,
+            rw_dirs: None,
+            preparing: None,
+            false_reports: std::collections::VecDeque::new(),
         }
     }
 

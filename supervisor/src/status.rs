@@ -33,6 +33,13 @@ pub struct StatusReport {
     /// 99th percentile of the same, µs.
     #[serde(default)]
     pub snapshot_commit_p99_us: Option<u64>,
+    /// Log and output lines the supervisor dropped because its stdout or
+    /// stderr could not take them (a stuck or slow reader).
+    #[serde(default)]
+    pub log_dropped: u64,
+    /// Control connections refused because too many were open.
+    #[serde(default)]
+    pub control_refused: u64,
 }
 
 /// One module's row.
@@ -131,6 +138,13 @@ pub fn table(report: &StatusReport) -> String {
     if let Some(error) = &report.snapshot_error {
         let _ = writeln!(out, "WARNING: {error}");
     }
+    if report.log_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} log lines dropped: edgeward's stdout/stderr could not keep up",
+            report.log_dropped
+        );
+    }
     for row in &rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
@@ -189,6 +203,8 @@ mod tests {
             snapshot_error: None,
             snapshot_commit_p50_us: None,
             snapshot_commit_p99_us: None,
+            log_dropped: 0,
+            control_refused: 0,
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];

@@ -5,20 +5,22 @@
 //! `<state>/upgrades/<module>/<sha256>.wasm` holds the wasm of each slot
 //! (content-addressed, at most the active and the pending one). Every
 //! change is written to a temporary file, flushed, renamed over the record
-//! and the directory flushed, so after a crash at any moment the record is
-//! either the old or the new one. At start, a record with a `pending` slot
-//! means an upgrade was cut short: the active slot runs (rollback), so
-//! exactly one slot is ever active.
+//! and the directory flushed (`durable::write_atomic`), so after a crash at
+//! any moment the record is either the old or the new one. At start, a
+//! record with a `pending` slot means an upgrade was cut short: the active
+//! slot runs (rollback), so exactly one slot is ever active.
 //!
 //! A module without a record runs the wasm its policy names. A record is
 //! tied to that wasm (`policy_sha256`): when an operator points the policy at
 //! another wasm, the policy wins and the record is dropped.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::durable;
 
 /// One module's slots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +78,12 @@ impl UpgradeDir {
     /// # Errors
     /// Any step of the write; the previous record then stays in force.
     pub fn write(&self, module: &str, record: &UpgradeRecord) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        durable::create_dir_all(&self.dir)?;
+        // Only this single-threaded supervisor writes here (the state dir
+        // is locked), so any temporary file is a crash's leftover.
+        durable::remove_temp_files(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_durably(&self.dir, &self.record_path(module), &bytes)?;
+        durable::write_atomic(&self.record_path(module), &bytes)?;
         self.remove_wasm_except(module, &[Some(&record.active), record.pending.as_ref()]);
         Ok(())
     }
@@ -94,7 +99,7 @@ impl UpgradeDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
-        sync_dir(&self.dir)?;
+        durable::fsync_dir(&self.dir)?;
         let _ = fs::remove_dir_all(self.dir.join(module));
         Ok(())
     }
@@ -105,10 +110,9 @@ impl UpgradeDir {
     /// # Errors
     /// Any step of the write.
     pub fn store_wasm(&self, module: &str, sha256: &str, bytes: &[u8]) -> io::Result<PathBuf> {
-        let dir = self.dir.join(module);
-        fs::create_dir_all(&dir)?;
+        durable::create_dir_all(&self.dir.join(module))?;
         let path = self.wasm_path(module, sha256);
-        write_durably(&dir, &path, bytes)?;
+        durable::write_atomic(&path, bytes)?;
         Ok(path)
     }
 
@@ -124,22 +128,6 @@ impl UpgradeDir {
             }
         }
     }
-}
-
-/// Writes `path` as a whole or not at all: temporary file, flush, rename,
-/// flush of `dir`.
-fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

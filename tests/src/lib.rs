@@ -6,6 +6,7 @@
 //! `$CARGO_TARGET_DIR/release`, else `target/release`; guest modules from
 //! `EDGEWARD_GUESTS_OUT`, else `guests/out`. Build both with `scripts/setup`.
 
+pub mod attack;
 pub mod floor;
 pub mod power_cut;
 
@@ -126,6 +127,16 @@ impl GatewayDir {
     /// Starts `edgeward run` on another policy directory, with state and
     /// control socket here.
     pub fn start_on(&self, policies: &Path, env: &[(&str, &str)]) -> Gateway {
+        self.start_full(policies, env, None)
+    }
+
+    /// Starts `edgeward run` here with its stdout on `stdout` (its stderr
+    /// goes to the log as usual).
+    pub fn start_with_stdout(&self, env: &[(&str, &str)], stdout: Stdio) -> Gateway {
+        self.start_full(&self.policies(), env, Some(stdout))
+    }
+
+    fn start_full(&self, policies: &Path, env: &[(&str, &str)], stdout: Option<Stdio>) -> Gateway {
         let log_path = self.dir.path().join(format!("log-{}", unique()));
         let log = std::fs::File::create(&log_path).expect("create log");
         let mut command = Command::new(bin("edgeward"));
@@ -138,7 +149,7 @@ impl GatewayDir {
             .arg("--control")
             .arg(self.control())
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
+            .stdout(stdout.unwrap_or_else(|| log.try_clone().expect("dup log").into()))
             .stderr(log);
         for (k, v) in env {
             command.env(k, v);

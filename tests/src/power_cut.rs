@@ -13,10 +13,12 @@
 //! of it succeed and save nothing, so a store that keeps appending to it
 //! loses data at the next cut.
 //!
-//! One flat directory of regular files (all the snapshot store uses);
-//! only the mounting user (root here) may use it.
+//! One flat directory of regular files, created, appended to, renamed
+//! (all the snapshot store and the compile cache use); only the mounting
+//! user (root here) may use it. A rename changes two names, each of which
+//! a cut may keep or undo on its own unless the directory was flushed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 
 /// An injected fault.
@@ -162,12 +165,15 @@ impl Disk {
         // part of it, as a disk that wrote some pages back on its own.
         let keep_some = coin(2) == 1;
         let mut names = BTreeMap::new();
-        let all: Vec<String> = self
+        let all: BTreeSet<String> = self
             .names
             .keys()
             .chain(self.durable_names.keys())
             .cloned()
             .collect();
+        // After an unflushed rename both the old and the new name may
+        // survive; a file keeps only the first (it has one link).
+        let mut linked = HashSet::new();
         for name in all {
             let now = self.names.get(&name).copied();
             let durable = self.durable_names.get(&name).copied();
@@ -177,8 +183,12 @@ impl Disk {
                 report.entries_undone += 1;
                 durable
             };
-            if let Some(ino) = survivor {
-                names.insert(name, ino);
+            match survivor {
+                Some(ino) if linked.insert(ino) => {
+                    names.insert(name, ino);
+                }
+                Some(_) => report.entries_undone += 1,
+                None => {}
             }
         }
         let mut files = HashMap::new();
@@ -480,6 +490,37 @@ impl Filesystem for Fs {
         }
     }
 
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut disk = self.disk();
+        if disk.off {
+            return reply.error(Errno::EIO);
+        }
+        let names = (parent.0 == ROOT && newparent.0 == ROOT && flags.is_empty())
+            .then(|| Some((name_of(name)?, name_of(newname)?)))
+            .flatten();
+        let Some((from, to)) = names else {
+            return reply.error(Errno::EINVAL);
+        };
+        // Replaces `to` if it exists; its old file stays reachable through
+        // the durable names until the directory is flushed.
+        match disk.names.remove(&from) {
+            Some(ino) => {
+                disk.names.insert(to, ino);
+                reply.ok();
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut disk = self.disk();
         if disk.off {
@@ -502,19 +543,36 @@ pub struct PowerCutDisk {
     disk: Arc<Mutex<Disk>>,
     session: Option<BackgroundSession>,
     seed: u64,
+    /// Files may be mapped executable (the compile cache's artifacts).
+    executable: bool,
 }
 
 impl PowerCutDisk {
-    /// An empty disk mounted at `at` (an existing, empty directory).
+    /// An empty disk for data (mounted `noexec`) at `at` (an existing, empty
+    /// directory).
     ///
     /// # Errors
     /// FUSE is not available (no `/dev/fuse`, not root).
     pub fn mount(at: &Path, seed: u64) -> io::Result<Self> {
+        Self::mount_with(at, seed, false)
+    }
+
+    /// An empty disk for code at `at`: without `noexec`, because workers map
+    /// the compile cache's artifacts and make their code executable.
+    ///
+    /// # Errors
+    /// As [`PowerCutDisk::mount`].
+    pub fn mount_executable(at: &Path, seed: u64) -> io::Result<Self> {
+        Self::mount_with(at, seed, true)
+    }
+
+    fn mount_with(at: &Path, seed: u64, executable: bool) -> io::Result<Self> {
         let mut disk = Self {
             at: at.to_path_buf(),
             disk: Arc::default(),
             session: None,
             seed,
+            executable,
         };
         disk.attach()?;
         Ok(disk)
@@ -524,10 +582,12 @@ impl PowerCutDisk {
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("edgeward-power-cut".into()),
-            MountOption::NoExec,
             MountOption::NoSuid,
             MountOption::NoDev,
         ];
+        if !self.executable {
+            config.mount_options.push(MountOption::NoExec);
+        }
         self.session = Some(fuser::spawn_mount(
             Fs(Arc::clone(&self.disk)),
             &self.at,
@@ -634,6 +694,43 @@ mod tests {
         assert_eq!(disk.files[&a].data, b"flushed");
         assert_eq!(report.dropped_bytes, 5);
         assert_eq!(report.entries_undone, 1);
+    }
+
+    /// A flushed `.a.tmp`, renamed to `a` without a directory flush.
+    fn renamed_unflushed() -> (Disk, u64) {
+        let mut disk = Disk::default();
+        let ino = write(&mut disk, ".a.tmp", b"whole");
+        disk.flush_file(ino).unwrap();
+        disk.flush_dir().unwrap();
+        disk.names.remove(".a.tmp");
+        disk.names.insert("a".into(), ino);
+        (disk, ino)
+    }
+
+    /// Coin results in order.
+    fn coins(results: &'static [u64]) -> impl FnMut(u64) -> u64 {
+        let mut next = results.iter();
+        move |_| *next.next().expect("enough coins")
+    }
+
+    #[test]
+    fn an_unflushed_rename_is_kept_or_undone_name_by_name() {
+        let (mut disk, _) = renamed_unflushed();
+        disk.cut(&mut |_| 0);
+        assert_eq!(disk.names.keys().collect::<Vec<_>>(), [".a.tmp"]);
+
+        let (mut disk, ino) = renamed_unflushed();
+        disk.cut(&mut coins(&[1, 1, 1, 0]));
+        assert_eq!(disk.names.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(disk.files[&ino].data, b"whole");
+
+        // Keep-some cut that undoes the removal of the old name and keeps
+        // the new one: the file still has one name only.
+        let (mut disk, ino) = renamed_unflushed();
+        let report = disk.cut(&mut coins(&[1, 0, 1, 0]));
+        assert_eq!(disk.names.len(), 1, "{:?}", disk.names);
+        assert_eq!(report.entries_undone, 2);
+        assert_eq!(disk.files[&ino].data, b"whole");
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn the_alarm_totals_survive_its_worker_through_a_serde_snapshot() {
     .unwrap();
     // The last alarm is reading 2999 (20 + 99 C).
     gateway.wait_log(
-        &format!("alarm: restored {ALARMS} alarms, last reading Some(2999)"),
+        &format!("alarm: restored {ALARMS} alarms, last reading 2999"),
         Duration::from_secs(10),
     );
 }

@@ -148,3 +148,103 @@ fn a_subscriber_that_cannot_receive_is_invalid_and_unwired_channels_are_warned()
     );
     assert!(out.contains("2 module(s), 1 valid, 1 invalid"), "{out}");
 }
+
+#[test]
+fn a_granted_dir_a_module_uid_cannot_read_is_invalid_and_the_error_names_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let g = GatewayDir::new();
+    // A private parent, as `mktemp -d` makes it, is fine (dirs are passed
+    // as fds); a private granted dir is not.
+    let parent = g.dir.path().join("edgeward-demo.X");
+    let data = parent.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = std::fs::canonicalize(&data).unwrap();
+    g.add_policy(
+        "temp-alert",
+        &policy(
+            "temp_alert",
+            &format!(
+                "[wasi]\ndirs = [{{ host = \"{}\", guest = \"/sensor\", mode = \"ro\" }}]",
+                data.display()
+            ),
+        ),
+    );
+    let (code, out) = check(&g.policies());
+    assert_eq!(code, 1, "{out}");
+    let expect = format!(
+        "{}:4:9: wasi.dirs host \"{}\" is out of reach of the module's own uid (each module runs as its own uid, which owns none of it): its mode 0700 (owner root:root) gives it no read and search (r, x) permission; chmod o+rx {}",
+        g.policies().join("temp-alert.toml").display(),
+        data.display(),
+        data.display()
+    );
+    assert!(out.contains(&expect), "missing {expect:?} in:\n{out}");
+    assert!(out.contains("1 module(s), 0 valid, 1 invalid"), "{out}");
+
+    // The fix it names is enough.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o705)).unwrap();
+    let (code, out) = check(&g.policies());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_text_file_named_wasm_is_one_error_line() {
+    let g = GatewayDir::new();
+    let junk = g.dir.path().join("junk.wasm");
+    std::fs::write(&junk, "hello, I am a text file\nwith two lines\n").unwrap();
+    g.add_policy(
+        "junk",
+        &format!("[module]\nwasm = \"{}\"\n", junk.display()),
+    );
+    let (code, out) = check(&g.policies());
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "module, its error, the summary:\n{out}");
+    assert_eq!(
+        lines[0].trim_end(),
+        format!("{:<20} INVALID  1 error(s)", "junk")
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "    {}:2:8: module {}: not a valid WebAssembly module: failed to parse WebAssembly module: magic header not detected: bad magic number - expected=[0x0, 0x61, 0x73, 0x6d] actual=[0x68, 0x65, 0x6c, 0x6c] (at offset 0x0); rebuild it for wasm32-wasip1 or fix [module] wasm",
+            g.policies().join("junk.toml").display(),
+            junk.display()
+        )
+    );
+}
+
+#[test]
+fn a_channel_name_close_to_another_gets_did_you_mean() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "sensor",
+        &policy("sensor", "[channels]\npublish = [\"reading\"]"),
+    );
+    g.add_policy(
+        "filter",
+        &policy(
+            "filter",
+            "[channels]\nsubscribe = [\"readings\"]\npublish = [\"alarms\"]",
+        ),
+    );
+    g.add_policy(
+        "alarm",
+        &policy("alarm", "[channels]\nsubscribe = [\"alarms\"]"),
+    );
+    let (code, out) = check(&g.policies());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: channel \"reading\" is published by sensor but no module subscribes to it; its messages go nowhere; did you mean \"readings\"?"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: channel \"readings\" is subscribed to by filter but no module publishes it; did you mean \"reading\"?"
+        ),
+        "{out}"
+    );
+}

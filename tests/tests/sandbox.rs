@@ -187,6 +187,32 @@ fn self_test_denies_and_names_every_forbidden_syscall() {
             );
         }
     }
+    // A compromised worker cannot swap the reporter of denied calls for a
+    // handler of its own (which could make them fail silently), however it
+    // spells SIGSYS; other handlers stay allowed; and blocking SIGSYS does
+    // not let a denied call return.
+    let check = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("self-test has no check {name}: {stdout}"))
+            .clone()
+    };
+    for name in ["rt_sigaction(SIGSYS)", "rt_sigaction(SIGSYS | 1 << 32)"] {
+        let check = check(name);
+        assert_eq!(check["ok"], true, "{check}");
+        assert!(
+            check["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("seccomp: denied syscall rt_sigaction"),
+            "{check}"
+        );
+    }
+    for name in ["rt_sigaction(SIGUSR1)", "socket with SIGSYS blocked"] {
+        let check = check(name);
+        assert_eq!(check["ok"], true, "{check}");
+    }
 }
 
 #[test]

@@ -115,7 +115,10 @@ fn spawn(
         .try_into()
         .map_err(|v: Vec<OwnedFd>| wasmtime::format_err!("spawn needs 2 fds, got {}", v.len()))?;
     // Map the artifact here, so every worker of it shares one mapping. A
-    // failure is left for the worker to report as the module's fault.
+    // failure is not a spawn failure: the worker is forked anyway, tries
+    // again and reports it as a `FaultKind::Artifact` fault, so the
+    // supervisor learns of a bad artifact the same way in both process
+    // models and `SpawnFailed` never stands for one.
     let _ = prepared.artifact(artifact);
     ensure_single_threaded()?;
     let (pid_read, pid_write) =

@@ -233,6 +233,27 @@ impl Consumer {
         Ok(())
     }
 
+    /// Checks every frame between the read and the write position as
+    /// [`Consumer::peek`] would, moving only this consumer's own position:
+    /// nothing is published, so the ring's real consumer and producer see no
+    /// change. Returns how many frames were checked.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] for the first bad frame.
+    pub fn scan(&mut self) -> Result<u64, RingError> {
+        let mut payload = Vec::new();
+        let mut frames = 0;
+        while let Some(pending) = self.next_frame()? {
+            payload.resize(pending.len, 0);
+            self.read_payload(&pending, &mut payload)?;
+            self.read = pending.next;
+            self.expected_seq = pending.seq.wrapping_add(1);
+            self.resuming = false;
+            frames += 1;
+        }
+        Ok(frames)
+    }
+
     /// Consumes `pending` (after its handler returned): its space is released.
     pub fn commit_pending(&mut self, pending: &Pending) {
         self.commit_at(pending.next, pending.seq);

@@ -396,3 +396,37 @@ fn observer_counts_and_reset_lets_both_sides_resume() {
     let frame = consumer.peek().unwrap().unwrap();
     assert_eq!((frame.seq, frame.payload.as_slice()), (1, &b"after"[..]));
 }
+
+#[test]
+fn verify_finds_a_bad_frame_anywhere_and_changes_nothing() {
+    let fd = ring(4096, 256);
+    let mut producer = Producer::attach(&fd).unwrap();
+    for i in 0..20u8 {
+        producer.try_send(&[i; 40]).unwrap();
+    }
+    // Intact: every waiting frame is checked, nothing is consumed.
+    assert_eq!(verify(&fd).unwrap(), 20);
+    assert_eq!(verify(&fd).unwrap(), 20);
+    let mut consumer = Consumer::attach(&fd).unwrap();
+    let first = consumer.peek().unwrap().unwrap();
+    assert_eq!(first.seq, 0);
+    consumer.commit(&first);
+    assert_eq!(verify(&fd).unwrap(), 19);
+    // A flipped byte in the last frame's payload is found, though the
+    // consumer would reach it only after 18 good ones.
+    let map = Mapping::map(&fd, layout::total_size(4096)).unwrap();
+    let last_payload = DATA + 19 * layout::frame_size(40) + FRAME_HEADER;
+    map.write_bytes(last_payload, b"!");
+    let err = verify(&fd).unwrap_err();
+    assert!(
+        matches!(&err, RingError::Corrupt { what, seq } if what.contains("CRC") && *seq == 19),
+        "{err}"
+    );
+    // And the real consumer still gets the 18 good ones first.
+    for seq in 1..19 {
+        let frame = consumer.peek().unwrap().unwrap();
+        assert_eq!(frame.seq, seq);
+        consumer.commit(&frame);
+    }
+    assert!(consumer.peek().is_err());
+}

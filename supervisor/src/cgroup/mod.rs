@@ -137,6 +137,10 @@ pub trait CgroupDriver {
     /// `v1` or `v2`, and which controllers are used.
     fn describe(&self) -> String;
 
+    /// The directories module cgroups are created in (`<own>/<group>`, one
+    /// per hierarchy used), which may not exist yet.
+    fn group_dirs(&self) -> Vec<PathBuf>;
+
     /// Creates (or reuses) the module's cgroup and writes its limits.
     ///
     /// # Errors

@@ -37,6 +37,10 @@ impl CgroupDriver for V1 {
         )
     }
 
+    fn group_dirs(&self) -> Vec<PathBuf> {
+        vec![self.memory.clone(), self.cpu.clone(), self.pids.clone()]
+    }
+
     fn create(&self, module: &str, limits: &Limits) -> Result<ModuleCgroup, CgroupError> {
         let memory = self.memory.join(module);
         let cpu = self.cpu.join(module);

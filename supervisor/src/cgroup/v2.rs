@@ -32,6 +32,10 @@ impl CgroupDriver for V2 {
         format!("cgroup v2 ({})", self.base.display())
     }
 
+    fn group_dirs(&self) -> Vec<PathBuf> {
+        vec![self.base.clone()]
+    }
+
     fn create(&self, module: &str, limits: &Limits) -> Result<ModuleCgroup, CgroupError> {
         mkdir(&self.base)?;
         // Enabling controllers for children may fail if they already are, or

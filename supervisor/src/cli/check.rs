@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::grant_access;
 use crate::policy;
 
 #[derive(Debug, Deserialize)]
@@ -23,14 +24,18 @@ struct Inspection {
     error: Option<String>,
 }
 
-/// Runs the check; prints one line per module (and one per error) and
+/// Runs the check against the state directory `state` that `run` will
+/// use; prints one line per module (and one per error) and
 /// returns 0 if everything is valid, 1 otherwise.
 ///
 /// # Errors
 /// If the policy directory cannot be read or the worker cannot be run.
-pub fn run(policies: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
+pub fn run(policies: &Path, state: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
     let loaded = policy::load_dir(policies)
         .with_context(|| format!("cannot read policy directory {}", policies.display()))?;
+    // The same rules across policies as `run` applies (rw dirs overlapping
+    // each other, the state or the policy directory).
+    let loaded = policy::check_across(loaded, state, &[]);
     if loaded.is_empty() {
         println!("no policies (*.toml) in {}", policies.display());
         return Ok(1);
@@ -42,52 +47,71 @@ pub fn run(policies: &Path, worker_bin: &Path) -> anyhow::Result<i32> {
         .into_iter()
         .collect();
     let inspections = inspect(worker_bin, &wasm_files)?;
+    // As root, `run` gives each module its own uid: its granted dirs must
+    // be reachable by a uid that owns nothing on their paths.
+    let modules_get_own_uids = nix::unistd::geteuid().is_root();
     let mut failures = 0;
     for l in &loaded {
-        match &l.result {
+        let p = match &l.result {
             Err(errors) => {
                 failures += 1;
                 println!("{:<20} INVALID  {} error(s)", l.name, errors.len());
                 for e in errors {
                     println!("    {e}");
                 }
+                continue;
             }
-            Ok(p) => match inspections.get(&p.wasm.to_string_lossy().into_owned()) {
-                Some(i)
-                    if i.ok
-                        && i.kind.as_deref() == Some("reactor")
-                        && !p.channels.subscribe.is_empty()
-                        && !i.handles_messages =>
-                {
-                    failures += 1;
-                    println!("{:<20} INVALID  1 error(s)", l.name);
-                    println!(
-                        "    {}: channels.subscribe: module {} exports no ew_on_message and ew_alloc, so it cannot receive; add them (the Rust SDK's module! does) or remove the subscriptions",
-                        l.file.display(),
-                        p.wasm.display()
-                    );
-                }
-                Some(i) if i.ok => println!(
-                    "{:<20} ok       {} ({}, sha256 {})",
-                    l.name,
-                    p.wasm.display(),
-                    i.kind.as_deref().unwrap_or("?"),
-                    &p.wasm_sha256[..12]
-                ),
-                other => {
-                    failures += 1;
-                    let why = other
-                        .and_then(|i| i.error.clone())
-                        .unwrap_or_else(|| "not inspected".into());
-                    println!("{:<20} INVALID  1 error(s)", l.name);
-                    let (line, col) = p.wasm_location;
-                    println!(
-                        "    {}:{line}:{col}: module {}: {why}; rebuild it for wasm32-wasip1 or fix [module] wasm",
-                        l.file.display(),
-                        p.wasm.display()
-                    );
-                }
-            },
+            Ok(p) => p,
+        };
+        let mut errors: Vec<String> = Vec::new();
+        if modules_get_own_uids {
+            errors.extend(
+                grant_access::unreachable_dirs(p, grant_access::Accessor::AnyModule)
+                    .iter()
+                    .map(ToString::to_string),
+            );
+        }
+        let inspection = inspections.get(&p.wasm.to_string_lossy().into_owned());
+        match inspection {
+            Some(i)
+                if i.ok
+                    && i.kind.as_deref() == Some("reactor")
+                    && !p.channels.subscribe.is_empty()
+                    && !i.handles_messages =>
+            {
+                errors.push(format!(
+                    "{}: channels.subscribe: module {} exports no ew_on_message and ew_alloc, so it cannot receive; add them (the Rust SDK's module! does) or remove the subscriptions",
+                    l.file.display(),
+                    p.wasm.display()
+                ));
+            }
+            Some(i) if i.ok => {}
+            other => {
+                let why = other
+                    .and_then(|i| i.error.clone())
+                    .unwrap_or_else(|| "not inspected".into());
+                let (line, col) = p.wasm_location;
+                errors.push(format!(
+                    "{}:{line}:{col}: module {}: {why}; rebuild it for wasm32-wasip1 or fix [module] wasm",
+                    l.file.display(),
+                    p.wasm.display()
+                ));
+            }
+        }
+        if errors.is_empty() {
+            println!(
+                "{:<20} ok       {} ({}, sha256 {})",
+                l.name,
+                p.wasm.display(),
+                inspection.and_then(|i| i.kind.as_deref()).unwrap_or("?"),
+                &p.wasm_sha256[..12]
+            );
+        } else {
+            failures += 1;
+            println!("{:<20} INVALID  {} error(s)", l.name, errors.len());
+            for e in &errors {
+                println!("    {e}");
+            }
         }
     }
     for warning in unwired_channels(&loaded) {
@@ -114,20 +138,28 @@ fn unwired_channels(loaded: &[policy::Loaded]) -> Vec<String> {
             subscribers.entry(c).or_default().push(&p.name);
         }
     }
+    // A near miss is usually a typo: suggest the closest name of the other side.
+    let hint = |channel: &str, other_side: &BTreeMap<&str, Vec<&str>>| {
+        let names: Vec<&str> = other_side.keys().copied().collect();
+        policy::error::did_you_mean(channel, &names)
+            .map_or_else(String::new, |name| format!("; did you mean \"{name}\"?"))
+    };
     let mut warnings = Vec::new();
     for (channel, who) in &publishers {
         if !subscribers.contains_key(channel) {
             warnings.push(format!(
-                "channel \"{channel}\" is published by {} but no module subscribes to it; its messages go nowhere",
-                who.join(", ")
+                "channel \"{channel}\" is published by {} but no module subscribes to it; its messages go nowhere{}",
+                who.join(", "),
+                hint(channel, &subscribers)
             ));
         }
     }
     for (channel, who) in &subscribers {
         if !publishers.contains_key(channel) {
             warnings.push(format!(
-                "channel \"{channel}\" is subscribed to by {} but no module publishes it",
-                who.join(", ")
+                "channel \"{channel}\" is subscribed to by {} but no module publishes it{}",
+                who.join(", "),
+                hint(channel, &publishers)
             ));
         }
     }

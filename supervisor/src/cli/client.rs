@@ -89,13 +89,25 @@ pub fn restart(socket: &Path, module: &str) -> anyhow::Result<i32> {
     )
 }
 
-/// `edgeward reload`: prints what the reload does.
+/// `edgeward reload [--allow-empty]`: prints what the reload does, once
+/// the new wasm it needs is compiled.
 ///
 /// # Errors
 /// As [`request`], or if a policy was rejected (the message names it; the
-/// rest of the reload is applied).
-pub fn reload(socket: &Path) -> anyhow::Result<i32> {
-    act(socket, &Request::Reload)
+/// rest of the reload is applied), or the policy directory is empty and
+/// `allow_empty` is not set.
+pub fn reload(socket: &Path, allow_empty: bool) -> anyhow::Result<i32> {
+    // Compiling new wasm (seconds per module for large ones) comes first.
+    let response = request_within(
+        socket,
+        &Request::Reload { allow_empty },
+        Duration::from_secs(300),
+    )?;
+    if !response.ok {
+        bail!("{}", response.error.unwrap_or_default());
+    }
+    println!("{}", response.message.unwrap_or_default());
+    Ok(0)
 }
 
 /// `edgeward upgrade MODULE FILE.wasm`: waits until the upgrade is

@@ -69,6 +69,9 @@ pub enum Command {
             default_value = "/etc/edgeward/policies"
         )]
         policies: PathBuf,
+        /// The state directory `run` will use: rw dirs must not overlap it.
+        #[arg(long, env = "EDGEWARD_STATE", default_value = "/var/lib/edgeward")]
+        state: PathBuf,
         /// Report which sandbox layers this host enforces instead (exit 1 if any is missing).
         #[arg(long)]
         sandbox: bool,
@@ -97,6 +100,10 @@ pub enum Command {
     /// SIGHUP): start added modules, stop removed ones (after a final
     /// snapshot), restart changed ones; exit 1 if a policy was rejected.
     Reload {
+        /// Apply an empty policy directory (stops every module); refused
+        /// without it.
+        #[arg(long)]
+        allow_empty: bool,
         #[command(flatten)]
         control: ControlArg,
     },

@@ -19,8 +19,14 @@ pub enum Request {
         module: String,
     },
     /// Read the policy directory again and apply only the difference (as
-    /// SIGHUP); answered with what it does.
-    Reload,
+    /// SIGHUP); answered with what it does, once new wasm is compiled.
+    Reload {
+        /// Apply a policy directory with no policies (stop every module);
+        /// refused otherwise, as an emptied directory is more often a
+        /// mistake than an intent.
+        #[serde(default)]
+        allow_empty: bool,
+    },
     /// Upgrade a running module to another wasm: snapshot, switch, probation,
     /// health check; answered once committed or rolled back.
     Upgrade {

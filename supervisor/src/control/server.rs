@@ -1,22 +1,13 @@
-//! The listening side of the control socket.
-//!
-//! The listener is non-blocking and watched by the event loop. A client's
-//! request is read with a short timeout, so a stuck client cannot stall the
-//! supervisor for long; requests are tiny and answered at once.
+//! The listening side of the control socket. The listener is non-blocking
+//! and watched by the event loop; connected clients are read and answered
+//! by `clients.rs`, never blocking the loop.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{bail, Context};
-
-use super::protocol::{Reply, Request, Response};
-
-/// Longest request line accepted.
-const MAX_REQUEST: u64 = 64 * 1024;
+use anyhow::{anyhow, bail, Context};
 
 /// A bound control socket; the file is removed on drop.
 pub struct ControlServer {
@@ -25,15 +16,24 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `path` (mode 0600), creating its directory. A stale socket file
-    /// with nobody listening is replaced; a live one is an error.
+    /// Binds `path` (mode 0600), creating its directory (mode 0700: only
+    /// root and the supervisor's user may reach the socket) if missing. A
+    /// stale socket file with nobody listening is replaced; a live one is an
+    /// error.
     ///
     /// # Errors
-    /// Another supervisor is listening there, or the path cannot be bound.
+    /// The directory cannot be created (the message names it, the OS reason
+    /// and the fix), another supervisor is listening there, or the path
+    /// cannot be bound.
     pub fn bind(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::durable::create_dir_all(dir).map_err(|e| {
+                anyhow!(
+                    "cannot create the control socket's directory {}: {e}; \
+                     pass --control PATH or set EDGEWARD_CONTROL",
+                    dir.display()
+                )
+            })?;
         }
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
@@ -61,20 +61,9 @@ impl ControlServer {
         self.listener.as_fd()
     }
 
-    /// Accepts every pending client and answers each with `handle`. A
-    /// handler that answers [`Reply::Later`] takes the stream out of the
-    /// option and answers it with [`answer`] when it can.
-    pub fn serve_pending(&self, mut handle: impl FnMut(Request, &mut Option<UnixStream>) -> Reply) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            let mut stream = Some(stream);
-            let reply = match read_request(stream.as_ref().expect("just accepted")) {
-                Ok(request) => handle(request, &mut stream),
-                Err(e) => Reply::Now(Box::new(Response::refused(format!("bad request: {e:#}")))),
-            };
-            if let (Reply::Now(response), Some(stream)) = (reply, stream) {
-                answer(stream, &response);
-            }
-        }
+    /// The listener, for accepting (non-blocking).
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
     }
 }
 
@@ -82,22 +71,4 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Writes `response` to a client (best effort: a client that went away
-/// loses its answer, nothing else).
-pub fn answer(mut stream: UnixStream, response: &Response) {
-    if let Ok(mut line) = serde_json::to_string(response) {
-        line.push('\n');
-        let _ = stream.write_all(line.as_bytes());
-    }
-}
-
-fn read_request(stream: &UnixStream) -> anyhow::Result<Request> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-    let mut line = String::new();
-    BufReader::new(std::io::Read::take(stream, MAX_REQUEST)).read_line(&mut line)?;
-    Ok(serde_json::from_str(line.trim())?)
 }

@@ -5,12 +5,14 @@
 //! are errors. Loading a directory never stops at the first bad file: each
 //! file yields either a [`Policy`] or all the [`PolicyError`]s found in it.
 
+mod across;
 pub(crate) mod error;
 mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use across::check_across;
 pub use error::PolicyError;
 pub use schema::{DirMode, OnFull, RestartPolicy, WaitMode};
 
@@ -54,7 +56,17 @@ pub struct Dir {
     pub guest: String,
     /// Read-only or read-write.
     pub mode: DirMode,
+    /// Disk quota of an `rw` dir in MiB (0: none, a plain directory).
+    pub quota_mib: u32,
+    /// Line and column of its `host` value, for errors about it.
+    pub location: (usize, usize),
 }
+
+/// Default `quota_mib` of an `rw` dir.
+pub const DEFAULT_QUOTA_MIB: u32 = 64;
+
+/// Largest `quota_mib` (1 TiB).
+pub const MAX_QUOTA_MIB: u32 = 1 << 20;
 
 /// `[channels]` after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +145,24 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Vec<Loaded>> {
         .collect();
     files.sort();
     Ok(files.iter().map(|f| load_file(f)).collect())
+}
+
+impl Policy {
+    /// Whether `other` differs from this policy in anything that matters
+    /// to a running module (where keys sit in the file does not).
+    pub fn same_as(&self, other: &Policy) -> bool {
+        let mut other = other.clone();
+        other.wasm_location = self.wasm_location;
+        for (mine, theirs) in self.dirs.iter().zip(&mut other.dirs) {
+            theirs.location = mine.location;
+        }
+        *self == other
+    }
+
+    /// Its read-write grants.
+    pub fn rw_dirs(&self) -> impl Iterator<Item = &Dir> {
+        self.dirs.iter().filter(|d| d.mode == DirMode::Rw)
+    }
 }
 
 /// Loads and validates one policy file.

@@ -51,6 +51,8 @@ pub(super) struct DirEntry {
     pub guest: String,
     #[serde(default)]
     pub mode: DirMode,
+    /// Disk quota of an `rw` dir, MiB (0: none).
+    pub quota_mib: Option<Spanned<u32>>,
 }
 
 /// Access a module has to a granted directory.

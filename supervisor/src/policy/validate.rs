@@ -252,10 +252,49 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            if d.mode == schema::DirMode::Rw && host == Path::new("/") {
+                self.error(
+                    &entry,
+                    "wasi.dirs.host",
+                    "wasi.dirs grants \"/\" read-write".into(),
+                    "grant a directory of the module's own",
+                );
+                continue;
+            }
+            let quota_mib = match (&d.quota_mib, d.mode) {
+                (None, schema::DirMode::Rw) => super::DEFAULT_QUOTA_MIB,
+                (None, schema::DirMode::Ro) => 0,
+                (Some(q), schema::DirMode::Ro) => {
+                    self.error(
+                        q,
+                        "wasi.dirs.quota_mib",
+                        "wasi.dirs quota_mib is set on a read-only dir".into(),
+                        "remove it, or make the dir mode = \"rw\"",
+                    );
+                    continue;
+                }
+                (Some(q), schema::DirMode::Rw) if *q.get_ref() > super::MAX_QUOTA_MIB => {
+                    let reason = format!(
+                        "wasi.dirs quota_mib = {} is out of range 0..={}",
+                        q.get_ref(),
+                        super::MAX_QUOTA_MIB
+                    );
+                    self.error(
+                        q,
+                        "wasi.dirs.quota_mib",
+                        reason,
+                        "use at most 1048576 (1 TiB)",
+                    );
+                    continue;
+                }
+                (Some(q), schema::DirMode::Rw) => *q.get_ref(),
+            };
             dirs.push(Dir {
                 host,
                 guest: d.guest.clone(),
                 mode: d.mode,
+                quota_mib,
+                location: super::error::line_col(self.text, entry.span().start),
             });
         }
         dirs

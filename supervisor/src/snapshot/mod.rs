@@ -26,4 +26,4 @@ mod store;
 mod crash_tests;
 
 pub use storage::DirStorage;
-pub use store::Store;
+pub use store::{Store, StoreError};

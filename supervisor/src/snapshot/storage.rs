@@ -52,17 +52,12 @@ pub struct DirStorage {
 }
 
 impl DirStorage {
-    /// Uses `dir`, creating it (durably: its parent is flushed) if missing.
+    /// Uses `dir`, creating it (durably, mode 0700) if missing.
     ///
     /// # Errors
     /// It cannot be created or opened.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)?;
-            if let Some(parent) = dir.parent() {
-                File::open(parent)?.sync_all()?;
-            }
-        }
+        crate::durable::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             open: HashMap::new(),
@@ -114,7 +109,7 @@ impl Storage for DirStorage {
 
     fn flush_dir(&mut self) -> io::Result<()> {
         self.flushes += 1;
-        File::open(&self.dir)?.sync_all()
+        crate::durable::fsync_dir(&self.dir)
     }
 
     fn remove(&mut self, name: &str) -> io::Result<()> {

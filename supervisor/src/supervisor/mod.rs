@@ -4,8 +4,16 @@
 //!
 //! - `mod.rs`: start-up and the loop;
 //! - `workers.rs`: spawning, worker messages, exits and restart decisions;
-//! - `requests.rs`: control-socket requests and shutdown.
+//! - `requests.rs`: control-socket requests and shutdown;
+//! - `background.rs`: what happens when slow work done off the loop
+//!   (`jobs.rs`: compiles, read-write dir preparation) finished.
+//!
+//! Nothing here blocks: worker fds and clients are read within a budget per
+//! wake-up, output goes to a bounded queue (`log_sink.rs`), and slow work
+//! runs on job threads.
 
+mod background;
+mod prepare;
 mod reload;
 mod requests;
 mod snapshots;
@@ -23,10 +31,30 @@ use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
 use crate::compile_cache::{CompileCache, Outcome};
+use crate::control::clients::{ClientId, Clients};
 use crate::control::server::ControlServer;
 use crate::launcher::{Launcher, ProcessModel};
 use crate::policy;
 use crate::slot::{Slot, State};
+
+/// Messages read from one worker per wake-up; the rest wait for the next
+/// round, after every other ready fd had its turn.
+pub(crate) const FRAMES_PER_WAKE: usize = 64;
+
+/// Messages a second a worker may send on average (twice that at once),
+/// snapshot transfers that were asked for aside. A worker sends about ten
+/// heartbeats and at most a hundred log lines a second (its own limit), so
+/// more than this is a compromised worker flooding the supervisor: it is
+/// killed as a protocol violation.
+pub(crate) const FRAMES_PER_SECOND: f64 = 1000.0;
+
+/// Ring corruption reports the supervisor could not confirm that a module
+/// may make within a minute before it counts as a protocol violation.
+pub(crate) const FALSE_REPORTS_MAX: usize = 3;
+
+/// A confirmed corruption report restarts a ring's producer at most this
+/// often per ring.
+pub(crate) const RING_ACTION_EVERY: Duration = Duration::from_secs(10);
 
 /// How `edgeward run` was configured.
 pub struct Options {
@@ -54,10 +82,26 @@ enum Token {
     Signal,
     Control,
     Zygote,
-    WorkerControl { slot: usize, generation: u32 },
-    WorkerOutput { slot: usize, generation: u32 },
-    SpareControl { slot: usize, generation: u32 },
-    SpareOutput { slot: usize, generation: u32 },
+    WorkerControl {
+        slot: usize,
+        generation: u32,
+    },
+    WorkerOutput {
+        slot: usize,
+        generation: u32,
+    },
+    SpareControl {
+        slot: usize,
+        generation: u32,
+    },
+    SpareOutput {
+        slot: usize,
+        generation: u32,
+    },
+    /// A connected control client (index and serial).
+    Client(ClientId),
+    /// A background job finished.
+    Jobs,
 }
 
 impl Token {
@@ -89,6 +133,8 @@ impl Token {
             Token::WorkerOutput { slot, generation } => pack(3, slot, generation),
             Token::SpareControl { slot, generation } => pack(5, slot, generation),
             Token::SpareOutput { slot, generation } => pack(6, slot, generation),
+            Token::Client(id) => pack(7, id.index as usize, id.serial),
+            Token::Jobs => 8,
         }
     }
 
@@ -103,6 +149,11 @@ impl Token {
             4 => Some(Token::Zygote),
             5 => Some(Token::SpareControl { slot, generation }),
             6 => Some(Token::SpareOutput { slot, generation }),
+            7 => Some(Token::Client(ClientId {
+                index: slot as u32,
+                serial: generation,
+            })),
+            8 => Some(Token::Jobs),
             _ => None,
         }
     }
@@ -113,7 +164,13 @@ pub struct Supervisor {
     options: Options,
     epoll: Epoll,
     signals: SignalFd,
+    /// The control socket's listener; `None` once stopping.
     control: Option<ControlServer>,
+    /// Connected control clients.
+    clients: Clients,
+    /// Slow work running off the loop, and what to do with each result.
+    jobs: crate::jobs::Jobs<background::Output>,
+    after_jobs: std::collections::HashMap<crate::jobs::JobId, background::AfterJob>,
     launcher: Launcher,
     slots: Vec<Slot>,
     started: Instant,
@@ -142,11 +199,13 @@ pub struct Supervisor {
     reload_again: bool,
     /// Upgrade records and the wasm of upgraded modules.
     upgrades: crate::upgrade_record::UpgradeDir,
+    /// Whether quota volumes can be made on this host (why not).
+    quota: Result<(), String>,
 }
 
-/// Prints a supervisor message on stderr.
+/// Prints a supervisor message on stderr (through the log writer: never blocks).
 macro_rules! say {
-    ($($arg:tt)*) => { eprintln!("edgeward: {}", format_args!($($arg)*)) };
+    ($($arg:tt)*) => { crate::log_sink::err(format!("edgeward: {}", format_args!($($arg)*))) };
 }
 pub(crate) use say;
 
@@ -163,12 +222,22 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
             options.policies.display()
         )
     })?;
-    std::fs::create_dir_all(&options.state).with_context(|| {
-        format!(
-            "cannot create state directory {} (set --state or EDGEWARD_STATE)",
-            options.state.display()
-        )
-    })?;
+    // An existing directory this user cannot write fails here too, with the
+    // flag to pass, not later at its compile cache.
+    crate::durable::create_dir_all(&options.state)
+        .and_then(|()| {
+            use nix::unistd::{access, AccessFlags};
+            access(&options.state, AccessFlags::W_OK | AccessFlags::X_OK).map_err(Into::into)
+        })
+        .with_context(|| {
+            format!(
+                "cannot create or write state directory {} (set --state or EDGEWARD_STATE to a directory this user can write)",
+                options.state.display()
+            )
+        })?;
+    // Before anything touches the state or the cgroups; held until we exit.
+    let _state_lock = crate::state_lock::StateLock::acquire(&options.state)?;
+    let loaded = policy::check_across(loaded, &options.state, &[]);
     let control = ControlServer::bind(&options.control)?;
     let model = ProcessModel::from_env()?;
     if !options.worker_bin.is_file() {
@@ -275,6 +344,11 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         signals.as_fd(),
         EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.encode()),
     )?;
+    let jobs = crate::jobs::Jobs::new().context("eventfd for background jobs")?;
+    epoll.add(
+        jobs.fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, Token::Jobs.encode()),
+    )?;
     epoll.add(
         control.fd(),
         EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
@@ -307,6 +381,19 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
             |(uid, _)| uid.to_string()
         )
     );
+    let mut sandbox = sandbox;
+    let quota = crate::volume::available();
+    if let Err(why) = &quota {
+        let quota_wanted = slots
+            .iter()
+            .filter_map(|s| s.policy.as_ref())
+            .any(|p| p.rw_dirs().any(|d| d.quota_mib > 0));
+        if quota_wanted {
+            sandbox.warnings.push(format!(
+                "disk quotas unavailable ({why}): rw dirs with quota_mib are plain directories, a module can fill their filesystem"
+            ));
+        }
+    }
     for warning in &sandbox.warnings {
         say!("WARNING: {warning}");
     }
@@ -315,6 +402,9 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         epoll,
         signals,
         control: Some(control),
+        clients: Clients::new(),
+        jobs,
+        after_jobs: std::collections::HashMap::new(),
         launcher,
         slots,
         started,
@@ -330,6 +420,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         reloading: false,
         reload_again: false,
         upgrades,
+        quota,
     };
     supervisor.open_snapshots();
     say!(
@@ -355,8 +446,9 @@ impl Supervisor {
         let mut events = [EpollEvent::empty(); 64];
         loop {
             if self.shutdown_deadline.is_some() && self.nothing_left() {
-                for slot in &self.slots {
-                    if let Some(cgroup) = &slot.cgroup {
+                for i in 0..self.slots.len() {
+                    self.release_rw_dirs(i);
+                    if let Some(cgroup) = &self.slots[i].cgroup {
                         self.sandbox.remove_cgroup(cgroup);
                     }
                 }
@@ -376,6 +468,8 @@ impl Supervisor {
                 match Token::decode(event.data()) {
                     Some(Token::Signal) => self.on_signals(),
                     Some(Token::Control) => self.on_control_socket(),
+                    Some(Token::Client(id)) => self.on_client(id),
+                    Some(Token::Jobs) => self.on_jobs(),
                     Some(Token::Zygote) => self.on_zygote_replies(),
                     Some(Token::WorkerControl { slot, generation })
                         if self.is_current(slot, generation) =>
@@ -428,6 +522,9 @@ impl Supervisor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = self.shutdown_deadline;
+        if let Some(t) = self.clients.next_deadline() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         if let Some(t) = self.next_snapshot_deadline() {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
@@ -441,6 +538,7 @@ impl Supervisor {
             consider(slot.upgrade.as_ref().and_then(|u| u.deadline()));
             if let Some(w) = &slot.worker {
                 consider(w.kill_at);
+                consider(w.closed_at.map(|t| t + self.options.stop_timeout));
                 if w.ready_at.is_none() && w.killed_because.is_none() {
                     consider(Some(w.spawned_at + self.options.ready_timeout));
                 }
@@ -450,6 +548,7 @@ impl Supervisor {
     }
 
     fn on_deadlines(&mut self, now: Instant) {
+        self.clients.expire(now, &self.epoll);
         self.snapshot_deadlines(now);
         if let Some(deadline) = self.shutdown_deadline {
             if now >= deadline {
@@ -472,6 +571,16 @@ impl Supervisor {
             };
             if worker.kill_at.is_some_and(|t| now >= t) {
                 worker.kill_at = None;
+                worker.kill();
+            }
+            if worker
+                .closed_at
+                .is_some_and(|t| now >= t + self.options.stop_timeout)
+            {
+                worker.closed_at = None;
+                worker.killed_because.get_or_insert_with(|| {
+                    "closed its control socket and did not exit; worker killed".into()
+                });
                 worker.kill();
             }
             if worker.ready_at.is_none()
@@ -511,11 +620,34 @@ impl Supervisor {
     }
 
     fn on_control_socket(&mut self) {
-        let Some(control) = self.control.take() else {
+        let Some(control) = &self.control else {
             return;
         };
-        control.serve_pending(|request, stream| self.handle_request(request, stream));
-        self.control = Some(control);
+        self.clients.accept(
+            control.listener(),
+            &self.epoll,
+            |id| Token::Client(id).encode(),
+            Instant::now(),
+        );
+    }
+
+    fn on_client(&mut self, id: ClientId) {
+        use crate::control::clients::Read;
+        let response = match self.clients.on_event(id, &self.epoll) {
+            Read::Pending => return,
+            Read::Bad(refusal) => crate::control::protocol::Response::refused(refusal),
+            Read::Request(request) => match self.handle_request(request, id) {
+                crate::control::protocol::Reply::Now(response) => *response,
+                crate::control::protocol::Reply::Later => return,
+            },
+        };
+        self.answer(id, &response);
+    }
+
+    /// Answers a control client (now, or one that waited).
+    pub(super) fn answer(&mut self, id: ClientId, response: &crate::control::protocol::Response) {
+        self.clients
+            .answer(id, response, &self.epoll, Instant::now());
     }
 }
 

@@ -3,15 +3,18 @@
 //!
 //! A reload runs in two phases:
 //!
-//! 1. **Plan** (at once, [`Supervisor::reload`]): every policy file is
-//!    loaded and compared with the running one. A module is *added*,
-//!    *changed*, *removed* or left alone. A new or changed wasm is compiled
-//!    now; a policy that does not validate, a wasm that does not compile and
-//!    a channel set that cannot be wired are *rejected*: the running module
-//!    keeps its previous policy, untouched. The rings the new policies call
-//!    for are compared with the present ones: a running module that would
-//!    gain or lose a ring is restarted too, since a worker receives its ring
-//!    fds only in its `Init`.
+//! 1. **Plan** ([`Supervisor::reload`], then [`Supervisor::reload_compiled`]):
+//!    every policy file is loaded and compared with the running one. A
+//!    module is *added*, *changed*, *removed* or left alone. A new or
+//!    changed wasm is compiled off the event loop (`jobs.rs`), and the plan
+//!    is finished once it is; a policy that does not validate, a wasm that
+//!    does not compile and a channel set that cannot be wired are
+//!    *rejected*: the running module keeps its previous policy, untouched.
+//!    The rings the new policies call for are compared with the present
+//!    ones: a running module that would gain or lose a ring is restarted
+//!    too, since a worker receives its ring fds only in its `Init`. A policy
+//!    directory with no policies at all is refused unless the request says
+//!    `allow_empty`: it would stop every module.
 //! 2. **Apply** (once the final snapshots are durable,
 //!    [`Supervisor::apply_reload`]): the removed and restarted modules are
 //!    asked for a snapshot in one round first, so a removed module that comes
@@ -30,7 +33,8 @@ use std::time::Duration;
 use super::snapshots::AfterRound;
 use super::{say, Supervisor};
 use crate::compile_cache::Outcome;
-use crate::control::protocol::Response;
+use crate::control::clients::ClientId;
+use crate::control::protocol::{Reply, Response};
 use crate::policy::{self, Policy};
 use crate::restart::RestartTracker;
 use crate::slot::{Slot, State};
@@ -48,6 +52,19 @@ pub(super) struct ReloadPlan {
     restart: BTreeSet<usize>,
 }
 
+/// A reload whose new wasm is being compiled: the plan so far.
+#[derive(Debug)]
+pub(super) struct ReloadDraft {
+    plan: ReloadPlan,
+    rejected: Vec<String>,
+    /// Slots taking a new or changed policy, whose wasm is compiled.
+    to_compile: Vec<(usize, Policy)>,
+    /// The number of slots once the added modules have theirs.
+    slots: usize,
+    /// The `edgeward reload` client, answered with the plan.
+    client: Option<ClientId>,
+}
+
 /// A module new to this reload.
 #[derive(Debug)]
 enum Added {
@@ -57,27 +74,20 @@ enum Added {
     Failed(String, String),
 }
 
-/// Whether two validated policies differ in anything that matters to the
-/// running module (where in the file the `wasm` key sits does not).
-fn same_policy(old: &Policy, new: &Policy) -> bool {
-    let mut new = new.clone();
-    new.wasm_location = old.wasm_location;
-    *old == new
-}
-
 impl Supervisor {
-    /// Plans a reload and starts applying it. Returns what it will do; the
-    /// answer is a refusal when some policies were rejected (the rest is
-    /// still applied).
-    pub(super) fn reload(&mut self) -> Response {
+    /// Starts a reload: reads the policy directory and compiles what is new
+    /// (off the loop); [`Supervisor::reload_compiled`] finishes the plan
+    /// and answers `client`. Answered now when it cannot start.
+    pub(super) fn reload(&mut self, client: Option<ClientId>, allow_empty: bool) -> Reply {
+        let now = |response: Response| Reply::Now(Box::new(response));
         if self.shutdown_deadline.is_some() {
-            return Response::refused("edgeward is stopping");
+            return now(Response::refused("edgeward is stopping"));
         }
         if self.reloading || self.slots.iter().any(|s| s.upgrade.is_some()) {
             self.reload_again = true;
-            return Response::done(
+            return now(Response::done(
                 "a reload or an upgrade is being applied; the policy directory is read once it is done",
-            );
+            ));
         }
         let loaded = match policy::load_dir(&self.options.policies) {
             Ok(loaded) => loaded,
@@ -87,9 +97,28 @@ impl Supervisor {
                     self.options.policies.display()
                 );
                 say!("reload: {why}");
-                return Response::refused(why);
+                return now(Response::refused(why));
             }
         };
+        let running = self.slots.iter().any(|s| s.state != State::Removed);
+        if loaded.is_empty() && running && !allow_empty {
+            let why = format!(
+                "policy directory {} has no policies (*.toml): applying it would stop every module; \
+                 nothing changed (`edgeward reload --allow-empty` stops them all)",
+                self.options.policies.display()
+            );
+            say!("reload: {why}");
+            return now(Response::refused(why));
+        }
+        // A running module keeps its rw dirs against a newcomer's claim.
+        let running: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| s.state != State::Removed && s.policy.is_some())
+            .map(|s| s.name.clone())
+            .collect();
+        let first: Vec<&str> = running.iter().map(String::as_str).collect();
+        let loaded = policy::check_across(loaded, &self.options.state, &first);
         let mut plan = ReloadPlan::default();
         let mut rejected: Vec<String> = Vec::new();
         let mut seen = BTreeSet::new();
@@ -102,7 +131,7 @@ impl Supervisor {
                     let unchanged = self.slots[i]
                         .policy
                         .as_ref()
-                        .is_some_and(|old| same_policy(old, &policy));
+                        .is_some_and(|old| old.same_as(&policy));
                     if !unchanged || self.slots[i].removing {
                         to_compile.push((i, policy));
                     } else if self.slots[i]
@@ -159,14 +188,62 @@ impl Supervisor {
                 plan.removed.push(i);
             }
         }
-
-        // Compile what is new (the loop waits; workers and rings run on).
-        let pairs: Vec<(String, PathBuf)> = to_compile
+        let draft = ReloadDraft {
+            plan,
+            rejected,
+            to_compile,
+            slots: next_new_slot,
+            client,
+        };
+        if draft.to_compile.is_empty() {
+            self.reload_compiled(draft, Vec::new());
+            return Reply::Later;
+        }
+        // Compile what is new, and an upgraded wasm a changed policy keeps,
+        // off the loop; workers, rings and clients go on meanwhile.
+        let mut pairs: Vec<(String, PathBuf)> = draft
+            .to_compile
             .iter()
             .map(|(_, p)| (p.wasm_sha256.clone(), p.wasm.clone()))
             .collect();
-        let outcomes = self.cache.ensure(&self.options.worker_bin, &pairs);
-        for ((i, policy), outcome) in to_compile.into_iter().zip(outcomes) {
+        pairs.extend(draft.to_compile.iter().filter_map(|(_, p)| {
+            super::upgrade::upgraded_wasm(&self.upgrades, &p.name, &p.wasm_sha256)
+        }));
+        self.reloading = true;
+        if let Err(e) =
+            self.compile_in_background(pairs, super::background::AfterJob::Reload(Box::new(draft)))
+        {
+            self.reloading = false;
+            let why = format!("cannot start compiling: {e}; nothing changed");
+            say!("reload: {why}");
+            return now(Response::refused(why));
+        }
+        Reply::Later
+    }
+
+    /// Finishes a reload's plan once its wasm is compiled (`outcomes`, one
+    /// per `draft.to_compile` entry, then those of upgraded wasm), answers
+    /// its client and starts applying it.
+    pub(super) fn reload_compiled(&mut self, draft: ReloadDraft, outcomes: Vec<Outcome>) {
+        self.reloading = false;
+        let ReloadDraft {
+            mut plan,
+            mut rejected,
+            to_compile,
+            slots: next_new_slot,
+            client,
+        } = draft;
+        if self.shutdown_deadline.is_some() {
+            if let Some(client) = client {
+                self.answer(client, &Response::refused("edgeward is stopping"));
+            }
+            return;
+        }
+        let mut outcomes = outcomes.into_iter();
+        for (i, policy) in to_compile {
+            let outcome = outcomes
+                .next()
+                .unwrap_or_else(|| Outcome::Failed("was not compiled".into()));
             let artifact = match outcome {
                 Outcome::Hit(path) => path,
                 Outcome::Compiled(path, ms) => {
@@ -248,10 +325,13 @@ impl Supervisor {
         let asked: Vec<usize> = plan.removed.iter().chain(&plan.restart).copied().collect();
         self.reloading = true;
         self.snapshot_then(asked, Some(AfterRound::Reload(Box::new(plan))));
-        if rejected.is_empty() {
-            Response::done(summary)
-        } else {
-            Response::refused(summary)
+        if let Some(client) = client {
+            let response = if rejected.is_empty() {
+                Response::done(summary)
+            } else {
+                Response::refused(summary)
+            };
+            self.answer(client, &response);
         }
     }
 
@@ -442,11 +522,13 @@ impl Supervisor {
         self.run_deferred_reload();
     }
 
-    /// Reloads (SIGHUP, or a reload deferred), with the outcome in the log.
+    /// Reloads (SIGHUP, or a reload deferred), with the outcome in the log
+    /// (the plan and its rejections are logged when it is made).
     pub(super) fn reload_and_log(&mut self) {
-        let response = self.reload();
-        if !response.ok {
-            say!("reload: {}", response.error.unwrap_or_default());
+        if let Reply::Now(response) = self.reload(None, false) {
+            if !response.ok {
+                say!("reload: {}", response.error.unwrap_or_default());
+            }
         }
     }
 
@@ -459,30 +541,23 @@ impl Supervisor {
     }
 
     /// Slot `i` (re)takes its policy in a reload: an upgrade made under the
-    /// same policy wasm stays in force (its artifact replaces the policy's);
-    /// one made under another is dropped.
+    /// same policy wasm stays in force (its artifact, compiled with the
+    /// reload's, replaces the policy's); one made under another is dropped.
     fn follow_upgrade_record(&mut self, i: usize) {
-        let Some((sha, wasm)) = super::upgrade::adopt_record(&self.upgrades, &mut self.slots[i])
+        let Some((sha, _)) = super::upgrade::adopt_record(&self.upgrades, &mut self.slots[i])
         else {
             return;
         };
-        match self
-            .cache
-            .ensure(&self.options.worker_bin, &[(sha.clone(), wasm)])
-            .pop()
-        {
-            Some(Outcome::Hit(path) | Outcome::Compiled(path, _)) => {
-                self.slots[i].artifact = Some(path);
-            }
-            Some(Outcome::Failed(reason)) => {
-                let slot = &mut self.slots[i];
-                say!(
-                    "module {}: its upgraded wasm {reason}; running the policy's wasm",
-                    slot.name
-                );
-                slot.upgraded = None;
-            }
-            None => {}
+        let artifact = self.cache.path_for(&sha);
+        let slot = &mut self.slots[i];
+        if artifact.is_file() {
+            slot.artifact = Some(artifact);
+        } else {
+            say!(
+                "module {}: its upgraded wasm did not compile; running the policy's wasm",
+                slot.name
+            );
+            slot.upgraded = None;
         }
     }
 
@@ -491,6 +566,8 @@ impl Supervisor {
     /// later (same uid; its snapshots stay in the store).
     pub(super) fn forget_removed(&mut self, i: usize) {
         self.drop_spare(i);
+        self.release_rw_dirs(i);
+        self.slots[i].preparing = None;
         let slot = &mut self.slots[i];
         if let Some(cgroup) = slot.cgroup.take() {
             self.sandbox.remove_cgroup(&cgroup);

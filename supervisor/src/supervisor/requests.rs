@@ -7,36 +7,34 @@ use edgeward_ipc::frame;
 use nix::sys::signal::{kill, Signal};
 
 use super::{say, Supervisor};
+use crate::control::clients::ClientId;
 use crate::control::protocol::{Reply, Request, Response};
 use crate::slot::State;
 use crate::status::StatusReport;
 
 impl Supervisor {
-    pub(super) fn handle_request(
-        &mut self,
-        request: Request,
-        stream: &mut Option<std::os::unix::net::UnixStream>,
-    ) -> Reply {
-        if let Request::Snapshot { module } = &request {
-            return match self.snapshot_now(module) {
+    /// Handles one request of client `client`: answered now, or later by
+    /// the part of the supervisor that keeps the client's id.
+    pub(super) fn handle_request(&mut self, request: Request, client: ClientId) -> Reply {
+        match request {
+            Request::Snapshot { module } => match self.snapshot_now(&module) {
                 Ok(slot) => {
-                    if let Some(stream) = stream.take() {
-                        self.snapshots.clients.push((stream, slot));
-                    }
+                    self.snapshots.clients.push((client, slot));
                     Reply::Later
                 }
                 Err(refusal) => Reply::Now(Box::new(Response::refused(refusal))),
-            };
+            },
+            Request::Upgrade {
+                module,
+                wasm,
+                health_ms,
+            } => self.upgrade(&module, &wasm, health_ms, client),
+            Request::Reload { allow_empty } => {
+                say!("reload requested over the control socket");
+                self.reload(Some(client), allow_empty)
+            }
+            request => Reply::Now(Box::new(self.handle_now(request))),
         }
-        if let Request::Upgrade {
-            module,
-            wasm,
-            health_ms,
-        } = &request
-        {
-            return self.upgrade(module, wasm, *health_ms, stream);
-        }
-        Reply::Now(Box::new(self.handle_now(request)))
     }
 
     fn handle_now(&mut self, request: Request) -> Response {
@@ -65,6 +63,8 @@ impl Supervisor {
                         snapshot_error: self.snapshots.error.clone(),
                         snapshot_commit_p50_us: self.snapshots.commit_times.quantile(0.5),
                         snapshot_commit_p99_us: self.snapshots.commit_times.quantile(0.99),
+                        log_dropped: crate::log_sink::global().dropped(),
+                        control_refused: self.clients.refused_busy,
                     }),
                     ..Response::done("")
                 }
@@ -77,11 +77,7 @@ impl Supervisor {
                 Response::done("stopping all modules")
             }
             Request::Restart { module } => self.restart(&module),
-            Request::Reload => {
-                say!("reload requested over the control socket");
-                self.reload()
-            }
-            Request::Snapshot { .. } | Request::Upgrade { .. } => {
+            Request::Snapshot { .. } | Request::Upgrade { .. } | Request::Reload { .. } => {
                 Response::refused("internal: answered later")
             }
         }

@@ -65,7 +65,7 @@ pub(super) struct Snapshots {
     pub next: BTreeMap<u64, Instant>,
     /// `edgeward snapshot` clients waiting for the round to commit, with
     /// the slot they asked about.
-    pub clients: Vec<(std::os::unix::net::UnixStream, usize)>,
+    pub clients: Vec<(crate::control::clients::ClientId, usize)>,
     /// Why snapshots are not durable right now (shown in `status`).
     pub error: Option<String>,
     /// Commits failed in a row.
@@ -214,13 +214,14 @@ impl Supervisor {
                 if round.waiting.contains(&i) {
                     continue;
                 }
-                let slot = &self.slots[i];
-                let Some(worker) = slot.worker.as_ref() else {
+                let slot = &mut self.slots[i];
+                let state = slot.state;
+                let Some(worker) = slot.worker.as_mut() else {
                     continue;
                 };
                 // A worker being stopped took its last snapshot already
                 // (and after a reload its slot may hold the next policy).
-                if slot.state != State::Running || !worker.snapshots || worker.kill_at.is_some() {
+                if state != State::Running || !worker.snapshots || worker.kill_at.is_some() {
                     continue;
                 }
                 let asked = worker
@@ -228,6 +229,8 @@ impl Supervisor {
                     .as_ref()
                     .is_some_and(|c| frame::send(c, &ToWorker::Snapshot, &[]).is_ok());
                 if asked {
+                    // Only answers to questions are taken (`workers.rs`).
+                    worker.snapshots_asked += 1;
                     round.waiting.insert(i);
                 }
             }
@@ -263,7 +266,7 @@ impl Supervisor {
             return;
         };
         let failure = self.commit_staged(started);
-        for (stream, i) in std::mem::take(&mut self.snapshots.clients) {
+        for (client, i) in std::mem::take(&mut self.snapshots.clients) {
             let name = &self.slots[i].name;
             let epoch = self.acknowledged_epoch(name);
             let response = match (&failure, epoch) {
@@ -274,7 +277,7 @@ impl Supervisor {
                 },
                 (None, None) => Response::refused(format!("{name} gave no snapshot (see the log)")),
             };
-            crate::control::server::answer(stream, &response);
+            self.answer(client, &response);
         }
         for action in then {
             match action {
@@ -310,8 +313,18 @@ impl Supervisor {
                 None
             }
             Err(e) => {
+                let full = matches!(
+                    &e,
+                    crate::snapshot::StoreError::Io { source, .. }
+                        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                );
+                let culprits = if full {
+                    self.writers_without_quota_on(&dir)
+                } else {
+                    String::new()
+                };
                 let error = format!(
-                    "snapshots not durable: {e} (in {}); modules keep running and \
+                    "snapshots not durable: {e} (in {}){culprits}; modules keep running and \
                      their state is retried every round: free space or repair the \
                      device",
                     dir.display()
@@ -330,6 +343,36 @@ impl Supervisor {
                 Some(error)
             }
         }
+    }
+
+    /// When the filesystem of `dir` is full: the modules that can write to
+    /// it with no quota of their own (a rw dir on the same filesystem, not
+    /// on a quota volume), as `"; modules writing to that filesystem
+    /// without a quota: name (dir), …"`, or nothing.
+    fn writers_without_quota_on(&self, dir: &std::path::Path) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(device) = std::fs::metadata(dir).map(|m| m.dev()) else {
+            return String::new();
+        };
+        let writers: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| s.state != State::Removed)
+            .filter_map(|s| Some((s, s.policy.as_ref()?)))
+            .flat_map(|(s, p)| {
+                p.rw_dirs()
+                    .filter(|d| std::fs::metadata(&d.host).is_ok_and(|m| m.dev() == device))
+                    .map(move |d| format!("{} ({})", s.name, d.host.display()))
+            })
+            .collect();
+        if writers.is_empty() {
+            return String::new();
+        }
+        format!(
+            "; the filesystem is full, and these modules write to it without a quota: {} \
+             (give their rw dirs a quota_mib)",
+            writers.join(", ")
+        )
     }
 
     /// Starts the periodic rounds that are due; commits a round past its

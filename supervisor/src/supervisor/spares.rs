@@ -118,7 +118,7 @@ impl Supervisor {
             return;
         };
         if let Some(output) = spare.output.as_mut() {
-            if !output.drain(&slot.name) {
+            if output.drain(&slot.name) == crate::output::Drained::Closed {
                 if let Some(output) = spare.output.take() {
                     super::unwatch(&self.epoll, &output.fd);
                 }
@@ -176,7 +176,11 @@ impl Supervisor {
 
     /// Kills slot `i`'s spare, saying why.
     fn drop_spare_because(&mut self, i: usize, why: &str) {
-        say!("module {}: spare worker dropped: {why}", self.slots[i].name);
+        say!(
+            "module {}: spare worker dropped: {}",
+            self.slots[i].name,
+            crate::worker_text::message(why)
+        );
         self.drop_spare(i);
     }
 

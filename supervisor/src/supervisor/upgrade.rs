@@ -3,10 +3,10 @@
 //!
 //! The runbook, one step per phase:
 //!
-//! 1. **Prepare** ([`Supervisor::upgrade`]): read the file, keep a durable
-//!    copy as the module's other slot, compile it (a wasm that does not
-//!    validate is refused here; nothing changed), and record it as
-//!    `pending` (`upgrade_record.rs`).
+//! 1. **Prepare** ([`Supervisor::upgrade`], [`Phase::Compile`]): read the
+//!    file, keep a durable copy as the module's other slot, compile it off
+//!    the event loop (a wasm that does not validate is refused here;
+//!    nothing changed), and record it as `pending` (`upgrade_record.rs`).
 //! 2. **Snapshot**: a snapshot round for the module ([`Phase::Snapshot`]);
 //!    the upgrade goes on once it is durable, and is refused if the commit
 //!    failed.
@@ -29,7 +29,6 @@
 //! store keeps however many snapshots the new version took (`store.rs`,
 //! `prune`).
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,6 +39,7 @@ use sha2::{Digest, Sha256};
 use super::snapshots::AfterRound;
 use super::{say, Supervisor};
 use crate::compile_cache::Outcome;
+use crate::control::clients::ClientId;
 use crate::control::protocol::{Reply, Response};
 use crate::slot::Slot;
 use crate::slot::State;
@@ -57,16 +57,20 @@ pub(crate) struct Upgrade {
     /// How long the new version must run before its health check.
     window: Duration,
     /// The `edgeward upgrade` client, answered at the end.
-    client: Option<UnixStream>,
+    client: Option<ClientId>,
     /// Where the upgrade is.
     pub(crate) phase: Phase,
     /// The snapshot epoch handed to the new version, if any.
     handed: Option<u64>,
+    /// The file the operator named (for messages).
+    file: PathBuf,
 }
 
 /// The phases of an upgrade (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// The new wasm is being compiled (off the event loop).
+    Compile,
     /// Waiting for the pre-upgrade snapshot round.
     Snapshot,
     /// The old worker is stopping, or the new one is starting.
@@ -84,8 +88,16 @@ impl Upgrade {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Probation(t) | Phase::Health(t) => Some(t),
-            Phase::Snapshot | Phase::Switch | Phase::Commit => None,
+            Phase::Compile | Phase::Snapshot | Phase::Switch | Phase::Commit => None,
         }
+    }
+}
+
+impl Phase {
+    /// Whether the old worker was (or is being) replaced: from here on a
+    /// failure rolls back, before it nothing has changed.
+    pub(crate) fn switched(self) -> bool {
+        !matches!(self, Phase::Compile | Phase::Snapshot)
     }
 }
 
@@ -102,28 +114,22 @@ impl Supervisor {
         module: &str,
         file: &Path,
         health_ms: u64,
-        stream: &mut Option<UnixStream>,
+        client: ClientId,
     ) -> Reply {
-        match self.prepare_upgrade(module, file, health_ms) {
-            Ok(i) => {
-                if let Some(upgrade) = self.slots[i].upgrade.as_mut() {
-                    upgrade.client = stream.take();
-                }
-                self.snapshot_then(vec![i], Some(AfterRound::Upgrade(i)));
-                Reply::Later
-            }
+        match self.prepare_upgrade(module, file, health_ms, client) {
+            Ok(()) => Reply::Later,
             Err(refusal) => Reply::Now(Box::new(Response::refused(refusal))),
         }
     }
 
-    /// Step 1: checks, keeps and compiles the new wasm and records it as
-    /// pending. Returns the module's slot.
+    /// Step 1: checks and keeps the new wasm, and starts compiling it.
     fn prepare_upgrade(
         &mut self,
         module: &str,
         file: &Path,
         health_ms: u64,
-    ) -> Result<usize, String> {
+        client: ClientId,
+    ) -> Result<(), String> {
         if self.shutdown_deadline.is_some() {
             return Err("edgeward is stopping".into());
         }
@@ -143,13 +149,12 @@ impl Supervisor {
                 slot.state.as_str()
             ));
         }
-        let (Some(policy), Some(from_sha), Some(from_artifact)) =
+        let (Some(_), Some(from_sha), Some(from_artifact)) =
             (&slot.policy, slot.running_sha(), slot.artifact.clone())
         else {
             return Err(format!("module \"{module}\" has no valid policy"));
         };
         let from_sha = from_sha.to_string();
-        let policy_sha = policy.wasm_sha256.clone();
         let bytes = std::fs::read(file)
             .map_err(|e| format!("cannot read {}: {e}; nothing changed", file.display()))?;
         let to_sha = sha256_hex(&bytes);
@@ -169,48 +174,87 @@ impl Supervisor {
                     file.display()
                 )
             })?;
-        let outcome = self
-            .cache
-            .ensure(&self.options.worker_bin, &[(to_sha.clone(), copy)])
-            .pop();
-        let to_artifact = match outcome {
-            Some(Outcome::Hit(path)) => path,
-            Some(Outcome::Compiled(path, ms)) => {
-                say!("module {module}: compiled {} in {ms} ms", short(&to_sha));
-                path
-            }
-            Some(Outcome::Failed(reason)) => {
-                self.settle_upgrade_record(i, &from_sha);
-                return Err(format!("{} {reason}; nothing changed", file.display()));
-            }
-            None => return Err("internal: no compile outcome".into()),
-        };
-        let record = UpgradeRecord {
-            policy_sha256: policy_sha.clone(),
-            active: from_sha.clone(),
-            pending: Some(to_sha.clone()),
-        };
-        if let Err(e) = self.upgrades.write(module, &record) {
-            self.settle_upgrade_record(i, &from_sha);
-            return Err(format!(
-                "cannot record the upgrade in the state dir: {e}; nothing changed"
-            ));
-        }
-        say!(
-            "module {module}: upgrading from {} to {} ({}): snapshot, switch, {health_ms} ms probation, health check",
-            short(&from_sha),
-            short(&to_sha),
-            file.display()
-        );
+        let to_artifact = self.cache.path_for(&to_sha);
+        self.compile_in_background(
+            vec![(to_sha.clone(), copy)],
+            super::background::AfterJob::UpgradeCompiled(i),
+        )
+        .map_err(|e| {
+            format!(
+                "cannot start compiling {}: {e}; nothing changed",
+                file.display()
+            )
+        })?;
         self.slots[i].upgrade = Some(Box::new(Upgrade {
             from: (from_sha, from_artifact),
             to: (to_sha, to_artifact),
             window: Duration::from_millis(health_ms),
-            client: None,
-            phase: Phase::Snapshot,
+            client: Some(client),
+            phase: Phase::Compile,
             handed: None,
+            file: file.to_path_buf(),
         }));
-        Ok(i)
+        Ok(())
+    }
+
+    /// Step 1, once the new wasm is compiled (or not): records the upgrade
+    /// as pending and starts the pre-upgrade snapshot round.
+    pub(super) fn upgrade_compiled(&mut self, i: usize, outcome: Outcome) {
+        let slot = &self.slots[i];
+        let Some(upgrade) = slot.upgrade.as_ref().filter(|u| u.phase == Phase::Compile) else {
+            return;
+        };
+        let (name, file) = (slot.name.clone(), upgrade.file.clone());
+        let (to_sha, from_sha) = (upgrade.to.0.clone(), upgrade.from.0.clone());
+        let to_artifact = match outcome {
+            Outcome::Hit(path) => path,
+            Outcome::Compiled(path, ms) => {
+                say!("module {name}: compiled {} in {ms} ms", short(&to_sha));
+                path
+            }
+            Outcome::Failed(reason) => {
+                return self.end_upgrade(
+                    i,
+                    Err(format!("{} {reason}; nothing changed", file.display())),
+                );
+            }
+        };
+        if self.shutdown_deadline.is_some() || self.slots[i].state != State::Running {
+            return self.end_upgrade(
+                i,
+                Err("the module stopped while the new version compiled; nothing changed".into()),
+            );
+        }
+        let policy_sha = self.slots[i]
+            .policy
+            .as_ref()
+            .map_or_else(String::new, |p| p.wasm_sha256.clone());
+        let record = UpgradeRecord {
+            policy_sha256: policy_sha,
+            active: from_sha.clone(),
+            pending: Some(to_sha.clone()),
+        };
+        if let Err(e) = self.upgrades.write(&name, &record) {
+            return self.end_upgrade(
+                i,
+                Err(format!(
+                    "cannot record the upgrade in the state dir: {e}; nothing changed"
+                )),
+            );
+        }
+        let Some(upgrade) = self.slots[i].upgrade.as_mut() else {
+            return;
+        };
+        say!(
+            "module {name}: upgrading from {} to {} ({}): snapshot, switch, {} ms probation, health check",
+            short(&from_sha),
+            short(&to_sha),
+            file.display(),
+            upgrade.window.as_millis()
+        );
+        upgrade.to.1 = to_artifact;
+        upgrade.phase = Phase::Snapshot;
+        self.snapshot_then(vec![i], Some(AfterRound::Upgrade(i)));
     }
 
     /// Step 3, once the pre-upgrade round is committed (`failure`: why it
@@ -410,7 +454,7 @@ impl Supervisor {
         let switched = self.slots[i]
             .upgrade
             .as_ref()
-            .is_some_and(|u| u.phase != Phase::Snapshot);
+            .is_some_and(|u| u.phase.switched());
         self.end_upgrade(
             i,
             Err(if switched {
@@ -426,7 +470,7 @@ impl Supervisor {
         let Some(mut upgrade) = self.slots[i].upgrade.take() else {
             return;
         };
-        if outcome.is_err() && upgrade.phase == Phase::Snapshot {
+        if outcome.is_err() && !upgrade.phase.switched() {
             self.settle_upgrade_record(i, &upgrade.from.0);
         }
         let name = &self.slots[i].name;
@@ -444,7 +488,7 @@ impl Supervisor {
             }
         };
         if let Some(client) = upgrade.client.take() {
-            crate::control::server::answer(client, &response);
+            self.answer(client, &response);
         }
         self.run_deferred_reload();
     }
@@ -508,6 +552,23 @@ pub(super) fn adopt_record(upgrades: &UpgradeDir, slot: &mut Slot) -> Option<(St
     }
     slot.set_running_sha(&record.active);
     Some((record.active, wasm))
+}
+
+/// The (sha256, wasm) of the upgraded version `module` runs under a policy
+/// whose wasm is `policy_sha`, if its record says so (read only; see
+/// [`adopt_record`] for the changes).
+pub(super) fn upgraded_wasm(
+    upgrades: &UpgradeDir,
+    module: &str,
+    policy_sha: &str,
+) -> Option<(String, PathBuf)> {
+    let record = upgrades.read(module).ok()??;
+    (record.policy_sha256 == policy_sha && record.active != policy_sha).then(|| {
+        (
+            record.active.clone(),
+            upgrades.wasm_path(module, &record.active),
+        )
+    })
 }
 
 /// Writes a module's record with `active` running and no upgrade pending:

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use edgeward_ipc::control::{DirGrant, FromWorker, Init, OnFull, Restore, SandboxPlan, ToWorker};
+use edgeward_ipc::control::{
+    DirGrant, FaultKind, FromWorker, Init, OnFull, Restore, SandboxPlan, ToWorker,
+};
 use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::zygote::FromZygote;
 use edgeward_ipc::{MAX_SNAPSHOT_BYTES, PROTOCOL_VERSION};
@@ -12,22 +14,24 @@ use nix::unistd::Pid;
 use std::os::fd::AsRawFd;
 
 use super::{say, Supervisor, Token};
-use crate::output::OutputPipe;
+use crate::output::{Drained, OutputPipe};
 use crate::policy::{DirMode, Policy};
 use crate::restart::{Decision, Ending};
 use crate::slot::{State, Worker};
+use crate::worker_text;
 
 impl Supervisor {
     /// Starts a worker for slot `i` (which must have an artifact): its
-    /// spare if one is waiting, else a new process.
+    /// spare if one is waiting, else a new process. A module whose rw dirs
+    /// are not prepared yet starts once they are (`prepare.rs`).
     pub(super) fn spawn(&mut self, i: usize) {
+        if self.slots[i].artifact.is_none() || !self.rw_dirs_ready(i) {
+            return;
+        }
         if self.activate_spare(i) {
             return;
         }
         let slot = &mut self.slots[i];
-        if slot.artifact.is_none() {
-            return;
-        }
         if let Some(policy) = &slot.policy {
             if slot.cgroup.is_none() || slot.limits_changed {
                 slot.limits_changed = false;
@@ -42,14 +46,19 @@ impl Supervisor {
                     }
                 }
             }
-            if let Err(e) = crate::sandbox_plan::own_rw_dirs(policy, self.sandbox.identity(i)) {
-                let reason = format!("cannot give its uid the read-write dirs: {e}");
+            if let Some(Err(reason)) = self.sandbox.identity(i).map(|(uid, gid)| {
+                crate::grant_access::check(
+                    policy,
+                    crate::grant_access::Accessor::Module { uid, gid },
+                )
+            }) {
                 say!("module {}: {reason}", slot.name);
                 slot.last_error = Some(reason);
                 self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
                 return;
             }
         }
+        let slot = &mut self.slots[i];
         slot.generation = slot.generation.wrapping_add(1);
         let generation = slot.generation;
         match self.launch(i, generation, false) {
@@ -122,8 +131,18 @@ impl Supervisor {
             fault: None,
             killed_because: None,
             oom_kills_at_start,
+            closed_at: None,
             snapshots: false,
+            snapshots_asked: 0,
             snapshot_parts: Vec::new(),
+            frames: edgeward_ipc::rate::Bucket::new(
+                super::FRAMES_PER_SECOND,
+                2.0 * super::FRAMES_PER_SECOND,
+            ),
+            log_limit: edgeward_ipc::rate::LineLimit::new(
+                2.0 * edgeward_ipc::rate::LINES_PER_SECOND,
+                2.0 * edgeward_ipc::rate::BURST,
+            ),
             generation,
         })
     }
@@ -149,9 +168,16 @@ impl Supervisor {
         }
     }
 
-    /// Reads every pending message from slot `i`'s worker.
+    /// Reads what slot `i`'s worker sent: at most [`super::FRAMES_PER_WAKE`]
+    /// messages per wake-up (epoll reports the rest again after the other
+    /// ready fds had their turn).
     pub(super) fn on_worker_message(&mut self, i: usize) {
-        loop {
+        self.read_worker_messages(i, super::FRAMES_PER_WAKE);
+    }
+
+    /// Reads up to `budget` messages from slot `i`'s worker.
+    fn read_worker_messages(&mut self, i: usize, budget: usize) {
+        for _ in 0..budget {
             let Some(worker) = self.slots[i].worker.as_mut() else {
                 return;
             };
@@ -159,10 +185,27 @@ impl Supervisor {
                 return;
             };
             match frame::recv::<FromWorker>(control) {
-                Ok((message, _fds)) => self.on_message(i, message),
+                Ok((message, _fds)) => {
+                    let transfer = matches!(
+                        message,
+                        FromWorker::SnapshotPart(_) | FromWorker::SnapshotData(_)
+                    ) && worker.snapshots_asked > 0;
+                    // Snapshot parts that were asked for do not count: a
+                    // large snapshot is many messages by design.
+                    if !transfer && !worker.frames.take(1.0) {
+                        return self.violation(
+                            i,
+                            format!(
+                                "flooding the control socket (over {} messages a second)",
+                                super::FRAMES_PER_SECOND
+                            ),
+                        );
+                    }
+                    self.on_message(i, message);
+                }
                 Err(FrameError::WouldBlock) => return,
                 Err(FrameError::Closed) => {
-                    self.close_control(i);
+                    self.control_closed(i);
                     return;
                 }
                 Err(e) => {
@@ -170,6 +213,16 @@ impl Supervisor {
                     return;
                 }
             }
+        }
+    }
+
+    /// Slot `i`'s worker closed its control socket. A worker does that as
+    /// it exits; one that goes on running without it can no longer be told
+    /// to stop, so it gets the stop timeout to end, then SIGKILL.
+    fn control_closed(&mut self, i: usize) {
+        self.close_control(i);
+        if let Some(worker) = self.slots[i].worker.as_mut() {
+            worker.closed_at.get_or_insert_with(Instant::now);
         }
     }
 
@@ -195,6 +248,11 @@ impl Supervisor {
                 if !worker.said_hello || worker.ready_at.is_some() {
                     return self.violation(i, "Ready out of order".into());
                 }
+                let degraded: Vec<String> = degraded
+                    .iter()
+                    .take(16)
+                    .map(|layer| worker_text::message(layer))
+                    .collect();
                 if degraded != slot.degraded {
                     for layer in &degraded {
                         say!(
@@ -216,17 +274,42 @@ impl Supervisor {
                 self.ensure_spare(i);
             }
             FromWorker::Log { level, text } => {
-                for line in text.lines() {
-                    println!("[{}] {}: {line}", slot.name, level.as_str());
+                for line in worker_text::lines(&text, usize::MAX) {
+                    match worker.log_limit.admit() {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(dropped) => crate::log_sink::out(format!(
+                            "[{}] edgeward: {dropped} log lines dropped (over the supervisor's limit of {} lines/s)",
+                            slot.name,
+                            2.0 * edgeward_ipc::rate::LINES_PER_SECOND
+                        )),
+                    }
+                    crate::log_sink::out(format!("[{}] {}: {line}", slot.name, level.as_str()));
                 }
             }
             FromWorker::Heartbeat(stats) => slot.stats = stats,
             FromWorker::Fault(fault) => {
-                say!("module {}: {}", slot.name, fault.message);
-                worker.fault = Some(fault.message);
+                for (n, line) in worker_text::lines(&fault.message, worker_text::MAX_MESSAGE_LINES)
+                    .iter()
+                    .enumerate()
+                {
+                    let gap = if n == 0 { "" } else { "  " };
+                    say!("module {}: {gap}{line}", slot.name);
+                }
+                worker.fault = Some(worker_text::message(&fault.message));
+                if fault.kind == FaultKind::Artifact {
+                    // A damaged cache entry, not a bad module: compiled
+                    // again, and the module starts once it is.
+                    self.artifact_failed(i);
+                }
             }
-            FromWorker::RingCorrupt { ring, seq, what } => self.ring_corrupt(i, ring, seq, what),
+            FromWorker::RingCorrupt { ring, seq, what } => {
+                self.ring_corrupt(i, ring, seq, &worker_text::message(&what));
+            }
             FromWorker::SnapshotPart(part) => {
+                if worker.snapshots_asked == 0 {
+                    return self.violation(i, "a snapshot nobody asked for".into());
+                }
                 if worker.snapshot_parts.len() + part.len() > MAX_SNAPSHOT_BYTES {
                     worker.snapshot_parts = Vec::new();
                     return self
@@ -235,14 +318,30 @@ impl Supervisor {
                 worker.snapshot_parts.extend_from_slice(&part);
             }
             FromWorker::SnapshotData(last) => {
+                if worker.snapshots_asked == 0 {
+                    return self.violation(i, "a snapshot nobody asked for".into());
+                }
+                worker.snapshots_asked -= 1;
                 let mut bytes = std::mem::take(&mut worker.snapshot_parts);
+                if bytes.len() + last.len() > MAX_SNAPSHOT_BYTES {
+                    return self
+                        .violation(i, format!("a snapshot over {MAX_SNAPSHOT_BYTES} bytes"));
+                }
                 bytes.extend_from_slice(&last);
                 self.snapshot_answered(i, Some(bytes));
             }
             FromWorker::Health(code) => self.upgrade_health(i, code),
             FromWorker::SnapshotFailed(reason) => {
+                if worker.snapshots_asked == 0 {
+                    return self.violation(i, "a snapshot answer nobody asked for".into());
+                }
+                worker.snapshots_asked -= 1;
                 if !reason.is_empty() {
-                    say!("module {}: no snapshot: {reason}", slot.name);
+                    say!(
+                        "module {}: no snapshot: {}",
+                        slot.name,
+                        worker_text::message(&reason)
+                    );
                 }
                 self.snapshot_answered(i, None);
             }
@@ -258,6 +357,28 @@ impl Supervisor {
         };
         let plan = self.sandbox.plan(policy, i, slot.cgroup.as_ref());
         let mut init = init_message(policy, &artifact.to_string_lossy(), plan);
+        // Every granted dir travels as an fd opened here (`DirGrant::passed`):
+        // the module's uid then needs access to the dir itself, not to the
+        // dirs above it, which it owns none of (`grant_access.rs`).
+        let mut prepared_rw = slot.rw_dirs.iter().flat_map(|d| d.fds.iter());
+        let mut opened_ro = Vec::new();
+        let mut passed: Vec<i32> = Vec::new();
+        for (grant, dir) in init.dirs.iter_mut().zip(&policy.dirs) {
+            let fd = match dir.mode {
+                DirMode::Rw => prepared_rw.next().map(AsRawFd::as_raw_fd),
+                DirMode::Ro => open_granted(&dir.host).ok().map(|fd| {
+                    let raw = fd.as_raw_fd();
+                    opened_ro.push(fd);
+                    raw
+                }),
+            };
+            // Not openable (gone since the policy loaded): the worker opens
+            // the path and reports the error in the module's words.
+            if let Some(fd) = fd {
+                grant.passed = true;
+                passed.push(fd);
+            }
+        }
         let slots = &self.slots;
         let (channels, fds) = self.wiring.grants_for(i, policy, |j| slots[j].name.clone());
         init.channels = channels;
@@ -286,10 +407,11 @@ impl Supervisor {
                 });
             }
         }
-        // The restore memfd, if any, goes last (`Restore` says so).
-        let raw: Vec<i32> = fds
-            .iter()
-            .map(|fd| fd.as_raw_fd())
+        // The granted dirs go first (`DirGrant::passed`), the restore
+        // memfd, if any, last (`Restore` says so).
+        let raw: Vec<i32> = passed
+            .into_iter()
+            .chain(fds.iter().map(|fd| fd.as_raw_fd()))
             .chain(restore_memfd.as_ref().map(|fd| fd.as_raw_fd()))
             .collect();
         let Some(control) = slot.worker.as_ref().and_then(|w| w.control.as_ref()) else {
@@ -300,32 +422,108 @@ impl Supervisor {
         }
     }
 
-    /// Slot `i` found ring `id` corrupt and stopped using it. The other end
-    /// is killed (it is restarted by its restart policy); once it is dead
-    /// the ring is reset and the reporter told to use it again.
-    fn ring_corrupt(&mut self, i: usize, id: u32, seq: u64, what: String) {
+    /// Slot `i` found ring `id` corrupt and stopped using it.
+    ///
+    /// A report is evidence, not a verdict: either end can write anything
+    /// into the ring, so the report alone cannot say who broke it, and a
+    /// false one must not get an innocent peer killed.
+    ///
+    /// - Only the consumer's report can restart the other end. The
+    ///   supervisor checks the ring in its own mapping first: every frame
+    ///   from the consumer's position to the producer's. Not confirmed: the
+    ///   reporter is told to resume (`RingReset`, nothing changed) and the
+    ///   report counts against it; more than [`super::FALSE_REPORTS_MAX`]
+    ///   within a minute is a protocol violation.
+    /// - Confirmed: the producer is restarted at once (its restart is not
+    ///   counted against its restart intensity: the consumer may have
+    ///   scribbled on its own inbox), then the ring is reset. At most once
+    ///   per ring per [`super::RING_ACTION_EVERY`]; beyond that the ring
+    ///   stays stopped until the producer ends for another reason.
+    /// - A producer's report (an impossible read position) stops its end of
+    ///   the ring; the ring is reset when the consumer next ends.
+    fn ring_corrupt(&mut self, i: usize, id: u32, seq: u64, what: &str) {
+        let now = Instant::now();
         let Some(ring) = self.wiring.ring_mut(id) else {
             return self.violation(i, format!("corruption report for unknown ring {id}"));
         };
         if ring.publisher != i && ring.subscriber != i {
             return self.violation(i, format!("corruption report for ring {id}, not its own"));
         }
-        ring.corrupt += 1;
-        let peer = ring.peer_of(i);
-        let message = format!(
-            "ring corrupt: channel {} from {} at seq {seq} ({what}; reported by {})",
-            ring.channel, self.slots[ring.publisher].name, self.slots[i].name
+        let (channel, publisher, subscriber) =
+            (ring.channel.clone(), ring.publisher, ring.subscriber);
+        let (writer, reader) = (
+            self.slots[publisher].name.clone(),
+            self.slots[subscriber].name.clone(),
         );
-        say!("{message}; restarting {}", self.slots[peer].name);
+        if publisher == i {
+            ring.corrupt += 1;
+            ring.reset_pending_for = Some(i);
+            return say!(
+                "ring corrupt: channel {channel} to {reader} ({what}; reported by its publisher \
+                 {writer}): {writer} stops writing to it; the ring is reset when {reader} next restarts"
+            );
+        }
+        let found = match ring.verify() {
+            Ok(intact) => {
+                let window = std::time::Duration::from_secs(60);
+                let reports = &mut self.slots[i].false_reports;
+                reports.retain(|t| now.duration_since(*t) < window);
+                reports.push_back(now);
+                let count = reports.len();
+                say!(
+                    "module {reader}: reported ring channel {channel} from {writer} corrupt at seq \
+                     {seq} ({what}), but the supervisor finds its {intact} waiting frame(s) intact: \
+                     not acted on ({count} unconfirmed report(s) in 60 s)"
+                );
+                if count > super::FALSE_REPORTS_MAX {
+                    return self.violation(
+                        i,
+                        format!("{count} ring corruption reports within 60 s that the supervisor could not confirm"),
+                    );
+                }
+                self.tell_ring_reset(i, id);
+                return;
+            }
+            Err(e) => e.to_string(),
+        };
+        ring.corrupt += 1;
         ring.reset_pending_for = Some(i);
+        let message = format!(
+            "ring corrupt: channel {channel} from {writer} ({found}; reported by {reader} at seq \
+             {seq}, confirmed by the supervisor)"
+        );
+        if ring
+            .acted_at
+            .is_some_and(|t| now.duration_since(t) < super::RING_ACTION_EVERY)
+        {
+            return say!(
+                "{message}; {writer} was restarted for this ring less than {} s ago, so not \
+                 again: the ring stays stopped until {writer} next restarts",
+                super::RING_ACTION_EVERY.as_secs()
+            );
+        }
+        ring.acted_at = Some(now);
+        say!("{message}; restarting {writer}");
         self.slots[i].last_error = Some(message.clone());
-        match self.slots[peer].worker.as_mut() {
+        match self.slots[publisher].worker.as_mut() {
             Some(worker) => {
-                worker.killed_because = Some(message);
+                worker.killed_because = Some(format!("restarted: {message}"));
+                worker.restart_requested = true;
                 worker.kill();
             }
             // The other end is not running: nothing can write meanwhile.
-            None => self.reset_rings_of_dead(peer),
+            None => self.reset_rings_of_dead(publisher),
+        }
+    }
+
+    /// Tells slot `i`'s worker to use ring `id` again.
+    fn tell_ring_reset(&self, i: usize, id: u32) {
+        let control = self.slots[i]
+            .worker
+            .as_ref()
+            .and_then(|w| w.control.as_ref());
+        if let Some(control) = control {
+            let _ = frame::send(control, &ToWorker::RingReset { ring: id }, &[]);
         }
     }
 
@@ -393,7 +591,7 @@ impl Supervisor {
         let Some(output) = worker.output.as_mut() else {
             return;
         };
-        if !output.drain(&slot.name) {
+        if output.drain(&slot.name) == Drained::Closed {
             if let Some(output) = worker.output.take() {
                 super::unwatch(&self.epoll, &output.fd);
             }
@@ -403,7 +601,11 @@ impl Supervisor {
     /// Reaps every ended child (workers, the fork server, re-parented orphans).
     pub(super) fn reap(&mut self) {
         loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            // __WNOTHREAD: only the loop thread's children (workers, the
+            // fork server, re-parented orphans), never those of a job
+            // thread, which waits for its own (`jobs.rs`).
+            let flags = WaitPidFlag::WNOHANG | WaitPidFlag::__WNOTHREAD;
+            let status = match waitpid(Pid::from_raw(-1), Some(flags)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => status,
             };
@@ -432,8 +634,10 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, i: usize, status: WaitStatus) {
-        // Read what the worker said before it ended (its Fault, last lines).
-        self.on_worker_message(i);
+        // Read what the worker said before it ended (its Fault, last
+        // lines): a dead worker sends nothing more, so its queue is finite
+        // (the socket's buffer), and its Fault is often the last message.
+        self.read_worker_messages(i, usize::MAX);
         self.on_worker_output(i);
         let slot = &mut self.slots[i];
         let Some(mut worker) = slot.worker.take() else {
@@ -490,10 +694,7 @@ impl Supervisor {
         if slot.removing {
             return self.forget_removed(i);
         }
-        let switched = slot
-            .upgrade
-            .as_ref()
-            .is_some_and(|u| u.phase != super::upgrade::Phase::Snapshot);
+        let switched = slot.upgrade.as_ref().is_some_and(|u| u.phase.switched());
         if switched && !worker.restart_requested {
             // The new version ended before it was accepted.
             let reason = format!(
@@ -656,7 +857,20 @@ impl Supervisor {
     }
 }
 
-/// The Init message for a policy: exactly its grants.
+/// Opens a granted dir to pass to its worker: a path handle only
+/// (`O_PATH`), so opening reads nothing and needs no permission on the dir
+/// itself; the worker's open through `/proc/self/fd` checks the module's.
+fn open_granted(dir: &std::path::Path) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{open, OFlag};
+    open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// The Init message for a policy: exactly its grants (none passed as an fd
+/// yet: `send_init` decides).
 fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
     Init {
         protocol_version: PROTOCOL_VERSION,
@@ -671,6 +885,7 @@ fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
                 host: d.host.to_string_lossy().into_owned(),
                 guest: d.guest.clone(),
                 writable: d.mode == DirMode::Rw,
+                passed: false,
             })
             .collect(),
         memory_limit_bytes: u64::from(policy.resources.memory_mib) << 20,

@@ -121,14 +121,14 @@ fn snapshot_get(mut caller: Caller<'_, HostState>, ptr: i32, cap: i32) -> i32 {
     let Some((epoch, bytes)) = &state.restored else {
         return 0;
     };
-    if bytes.len() <= buffer.len() {
-        buffer[..bytes.len()].copy_from_slice(bytes);
-        state.reporter.log(
-            LogLevel::Info,
-            format!("restored snapshot epoch {epoch} ({} bytes)", bytes.len()),
-        );
+    let len = bytes.len();
+    if len <= buffer.len() {
+        buffer[..len].copy_from_slice(bytes);
+        // The guest may call this in a loop: its lines obey the rate limit.
+        let line = format!("restored snapshot epoch {epoch} ({len} bytes)");
+        forward_line(state, LogLevel::Info, line);
     }
-    bytes.len() as i32
+    len as i32
 }
 
 /// For the imports only command modules may use: the guest's writable
@@ -172,20 +172,33 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> i32
         }
         None => return EW_ERR_INVALID,
     };
-    let state = caller.data_mut();
+    forward_line(caller.data_mut(), LogLevel::from_guest(level), text);
+    EW_OK
+}
+
+/// Sends a line of the running module to the supervisor, within the
+/// module's rate limit and without waiting for room on the control socket.
+/// A line over the limit, or one the socket has no room for (a supervisor
+/// that fell behind), is dropped and counted in `log_limit`, which reports
+/// the count once lines flow again.
+pub fn forward_line(state: &mut HostState, level: LogLevel, text: String) {
     match state.log_limit.admit() {
         Ok(true) => {}
-        Ok(false) => return EW_OK,
-        Err(dropped) => state.reporter.log(
-            LogLevel::Warn,
-            format!(
-                "log: {dropped} lines dropped (limit {} lines/s)",
+        Ok(false) => return,
+        Err(dropped) => {
+            let report = format!(
+                "log: {dropped} lines dropped (limit {} lines/s) or refused by a full control socket",
                 edgeward_ipc::rate::LINES_PER_SECOND
-            ),
-        ),
+            );
+            if !state.reporter.try_log(LogLevel::Warn, report) {
+                // Still no room: keep the count for the next report.
+                state.log_limit.dropped += dropped;
+            }
+        }
     }
-    state.reporter.log(LogLevel::from_guest(level), text);
-    EW_OK
+    if !state.reporter.try_log(level, text) {
+        state.log_limit.dropped += 1;
+    }
 }
 
 /// `now_ns() -> i64`: monotonic clock in nanoseconds (CLOCK_MONOTONIC), the

@@ -82,8 +82,8 @@ fn control_thread(
         let mut fds = [PollFd::new(reporter.socket().as_fd(), PollFlags::POLLIN)];
         let ready = poll(&mut fds, PollTimeout::from(HEARTBEAT_MS)).unwrap_or(1);
         let now = stats.load();
-        if now != reported {
-            reporter.send(&FromWorker::Heartbeat(now));
+        // A full socket drops this beat; the poll above paces the retry.
+        if now != reported && reporter.heartbeat(now) {
             reported = now;
         }
         if ready == 0 {

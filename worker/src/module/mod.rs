@@ -58,7 +58,8 @@ impl Prepared {
     /// Maps the artifact at `path` (once; later calls reuse the mapping).
     ///
     /// # Errors
-    /// If the file is missing or was compiled by another engine configuration.
+    /// If the file is missing, damaged, or was compiled by another engine
+    /// configuration. Reported as `FaultKind::Artifact`.
     pub fn artifact(&mut self, path: &str) -> wasmtime::Result<Module> {
         if let Some(module) = self.artifacts.get(path) {
             return Ok(module.clone());
@@ -117,12 +118,29 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         );
         return exit_code::LOAD_FAILED;
     }
+    // The prepared rw dirs come first among the fds; the worker opens them
+    // through /proc/self/fd (as WASI and Landlock take paths), so they are
+    // exactly the directories the supervisor prepared, whatever this mount
+    // namespace shows at their host paths. Closed once the sandbox is up.
+    let passed = init.dirs.iter().filter(|d| d.passed).count();
+    if ring_fds.len() < passed {
+        reporter.fault(
+            FaultKind::Protocol,
+            format!("protocol: Init grants {passed} passed dir(s) but carries fewer fds"),
+        );
+        return exit_code::LOAD_FAILED;
+    }
+    let dir_fds: Vec<OwnedFd> = ring_fds.drain(..passed).collect();
+    for (grant, fd) in init.dirs.iter_mut().filter(|d| d.passed).zip(&dir_fds) {
+        grant.host = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    }
     // Only this module's artifact stays mapped; the others' files close.
     prepared.artifacts.retain(|path, _| *path == init.artifact);
     let module = match prepared.artifact(&init.artifact) {
         Ok(m) => m,
         Err(e) => {
-            reporter.fault(FaultKind::Load, format!("{e:#}"));
+            // A distinct kind: the supervisor may delete and recompile it.
+            reporter.fault(FaultKind::Artifact, format!("{e:#}"));
             return exit_code::LOAD_FAILED;
         }
     };
@@ -163,6 +181,8 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
             return exit_code::LOAD_FAILED;
         }
     };
+    // WASI holds its own handles of the passed dirs now.
+    drop(dir_fds);
     // Threads start only now, so they inherit every sandbox layer.
     let runtime = match host::wasi::runtime() {
         Ok(rt) => rt,

@@ -32,7 +32,7 @@ use wasmtime::{Store, TypedFunc};
 use super::{report_trap, Loaded};
 use crate::budget::{self, Watchdog};
 use crate::exit_code;
-use crate::host::imports::monotonic_ns;
+use crate::host::imports::{forward_line, monotonic_ns};
 use crate::host::HostState;
 use crate::report::Reporter;
 
@@ -170,8 +170,11 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
         let stats = store.data().stats;
         let since = last_heartbeat.elapsed();
         if stats != reported && since >= HEARTBEAT {
-            reporter.send(&FromWorker::Heartbeat(stats));
-            reported = stats;
+            // A full socket drops this beat; the counters go out at the
+            // next one (the clock restarts either way, so no busy retry).
+            if reporter.heartbeat(stats) {
+                reported = stats;
+            }
             last_heartbeat = Instant::now();
         }
         let timeout = if delivered > 0 {
@@ -202,7 +205,9 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             match event.data() {
                 TOKEN_CONTROL => match frame::recv::<ToWorker>(control) {
                     Ok((ToWorker::Stop, _)) => {
-                        reporter.send(&FromWorker::Heartbeat(store.data().stats));
+                        // The last counters, if there is room: waiting here
+                        // could outlast the supervisor's stop deadline.
+                        let _ = reporter.heartbeat(store.data().stats);
                         return exit_code::OK;
                     }
                     Ok((ToWorker::RingReset { ring }, _)) => {
@@ -266,7 +271,8 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                             store.data_mut().stats.ticks += 1;
                             if !warned_tick_code {
                                 warned_tick_code = true;
-                                reporter.log(
+                                forward_line(
+                                    store.data_mut(),
                                     LogLevel::Warn,
                                     format!("ew_on_tick returned {code} (reported once)"),
                                 );
@@ -399,7 +405,8 @@ fn deliver(
                     delivered += 1;
                     if code != 0 && !delivery.warned_code {
                         delivery.warned_code = true;
-                        reporter.log(
+                        forward_line(
+                            state,
                             LogLevel::Warn,
                             format!("ew_on_message returned {code} (reported once; the message counts as handled)"),
                         );

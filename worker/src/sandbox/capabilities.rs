@@ -11,13 +11,16 @@ use super::SandboxError;
 pub(super) fn drop_all() -> Result<(), SandboxError> {
     let err = |e: caps::errors::CapsError| SandboxError::Capabilities(e.to_string());
     let permitted = caps::read(None, CapSet::Permitted).map_err(err)?;
+    // Without CAP_SETPCAP (edgeward not run as root) the bounding set cannot
+    // be changed. Such a worker holds no capability to lose, and
+    // no_new_privs and seccomp (no execve) keep it from gaining any.
     if permitted.contains(&Capability::CAP_SETPCAP) {
         let mut only_setpcap = CapsHashSet::new();
         only_setpcap.insert(Capability::CAP_SETPCAP);
         caps::set(None, CapSet::Effective, &only_setpcap).map_err(err)?;
-    }
-    for cap in caps::read(None, CapSet::Bounding).map_err(err)? {
-        caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
+        for cap in caps::read(None, CapSet::Bounding).map_err(err)? {
+            caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
+        }
     }
     caps::clear(None, CapSet::Ambient).map_err(err)?;
     caps::clear(None, CapSet::Inheritable).map_err(err)?;

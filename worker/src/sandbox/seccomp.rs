@@ -10,7 +10,7 @@
 
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
-use super::seccomp_allowlist::{Only, ALLOWLIST};
+use super::seccomp_allowlist::{Only, ALLOWLIST, MAX_SIGNAL};
 use super::SandboxError;
 
 /// The allowlist compiled to a classic BPF program (`struct sock_filter[]`).
@@ -79,26 +79,158 @@ pub fn build() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
     for entry in ALLOWLIST {
         let syscall = ScmpSyscall::from_name(entry.name)?;
         match entry.only {
-            Only::Always => filter.add_rule(ScmpAction::Allow, syscall)?,
-            Only::ArgEq { arg, value } => filter.add_rule_conditional(
-                ScmpAction::Allow,
-                syscall,
-                &[ScmpArgCompare::new(arg, ScmpCompareOp::Equal, value)],
-            )?,
-            Only::ArgMasked { arg, mask, value } => filter.add_rule_conditional(
-                ScmpAction::Allow,
-                syscall,
-                &[ScmpArgCompare::new(
-                    arg,
-                    ScmpCompareOp::MaskedEqual(mask),
-                    value,
-                )],
-            )?,
-        };
+            Only::Always => {
+                filter.add_rule(ScmpAction::Allow, syscall)?;
+            }
+            Only::ArgEq { arg, value } => {
+                filter.add_rule_conditional(
+                    ScmpAction::Allow,
+                    syscall,
+                    &[ScmpArgCompare::new(arg, ScmpCompareOp::Equal, value)],
+                )?;
+            }
+            Only::ArgMasked { arg, mask, value } => {
+                filter.add_rule_conditional(
+                    ScmpAction::Allow,
+                    syscall,
+                    &[ScmpArgCompare::new(
+                        arg,
+                        ScmpCompareOp::MaskedEqual(mask),
+                        value,
+                    )],
+                )?;
+            }
+            // libseccomp compares each argument at most once per rule, so
+            // the allowed range is one rule per aligned block.
+            Only::SignalOtherThan { arg, signal } => {
+                for (mask, value) in blocks_without(signal, MAX_SIGNAL) {
+                    filter.add_rule_conditional(
+                        ScmpAction::Allow,
+                        syscall,
+                        &[ScmpArgCompare::new(
+                            arg,
+                            ScmpCompareOp::MaskedEqual(mask),
+                            value,
+                        )],
+                    )?;
+                }
+            }
+        }
     }
     filter.add_rule(
         ScmpAction::Errno(libc::ENOSYS),
         ScmpSyscall::from_name("clone3")?,
     )?;
     Ok(filter)
+}
+
+/// `0..=max` without `except`, as aligned blocks for masked-equal rules: a
+/// `(mask, value)` pair matches exactly the `x` with `x & mask == value`,
+/// which is the block `value..value + size` when `size` is a power of two,
+/// `value` a multiple of it and `mask = !(size - 1)`. The mask keeps every
+/// upper bit, so a number with any of them set matches no block.
+fn blocks_without(except: u64, max: u64) -> Vec<(u64, u64)> {
+    let mut blocks = Vec::new();
+    for (mut start, end) in [(0, except), (except + 1, max + 1)] {
+        while start < end {
+            let mut size = 1u64;
+            while start % (size * 2) == 0 && start + size * 2 <= end {
+                size *= 2;
+            }
+            blocks.push((!(size - 1), start));
+            start += size;
+        }
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(blocks: &[(u64, u64)], x: u64) -> bool {
+        blocks.iter().any(|&(mask, value)| x & mask == value)
+    }
+
+    #[test]
+    fn signal_blocks_cover_every_signal_but_the_one_excluded() {
+        for except in [0, 1, 9, 31, 63, 64] {
+            let blocks = blocks_without(except, MAX_SIGNAL);
+            for x in 0..=300u64 {
+                let want = x <= MAX_SIGNAL && x != except;
+                assert_eq!(allowed(&blocks, x), want, "except {except}, x {x}");
+                // The kernel reads an int: upper bits must not smuggle `except` in.
+                assert!(
+                    !allowed(&blocks, x | 1 << 32),
+                    "except {except}, x {x} | 1 << 32"
+                );
+                assert!(
+                    !allowed(&blocks, x | 1 << 63),
+                    "except {except}, x {x} | 1 << 63"
+                );
+            }
+        }
+        // SIGSYS: 0..=15, 16..=23, 24..=27, 28..=29, 30, 32..=63, 64.
+        assert_eq!(blocks_without(31, MAX_SIGNAL).len(), 7);
+    }
+
+    /// Loads the real filter into a forked child, makes one `rt_sigaction`
+    /// call there and returns how the child ended.
+    fn rt_sigaction_in_filtered_child(
+        filter: &CompiledFilter,
+        signal: u64,
+    ) -> nix::sys::wait::WaitStatus {
+        use nix::unistd::{fork, ForkResult};
+        // SAFETY: the child only makes system calls (async-signal-safe) and
+        // leaves with _exit; nothing it inherited from other threads is used.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                use nix::sys::resource::{setrlimit, Resource};
+                // No core file from the SIGSYS that ends a denied call.
+                let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+                if nix::sys::prctl::set_no_new_privs().is_err() || install(filter).is_err() {
+                    // SAFETY: leave the forked child at once.
+                    unsafe { libc::_exit(90) }
+                }
+                // The kernel's sigaction layout: handler, flags, restorer, mask.
+                let ignore: [u64; 4] = [libc::SIG_IGN as u64, 0, 0, 0];
+                // SAFETY: rt_sigaction with a valid new action, no old one,
+                // and the kernel's sigset size; it can only change how this
+                // child treats one signal.
+                let code = unsafe {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        signal,
+                        ignore.as_ptr(),
+                        std::ptr::null::<u64>(),
+                        8,
+                    )
+                };
+                // SAFETY: leave the child without running the parent's destructors.
+                unsafe { libc::_exit(if code == 0 { 0 } else { 91 }) }
+            }
+            ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).expect("waitpid"),
+        }
+    }
+
+    #[test]
+    fn the_filter_refuses_sigsys_however_it_is_spelled_and_allows_other_signals() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        let filter = compile().unwrap();
+        let sigsys = libc::SIGSYS as u64;
+        for signal in [sigsys, sigsys | 1 << 32] {
+            // No handler in the child: the trap's SIGSYS kills it.
+            let status = rt_sigaction_in_filtered_child(&filter, signal);
+            assert!(
+                matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
+                "rt_sigaction({signal:#x}) was not denied: {status:?}"
+            );
+        }
+        let status = rt_sigaction_in_filtered_child(&filter, libc::SIGUSR1 as u64);
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "rt_sigaction(SIGUSR1) was refused: {status:?}"
+        );
+    }
 }

@@ -34,7 +34,23 @@ pub enum Only {
         /// Required value of those bits.
         value: u64,
     },
+    /// When argument `arg` is a signal number other than `signal`.
+    ///
+    /// Not a plain `!=` on the argument: the filter sees 64 bits, but the
+    /// kernel reads a signal number as an `int`, so `signal | 1 << 32` would
+    /// pass such a filter and still name `signal`. The filter allows
+    /// exactly `0..=MAX_SIGNAL` without `signal`, upper bits clear (the
+    /// kernel refuses 0 itself).
+    SignalOtherThan {
+        /// Argument index (0-based).
+        arg: u32,
+        /// The one signal the call may not name.
+        signal: u64,
+    },
 }
+
+/// The highest signal number Linux has (`_NSIG`) on x86_64 and aarch64.
+pub const MAX_SIGNAL: u64 = 64;
 
 /// One allowlist entry.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +76,7 @@ const fn when(name: &'static str, only: Only, why: &'static str) -> Allowed {
 }
 
 const PROT_EXEC: u64 = libc::PROT_EXEC as u64;
+const SIGSYS: u64 = libc::SIGSYS as u64;
 const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
 
 /// The allowlist.
@@ -108,8 +125,18 @@ pub const ALLOWLIST: &[Allowed] = &[
     always("exit", "a thread ending"),
     always("exit_group", "the worker ending"),
     // Signals: wasmtime turns traps into SIGSEGV/SIGILL/SIGFPE handling.
-    always("rt_sigaction", "installing trap and timer handlers"),
-    always("rt_sigprocmask", "masking signals around thread creation"),
+    when(
+        "rt_sigaction",
+        Only::SignalOtherThan {
+            arg: 0,
+            signal: SIGSYS,
+        },
+        "installing trap and timer handlers; never for SIGSYS, so a compromised worker cannot replace the handler that reports denied calls (and make them fail silently). Ignoring SIGSYS is refused with it, and blocking it gains nothing: for a seccomp trap the kernel resets a blocked or ignored SIGSYS to its default action (force_sig_seccomp), which kills the worker",
+    ),
+    always(
+        "rt_sigprocmask",
+        "masking signals around thread creation; a blocked SIGSYS still ends the worker on a denied call (see rt_sigaction)",
+    ),
     always("rt_sigreturn", "returning from trap and timer handlers"),
     always(
         "sigaltstack",

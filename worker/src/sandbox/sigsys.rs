@@ -4,6 +4,9 @@
 //! control socket (fd 3), and `_exit`s. It runs in signal context: no
 //! allocation, no locks. The message is encoded by hand into a stack buffer.
 //! A unit test checks that the encoding decodes as the real message type.
+//!
+//! It is installed right before the filter is loaded, and the allowlist
+//! refuses `rt_sigaction` for SIGSYS: nothing can replace it afterwards.
 
 use edgeward_ipc::control::FaultKind;
 

@@ -1,5 +1,6 @@
 //! `edgeward-worker inspect FILE...`: validate and link-check each module and
-//! print one JSON line per file: `{"file","ok","kind","handles_messages","error"}`.
+//! print one JSON line per file: `{"file","ok","kind","handles_messages","error"}`
+//! (`error` on one line).
 
 use serde::Serialize;
 
@@ -49,7 +50,7 @@ pub fn run(files: &[String]) -> i32 {
                     ok: false,
                     kind: None,
                     handles_messages: false,
-                    error: Some(format!("{e:#}")),
+                    error: Some(super::compile::one_line(&e)),
                 }
             }
         };

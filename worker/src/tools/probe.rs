@@ -80,6 +80,10 @@ pub fn seccomp_table() -> i32 {
             crate::sandbox::seccomp_allowlist::Only::ArgMasked { arg, mask, value } => {
                 format!("arg{arg} & {mask:#x} == {value:#x}")
             }
+            crate::sandbox::seccomp_allowlist::Only::SignalOtherThan { arg, signal } => format!(
+                "arg{arg} <= {} and != {signal} (all 64 bits compared)",
+                crate::sandbox::seccomp_allowlist::MAX_SIGNAL
+            ),
         };
         println!("| `{}` | {when} | {} |", entry.name, entry.why);
     }

@@ -3,7 +3,11 @@
 //! the full runbook and then makes the call. The call must end the child
 //! with a seccomp report naming it. One more child checks Landlock: after
 //! the sandbox, a granted dir is readable but not writable, and a path
-//! outside it cannot be opened although `openat` itself is allowed.
+//! outside it cannot be opened although `openat` itself is allowed. Others
+//! check that the reporter of denied calls cannot be replaced: installing
+//! any SIGSYS handler (or ignoring SIGSYS) is itself denied and reported,
+//! and a worker that blocks SIGSYS still dies on a denied call instead of
+//! going on.
 //!
 //! Prints one JSON line per check, `{"check","ok","detail"}`; exits 0 when
 //! every check passed.
@@ -12,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use edgeward_ipc::control::{DirGrant, FromWorker, SandboxPlan};
 use edgeward_ipc::frame;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use serde::Serialize;
@@ -39,6 +44,10 @@ pub fn run() -> i32 {
         report(forbidden_call(name));
     }
     report(process_clone());
+    report(sigsys_handler_replaced());
+    report(sigsys_replaced_with_upper_bits());
+    report(sigsys_blocked());
+    report(other_handlers_allowed());
     report(landlock_check());
     if all_ok {
         0
@@ -140,16 +149,11 @@ fn forbidden_call(name: &str) -> Check {
             92
         }
     });
-    let expected = format!("seccomp: denied syscall {name}");
-    let reported = matches!(&message, Some(FromWorker::Fault(f)) if f.message == expected);
-    let exited = matches!(status, WaitStatus::Exited(_, code) if code == sigsys::EXIT_SECCOMP);
+    let (ok, detail) = denied_and_reported(name, &message, status);
     Check {
         check: name.into(),
-        ok: reported && exited,
-        detail: match message {
-            Some(FromWorker::Fault(f)) => format!("{} ({status:?})", f.message),
-            other => format!("not denied: {other:?}, {status:?}"),
-        },
+        ok,
+        detail,
     }
 }
 
@@ -175,6 +179,130 @@ fn process_clone() -> Check {
     }
 }
 
+/// Whether the child ended as a denied call must end it: the reporter's
+/// `Fault` naming `name`, then exit code 4.
+fn denied_and_reported(
+    name: &str,
+    message: &Option<FromWorker>,
+    status: WaitStatus,
+) -> (bool, String) {
+    let expected = format!("seccomp: denied syscall {name}");
+    let ok = matches!(message, Some(FromWorker::Fault(f)) if f.message == expected)
+        && matches!(status, WaitStatus::Exited(_, code) if code == sigsys::EXIT_SECCOMP);
+    let detail = match message {
+        Some(FromWorker::Fault(f)) => format!("{} ({status:?})", f.message),
+        other => format!("not denied: {other:?}, {status:?}"),
+    };
+    (ok, detail)
+}
+
+extern "C" fn swallow_signal(_signal: libc::c_int) {}
+
+/// Installs [`swallow_signal`] for `signal`, as a compromised worker could
+/// try to; `true` if the call succeeded.
+fn install_swallowing_handler(signal: Signal) -> bool {
+    let action = SigAction::new(
+        SigHandler::Handler(swallow_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe; the
+    // child making this call exits right after.
+    unsafe { sigaction(signal, &action) }.is_ok()
+}
+
+/// A compromised worker replacing the SIGSYS reporter with a handler that
+/// just returns would make denied calls fail silently: the call must be
+/// denied, and reported by the reporter still in place.
+fn sigsys_handler_replaced() -> Check {
+    let (message, status) = in_sandboxed_child(&[], || {
+        if install_swallowing_handler(Signal::SIGSYS) {
+            91
+        } else {
+            92
+        }
+    });
+    let (ok, detail) = denied_and_reported("rt_sigaction", &message, status);
+    Check {
+        check: "rt_sigaction(SIGSYS)".into(),
+        ok,
+        detail,
+    }
+}
+
+/// The kernel reads the signal number as an `int`: upper bits set must not
+/// sneak SIGSYS past the filter.
+fn sigsys_replaced_with_upper_bits() -> Check {
+    let (message, status) = in_sandboxed_child(&[], || {
+        // The kernel's sigaction layout: handler, flags, restorer, mask.
+        let ignore: [u64; 4] = [libc::SIG_IGN as u64, 0, 0, 0];
+        // SAFETY: a raw rt_sigaction with a valid new action and no old one;
+        // if it were allowed it would only make this child ignore SIGSYS.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                1u64 << 32 | libc::SIGSYS as u64,
+                ignore.as_ptr(),
+                std::ptr::null::<u64>(),
+                8,
+            )
+        };
+        if rc == 0 {
+            91
+        } else {
+            92
+        }
+    });
+    let (ok, detail) = denied_and_reported("rt_sigaction", &message, status);
+    Check {
+        check: "rt_sigaction(SIGSYS | 1 << 32)".into(),
+        ok,
+        detail,
+    }
+}
+
+/// Blocking SIGSYS (`rt_sigprocmask` is allowed) must not let a denied
+/// call return: the kernel then resets SIGSYS to its default action, which
+/// kills the worker (no report, but the supervisor sees the signal).
+fn sigsys_blocked() -> Check {
+    let (message, status) = in_sandboxed_child(&[], || {
+        if SigSet::from(Signal::SIGSYS).thread_block().is_err() {
+            return 93;
+        }
+        // SAFETY: a raw socket(2) call outside the allowlist; if it were
+        // allowed it would only give this child an fd.
+        let rc = unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) };
+        if rc >= 0 {
+            91
+        } else {
+            92
+        }
+    });
+    let ok = matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _));
+    Check {
+        check: "socket with SIGSYS blocked".into(),
+        ok,
+        detail: format!("killed by SIGSYS expected: {status:?}, sent {message:?}"),
+    }
+}
+
+/// Handlers for every other signal stay allowed (wasmtime and the call
+/// budget need them).
+fn other_handlers_allowed() -> Check {
+    let (message, status) = in_sandboxed_child(&[], || {
+        if install_swallowing_handler(Signal::SIGUSR1) {
+            0
+        } else {
+            92
+        }
+    });
+    Check {
+        check: "rt_sigaction(SIGUSR1)".into(),
+        ok: matches!(status, WaitStatus::Exited(_, 0)),
+        detail: format!("allowed expected: {status:?}, sent {message:?}"),
+    }
+}
+
 fn landlock_check() -> Check {
     let dir = std::env::temp_dir().join(format!("edgeward-self-test-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
@@ -187,6 +315,7 @@ fn landlock_check() -> Check {
         host: dir.to_string_lossy().into_owned(),
         guest: "/ro".into(),
         writable: false,
+        passed: false,
     }];
     let granted = dir.join("granted.txt");
     let outside = std::env::temp_dir().join("edgeward-self-test-outside.txt");

@@ -2,15 +2,30 @@
 //! (default 100) alarms, and any reading that arrives out of order. Its
 //! totals survive restarts through snapshots (a serde struct, saved with
 //! `edgeward::state`).
+//!
+//! Out of order means: an older reading than the last one, from the same
+//! run of the sensor (the same `start`). A restarted sensor resumes its
+//! numbering from its last snapshot, so its readings may go back: that is
+//! logged once at info level. The same reading twice in a row is the
+//! filter's at-least-once delivery after a crash: logged at info level and
+//! counted once. Readings may skip numbers (the filter forwards only the
+//! hot ones, and drops for a full `alarms` ring).
 
 use edgeward::Incoming;
 use serde::{Deserialize, Serialize};
+
+/// The last reading counted: its number and the sensor run it came from.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct Reading {
+    n: u64,
+    start: u64,
+}
 
 /// What a restart must not lose.
 #[derive(Serialize, Deserialize, Default)]
 struct Totals {
     count: u64,
-    last: Option<u64>,
+    last: Option<Reading>,
 }
 
 struct Alarm {
@@ -28,17 +43,28 @@ impl edgeward::Module for Alarm {
     }
 
     fn on_message(&mut self, message: Incoming<'_>) -> Result<(), i32> {
-        let Some((n, celsius)) = message.value::<(u64, f64)>() else {
+        let Some((n, celsius, start)) = message.value::<(u64, f64, u64)>() else {
             return Ok(());
         };
         let totals = &mut self.totals;
-        if totals.last.is_some_and(|last| n <= last) {
-            edgeward::error(&format!(
+        match totals.last {
+            Some(last) if last.start != start => edgeward::info(&format!(
+                "alarm: the sensor restarted; its readings resume at {n} (the last one before was {})",
+                last.n
+            )),
+            Some(last) if n == last.n => {
+                edgeward::info(&format!(
+                    "alarm: reading {n} came again (delivered at least once after a crash); counted once"
+                ));
+                return Ok(());
+            }
+            Some(last) if n < last.n => edgeward::error(&format!(
                 "alarm: OUT OF ORDER: reading {n} after {}",
-                totals.last.unwrap_or(0)
-            ));
+                last.n
+            )),
+            _ => {}
         }
-        totals.last = Some(n);
+        totals.last = Some(Reading { n, start });
         totals.count += 1;
         if totals.count.is_multiple_of(self.report_every) {
             edgeward::warn(&format!(
@@ -55,9 +81,13 @@ impl edgeward::Module for Alarm {
 
     fn restore(&mut self, state: &[u8]) -> Result<(), i32> {
         self.totals = edgeward::state::load(state)?;
+        let last = self
+            .totals
+            .last
+            .map_or_else(|| "none yet".to_string(), |r| r.n.to_string());
         edgeward::info(&format!(
-            "alarm: restored {} alarms, last reading {:?}",
-            self.totals.count, self.totals.last
+            "alarm: restored {} alarms, last reading {last}",
+            self.totals.count
         ));
         Ok(())
     }

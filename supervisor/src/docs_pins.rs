@@ -1,0 +1,80 @@
+//! The numbers the docs promise, pinned to the constants that make them
+//! true: a change to either side fails here until the other follows.
+
+use crate::control::clients::{ANSWER_TIMEOUT, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
+use crate::supervisor::{FALSE_REPORTS_MAX, FRAMES_PER_SECOND, FRAMES_PER_WAKE, RING_ACTION_EVERY};
+
+const OPERATIONS: &str = include_str!("../../docs/operations.md");
+const POLICY: &str = include_str!("../../docs/policy.md");
+const ARCHITECTURE: &str = include_str!("../../docs/architecture.md");
+
+/// `doc` (after joining its lines) contains `phrase`.
+fn says(doc: &str, phrase: &str) -> bool {
+    let flat: String = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.contains(phrase)
+}
+
+#[test]
+fn control_socket_limits_are_documented() {
+    for phrase in [
+        format!("within {} s of connecting", REQUEST_TIMEOUT.as_secs()),
+        format!("(at most {} KiB)", MAX_REQUEST >> 10),
+        format!("taken within {} s", ANSWER_TIMEOUT.as_secs()),
+        format!("At most {MAX_CLIENTS} clients are connected at once"),
+        format!("{MAX_CLIENTS} control clients are connected"),
+    ] {
+        assert!(says(OPERATIONS, &phrase), "operations.md lacks {phrase:?}");
+    }
+}
+
+#[test]
+fn output_and_message_limits_are_documented() {
+    let queue_mib = crate::log_sink::MAX_QUEUED_BYTES >> 20;
+    let line = crate::worker_text::MAX_LINE;
+    let lines = 2.0 * edgeward_ipc::rate::LINES_PER_SECOND;
+    let burst = 2.0 * edgeward_ipc::rate::BURST;
+    for phrase in [
+        format!("a queue of at most {queue_mib} MiB"),
+        format!("longer than {line} bytes is printed in pieces"),
+        format!("({lines} lines a second, burst {burst})"),
+    ] {
+        assert!(says(OPERATIONS, &phrase), "operations.md lacks {phrase:?}");
+    }
+    for phrase in [
+        format!(
+            "at most {} KiB read per pipe per wake-up",
+            crate::output::READ_BUDGET >> 10
+        ),
+        format!("at most {FRAMES_PER_WAKE} per worker per wake-up"),
+        format!("more than {FRAMES_PER_SECOND} a second on average"),
+        format!("({lines}/s, burst {burst})"),
+    ] {
+        assert!(
+            says(ARCHITECTURE, &phrase),
+            "architecture.md lacks {phrase:?}"
+        );
+    }
+}
+
+#[test]
+fn ring_report_rules_are_documented() {
+    for phrase in [
+        format!("at most once every {} s", RING_ACTION_EVERY.as_secs()),
+        format!("More than {FALSE_REPORTS_MAX} such reports within a minute"),
+    ] {
+        assert!(says(OPERATIONS, &phrase), "operations.md lacks {phrase:?}");
+    }
+}
+
+#[test]
+fn quota_defaults_are_documented() {
+    let default = crate::policy::DEFAULT_QUOTA_MIB;
+    let max = crate::policy::MAX_QUOTA_MIB;
+    for phrase in [
+        format!("(rw only, 0..={max}, default `{default}`)"),
+        format!("**Quota** (`quota_mib`, default {default})"),
+    ] {
+        assert!(says(POLICY, &phrase), "policy.md lacks {phrase:?}");
+    }
+    assert!(says(OPERATIONS, &format!("(default {default} MiB;")));
+}
