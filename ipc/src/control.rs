@@ -187,6 +187,12 @@ pub enum ModuleKind {
     Command,
 }
 
+/// The longest text a `Log` message may carry, in bytes. A worker sends at
+/// most 1 KiB of guest bytes per line, which lossy UTF-8 decoding can grow
+/// to three times that; anything longer comes from a worker that no longer
+/// follows the protocol.
+pub const MAX_LOG_TEXT_BYTES: usize = 4096;
+
 /// A message from a worker to the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FromWorker {
@@ -212,7 +218,8 @@ pub enum FromWorker {
     Log {
         /// Severity the guest gave.
         level: LogLevel,
-        /// The text (lossily UTF-8 decoded, bounded in length).
+        /// The text (lossily UTF-8 decoded), at most [`MAX_LOG_TEXT_BYTES`]:
+        /// the supervisor takes a longer one as a protocol violation.
         text: String,
     },
     /// Periodic counters.

@@ -46,6 +46,10 @@ fn output_and_message_limits_are_documented() {
             crate::output::READ_BUDGET >> 10
         ),
         format!("at most {FRAMES_PER_WAKE} per worker per wake-up"),
+        format!(
+            "A `Log` message longer than {} bytes is a protocol violation",
+            edgeward_ipc::control::MAX_LOG_TEXT_BYTES
+        ),
         format!("more than {FRAMES_PER_SECOND} a second on average"),
         format!("({lines}/s, burst {burst})"),
     ] {

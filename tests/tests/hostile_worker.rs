@@ -70,6 +70,26 @@ fn a_worker_flooding_log_messages_is_cut_off_and_killed() {
 }
 
 #[test]
+fn an_oversized_log_message_gets_the_worker_killed() {
+    let g = GatewayDir::new();
+    g.add_policy("victim", &victim_policy());
+    g.add_policy("rogue-big", &rogue("log-oversized", ""));
+    let gateway = start(&g);
+    gateway.wait_running(&["victim"], STARTUP);
+    let status = gateway.wait_for(STARTUP, "the sender killed", |s| {
+        module(s, "rogue-big")["state"] == "failed"
+    });
+    let error = last_error(&status, "rogue-big");
+    assert!(
+        error.starts_with("protocol violation: a Log message of 61")
+            && error.contains("bytes (at most 4096)"),
+        "{error}"
+    );
+    assert!(!gateway.log().contains("forged line"), "{}", gateway.log());
+    assert_eq!(module(&status, "victim")["state"], "running");
+}
+
+#[test]
 fn worker_text_cannot_forge_lines_or_send_escape_codes() {
     let g = GatewayDir::new();
     g.add_policy("counter", &victim_policy());

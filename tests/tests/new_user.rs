@@ -413,9 +413,13 @@ struct TourPaths;
 
 impl TourPaths {
     fn clean() -> Self {
+        Self::remove();
+        TourPaths
+    }
+
+    fn remove() {
         let _ = std::fs::remove_dir_all("/tmp/ew");
         let _ = std::fs::remove_file("/tmp/ew.sock");
-        TourPaths
     }
 }
 
@@ -427,7 +431,7 @@ impl Drop for TourPaths {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        Self::clean();
+        Self::remove();
     }
 }
 
@@ -745,8 +749,14 @@ fn the_demo_runs_alerts_and_cleans_up_after_ctrl_c() {
     demo.wait_output("edgeward status", Duration::from_secs(1200));
     demo.wait_output("echo 91.5 > ", WAIT);
     let out = demo.output();
+    // The status table, not `check`'s listing above it.
+    let table = out
+        .split("==> edgeward status")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status table:\n{out}"));
     let table_row = |name: &str| {
-        out.lines()
+        table
+            .lines()
             .find(|l| l.starts_with(&format!("{name} ")))
             .unwrap_or_else(|| panic!("no status row for {name}:\n{out}"))
             .to_string()

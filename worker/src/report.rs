@@ -12,7 +12,9 @@
 
 use std::os::fd::OwnedFd;
 
-use edgeward_ipc::control::{Fault, FaultKind, FromWorker, LogLevel, ModuleKind, Stats};
+use edgeward_ipc::control::{
+    Fault, FaultKind, FromWorker, LogLevel, ModuleKind, Stats, MAX_LOG_TEXT_BYTES,
+};
 use edgeward_ipc::frame::{self, FrameError};
 
 /// Sends [`FromWorker`] messages on the control socket. Shared between the
@@ -71,7 +73,10 @@ impl Reporter {
     /// module's `log_limit`, which reports the count once lines flow again).
     #[must_use = "a dropped line must be counted"]
     pub fn try_log(&self, level: LogLevel, text: String) -> bool {
-        self.try_send(&FromWorker::Log { level, text })
+        self.try_send(&FromWorker::Log {
+            level,
+            text: within_log_limit(text),
+        })
     }
 
     /// Forwards a line, waiting for room. Only for lines sent just before a
@@ -79,7 +84,10 @@ impl Reporter {
     /// costs nothing more there, and dropping the line would lose the
     /// explanation of that message.
     pub fn log(&self, level: LogLevel, text: String) {
-        self.send(&FromWorker::Log { level, text });
+        self.send(&FromWorker::Log {
+            level,
+            text: within_log_limit(text),
+        });
     }
 
     /// Announces readiness.
@@ -121,5 +129,39 @@ mod tests {
         let (first, _) = frame::recv::<FromWorker>(&ours).unwrap();
         assert_eq!(first, FromWorker::Heartbeat(stats));
         assert!(reporter.heartbeat(stats));
+    }
+}
+
+/// `text` cut to [`MAX_LOG_TEXT_BYTES`] at a character boundary, with `…`:
+/// the supervisor kills a worker whose `Log` carries more.
+fn within_log_limit(mut text: String) -> String {
+    const ELLIPSIS: &str = "…";
+    if text.len() <= MAX_LOG_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_LOG_TEXT_BYTES - ELLIPSIS.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(ELLIPSIS);
+    text
+}
+
+// A guest's longest line, lossily decoded (every byte invalid: three bytes
+// of U+FFFD each) and cut with `…`, fits in a `Log` message.
+const _: () = assert!(3 * crate::host::imports::MAX_LOG_BYTES + 3 <= MAX_LOG_TEXT_BYTES);
+
+#[cfg(test)]
+mod log_limit_tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary_within_the_limit() {
+        let text = "é".repeat(MAX_LOG_TEXT_BYTES);
+        let cut = within_log_limit(text);
+        assert!(cut.len() <= MAX_LOG_TEXT_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(within_log_limit("short".into()), "short");
     }
 }

@@ -32,9 +32,17 @@ fn request_within(socket: &Path, request: &Request, timeout: Duration) -> anyhow
     stream.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    // A busy supervisor answers and closes before reading: the write then
+    // fails with a broken pipe, but its refusal is waiting to be read.
+    let written = stream.write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("no answer from edgeward")?;
+    if answer.is_empty() {
+        written.context("cannot send the request to edgeward")?;
+        bail!("edgeward closed the connection without an answer");
+    }
     serde_json::from_str(&answer)
         .with_context(|| format!("malformed answer from edgeward: {answer:?}"))
 }

@@ -274,6 +274,16 @@ impl Supervisor {
                 self.ensure_spare(i);
             }
             FromWorker::Log { level, text } => {
+                if text.len() > edgeward_ipc::control::MAX_LOG_TEXT_BYTES {
+                    return self.violation(
+                        i,
+                        format!(
+                            "a Log message of {} bytes (at most {})",
+                            text.len(),
+                            edgeward_ipc::control::MAX_LOG_TEXT_BYTES
+                        ),
+                    );
+                }
                 for line in worker_text::lines(&text, usize::MAX) {
                     match worker.log_limit.admit() {
                         Ok(true) => {}

@@ -16,7 +16,8 @@
 //! | --- | --- |
 //! | none, `garbage` | one undecodable frame instead of Ready, then sleeps until killed |
 //! | `idle` | Ready; a Heartbeat every 100 ms; answers Snapshot with "nothing to save" and Health with 0 |
-//! | `log-flood` | Ready; Log frames of about 60 KiB of lines imitating the supervisor, as fast as the socket takes them |
+//! | `log-flood` | Ready; Log frames of the largest allowed size, full of lines imitating the supervisor, as fast as the socket takes them |
+//! | `log-oversized` | Ready; one Log frame of 60 KiB, then idle |
 //! | `forge-text` | Ready; one Log and one Fault with newlines, a carriage return, ANSI escapes and a forged supervisor line; then idle |
 //! | `forge-corrupt` | Ready; RingCorrupt for every ring end it holds, every 200 ms, without touching ring memory; otherwise idle |
 //! | `push-snapshots` | Ready without snapshots; then SnapshotPart (48 KiB) and SnapshotData frames nobody asked for, as fast as the socket takes them |
@@ -49,8 +50,11 @@ const FORGE_EVERY: Duration = Duration::from_millis(200);
 /// One line of `log-flood`, imitating the supervisor's own output.
 const FORGED_LINE: &str = "edgeward: module victim: forged line\n";
 
-/// Text per `log-flood` frame: most of a frame (64 KiB at most).
-const FLOOD_FRAME_BYTES: usize = 60 * 1024;
+/// Text per `log-flood` frame: the most a `Log` message may carry.
+const FLOOD_FRAME_BYTES: usize = edgeward_ipc::control::MAX_LOG_TEXT_BYTES;
+
+/// Text of the `log-oversized` frame: most of a frame (64 KiB at most).
+const OVERSIZED_LOG_BYTES: usize = 60 * 1024;
 
 /// Text that imitates the supervisor's own output and terminal control.
 const FORGED_TEXT: &str =
@@ -126,6 +130,17 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
                 text: text.clone(),
             })
         }
+        "log-oversized" => {
+            ready(control, false);
+            send(
+                control,
+                &FromWorker::Log {
+                    level: LogLevel::Info,
+                    text: FORGED_LINE.repeat(OVERSIZED_LOG_BYTES / FORGED_LINE.len()),
+                },
+            );
+            idle(control, |_| {})
+        }
         "forge-text" => {
             ready(control, true);
             send(
@@ -167,7 +182,7 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
         }
         other => {
             eprintln!(
-                "rogue-worker[{module}]: unknown mode {other:?} in [wasi] args (modes: garbage, idle, log-flood, forge-text, forge-corrupt, push-snapshots, empty-datagram)"
+                "rogue-worker[{module}]: unknown mode {other:?} in [wasi] args (modes: garbage, idle, log-flood, log-oversized, forge-text, forge-corrupt, push-snapshots, empty-datagram)"
             );
             64
         }
