@@ -118,7 +118,7 @@ pub fn unreachable_dirs(policy: &Policy, who: Accessor) -> Vec<GrantAccessError>
     policy
         .dirs
         .iter()
-        .filter_map(|dir| reach(&policy.file, dir, who).err())
+        .filter_map(|dir| unreachable(&policy.file, dir, who))
         .collect()
 }
 
@@ -138,28 +138,33 @@ pub fn check(policy: &Policy, who: Accessor) -> Result<(), String> {
         .join(" | "))
 }
 
-/// Checks one granted directory (its ancestors do not matter: see the
-/// module doc).
-fn reach(file: &Path, dir: &Dir, who: Accessor) -> Result<(), GrantAccessError> {
+/// Why `who` cannot use one granted directory, if it cannot (its ancestors
+/// do not matter: see the module doc).
+fn unreachable(file: &Path, dir: &Dir, who: Accessor) -> Option<GrantAccessError> {
     let (line, col) = dir.location;
     if dir.mode == DirMode::Rw {
         // Handed to the module's uid before the worker starts.
-        return Ok(());
+        return None;
     }
     let needed = READ | SEARCH;
-    let meta = std::fs::metadata(&dir.host).map_err(|source| GrantAccessError::Stat {
-        file: file.to_path_buf(),
-        line,
-        col,
-        dir: dir.host.clone(),
-        source,
-    })?;
+    let meta = match std::fs::metadata(&dir.host) {
+        Ok(meta) => meta,
+        Err(source) => {
+            return Some(GrantAccessError::Stat {
+                file: file.to_path_buf(),
+                line,
+                col,
+                dir: dir.host.clone(),
+                source,
+            })
+        }
+    };
     let (granted, class) = who.bits(&meta);
     let missing = needed & !granted;
     if missing == 0 {
-        return Ok(());
+        return None;
     }
-    Err(GrantAccessError::Unreachable {
+    Some(GrantAccessError::Unreachable {
         file: file.to_path_buf(),
         line,
         col,
