@@ -184,13 +184,26 @@ fn a_module_that_fills_its_quota_volume_stops_there_and_snapshots_go_on() {
 fn a_module_filling_the_state_filesystem_without_a_quota_is_named() {
     let g = GatewayDir::new();
     let disk = SmallDisk::new(&g, 48);
-    g.add_policy("keeper", &keeper_policy());
+    // Snapshots of 256 KiB: each commit needs new space, more than the
+    // filler leaves (a counter's 100-byte records could go on in the
+    // space its own compaction frees, and fail only by chance).
+    g.add_policy(
+        "keeper",
+        &policy(
+            "big_state",
+            "[wasi]\nargs = [\"--kib\", \"256\"]\n[schedule]\ntick_us = 10000\n\
+             [snapshot]\ninterval_ms = 200",
+        ),
+    );
     g.add_policy(
         "filler",
         &policy(
             "disk_fill",
             &format!(
-                "{}\n[schedule]\ntick_us = 5000",
+                // The small disk is a tmpfs, whose pages are charged to the
+                // writer's memory cgroup: room for all of them, so the disk
+                // fills before the module's memory limit is reached.
+                "{}\n[schedule]\ntick_us = 5000\n[resources]\nmemory_mib = 96",
                 rw(&disk.data(), ", quota_mib = 0")
             ),
         ),
