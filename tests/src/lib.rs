@@ -8,8 +8,10 @@
 
 pub mod attack;
 pub mod floor;
+pub mod orphans;
 pub mod power_cut;
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -154,6 +156,10 @@ impl GatewayDir {
         for (k, v) in env {
             command.env(k, v);
         }
+        // Its own process group, which its fork server and workers inherit:
+        // how the orphan reaper knows them (`orphans.rs`).
+        orphans::reap_adopted();
+        command.process_group(0);
         let child = command.spawn().expect("start edgeward run");
         Gateway {
             child,

@@ -597,8 +597,16 @@ impl PowerCutDisk {
     }
 
     fn detach(&mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join(),
+        match self
+            .session
+            .take()
+            .map(fuser::BackgroundSession::umount_and_join)
+        {
+            // The unmount aborts the connection; a session thread that was
+            // reading /dev/fuse at that moment ends with ECONNABORTED. The
+            // disk is unmounted all the same.
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+            Some(result) => result,
             None => Ok(()),
         }
     }
