@@ -11,3 +11,16 @@ export PATH="$EDGEWARD_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 export EDGEWARD_CACHE=${EDGEWARD_CACHE:-$HOME/.cache/edgeward}
 die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+# zig (PyPI's ziglang) for C guests, as $EDGEWARD_TOOLS/bin/zig; its cache
+# (wasi-libc is built once, about 40 s) lives with the other caches.
+export ZIG_GLOBAL_CACHE_DIR=${ZIG_GLOBAL_CACHE_DIR:-$EDGEWARD_CACHE/zig-cache}
+ensure_zig() {
+    [ -x "$EDGEWARD_TOOLS/bin/zig" ] && return 0
+    say "installing zig (PyPI ziglang) for C guests"
+    mkdir -p "$EDGEWARD_TOOLS/bin"
+    [ -x "$EDGEWARD_TOOLS/venv/bin/pip" ] || python3 -m venv "$EDGEWARD_TOOLS/venv"
+    "$EDGEWARD_TOOLS/venv/bin/pip" install -q ziglang
+    local zig
+    zig=$("$EDGEWARD_TOOLS/venv/bin/python" -c 'import ziglang, pathlib; print(pathlib.Path(ziglang.__file__).parent / "zig")')
+    ln -sf "$zig" "$EDGEWARD_TOOLS/bin/zig"
+}

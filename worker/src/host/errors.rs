@@ -16,3 +16,25 @@ pub const EW_ERR_TOO_LARGE: i32 = -3;
 pub const EW_ERR_FULL: i32 = -4;
 /// Not available to this kind of module (`recv` in a reactor).
 pub const EW_ERR_UNSUPPORTED: i32 = -5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The C SDK's header spells every code out; it must say what the host
+    /// returns.
+    #[test]
+    fn the_c_sdk_header_has_the_hosts_codes() {
+        const HEADER: &str = include_str!("../../../guests/sdk-c/edgeward.h");
+        for (name, code) in [
+            ("EW_ERR_DENIED", EW_ERR_DENIED),
+            ("EW_ERR_INVALID", EW_ERR_INVALID),
+            ("EW_ERR_TOO_LARGE", EW_ERR_TOO_LARGE),
+            ("EW_ERR_FULL", EW_ERR_FULL),
+            ("EW_ERR_UNSUPPORTED", EW_ERR_UNSUPPORTED),
+        ] {
+            let define = format!("#define {name} ({code})");
+            assert!(HEADER.contains(&define), "edgeward.h lacks {define:?}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! End to end: modules written in C with `guests/sdk-c/edgeward.h` and
+//! built with zig (`scripts/build-guests`, `guests/c/`). The C
+//! AlertOnHighTemp receives the Rust sensor's readings over a ring, warns
+//! above its threshold, and keeps its count through a restart; a C trap is
+//! reported with the C function's name.
+
+use std::time::Duration;
+
+use edgeward_tests::{module, policy, GatewayDir};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn alerts_in(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.starts_with("[c-alert] warn: ALERT: temperature "))
+        .filter_map(|l| l.rsplit("(alert ").next()?.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_c_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_restart() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "sensor",
+        &policy(
+            "sensor",
+            "[channels]\npublish = [\"readings\"]\n[schedule]\ntick_us = 2000",
+        ),
+    );
+    g.add_policy(
+        "c-alert",
+        &policy(
+            "c_alert",
+            "[wasi]\nargs = [\"--threshold\", \"85\"]\n[channels]\nsubscribe = [\"readings\"]\n\
+             [snapshot]\ninterval_ms = 50",
+        ),
+    );
+    let gateway = g.start();
+    gateway.wait_running(&["sensor", "c-alert"], WAIT);
+    // The sensor sweeps 20..=119 C: every reading above 85 is an alert.
+    gateway.wait_log("(alert 20)", WAIT);
+    let log = gateway.log();
+    let first = log
+        .lines()
+        .find(|l| l.starts_with("[c-alert] warn: ALERT: temperature "))
+        .expect("an alert line");
+    let celsius: f64 = first
+        .trim_start_matches("[c-alert] warn: ALERT: temperature ")
+        .split(' ')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no temperature in {first:?}"));
+    assert!(celsius > 85.0, "{first}");
+    assert!(first.contains(" > 85.0 (alert 1)"), "{first}");
+    let counts = alerts_in(&log);
+    assert!(
+        counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "alerts not counted one by one: {counts:?}"
+    );
+
+    // A snapshot has the count; after a restart it goes on from there.
+    gateway.wait_for(WAIT, "a c-alert snapshot", |s| {
+        module(s, "c-alert")["snapshot_epoch"].as_u64().is_some()
+    });
+    let (code, out, err) = gateway.cli(&["restart", "c-alert"]);
+    assert_eq!(code, 0, "{out}{err}");
+    gateway.wait_log("[c-alert] info: restored ", WAIT);
+    let restored: u64 = gateway
+        .log()
+        .lines()
+        .find_map(|l| l.strip_prefix("[c-alert] info: restored "))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .expect("restored count");
+    assert!(restored > 0, "restored {restored} alerts");
+    // The first alert after the restore goes on from the restored count.
+    let after_restore = |log: &str| -> Vec<u64> {
+        let at = log.find("[c-alert] info: restored ").unwrap_or(0);
+        alerts_in(&log[at..])
+    };
+    let status = gateway.wait_for(WAIT, "alerts after the restart", |_| {
+        !after_restore(&gateway.log()).is_empty()
+    });
+    let next = after_restore(&gateway.log())[0];
+    assert_eq!(
+        next,
+        restored + 1,
+        "after restoring {restored} the count went on at {next}"
+    );
+    assert_eq!(module(&status, "c-alert")["restarts"], 1);
+    assert_eq!(module(&status, "c-alert")["last_error"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_c_trap_is_reported_with_the_c_function_name() {
+    let g = GatewayDir::new();
+    g.add_policy(
+        "c-trap",
+        &policy(
+            "c_trap",
+            "[wasi]\nargs = [\"--after\", \"2\"]\n[schedule]\ntick_us = 10000\n\
+             [restart]\npolicy = \"never\"",
+        ),
+    );
+    let gateway = g.start();
+    let status = gateway.wait_for(WAIT, "c-trap failed", |s| {
+        module(s, "c-trap")["state"] == "failed"
+    });
+    let error = module(&status, "c-trap")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        error.starts_with("trap: unreachable in check_valve_position"),
+        "{error}"
+    );
+}
