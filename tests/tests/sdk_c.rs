@@ -13,7 +13,13 @@ const WAIT: Duration = Duration::from_secs(20);
 fn alerts_in(log: &str) -> Vec<u64> {
     log.lines()
         .filter(|l| l.starts_with("[c-alert] warn: ALERT: temperature "))
-        .filter_map(|l| l.rsplit("(alert ").next()?.trim_end_matches(')').parse().ok())
+        .filter_map(|l| {
+            l.rsplit("(alert ")
+                .next()?
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -87,7 +93,10 @@ fn a_c_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_res
         "after restoring {restored} the count went on at {next}"
     );
     assert_eq!(module(&status, "c-alert")["restarts"], 1);
-    assert_eq!(module(&status, "c-alert")["last_error"], serde_json::Value::Null);
+    assert_eq!(
+        module(&status, "c-alert")["last_error"],
+        serde_json::Value::Null
+    );
 }
 
 #[test]
