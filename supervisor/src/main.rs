@@ -28,6 +28,7 @@ mod status;
 mod supervisor;
 mod upgrade_record;
 mod volume;
+mod wasm_language;
 mod worker_text;
 
 use std::process::ExitCode;
@@ -67,7 +68,13 @@ fn main() -> ExitCode {
         Command::Check {
             policies, state, ..
         } => cli::check::run(&policies, &state, &cli::worker_bin()),
-        Command::Status { json, control } => cli::client::status(&control.control, json),
+        Command::Status {
+            watch: true,
+            interval_ms,
+            control,
+            ..
+        } => cli::client::watch(&control.control, Duration::from_millis(interval_ms)),
+        Command::Status { json, control, .. } => cli::client::status(&control.control, json),
         Command::Stop { control } => cli::client::stop(&control.control),
         Command::Restart { module, control } => cli::client::restart(&control.control, &module),
         Command::Reload {

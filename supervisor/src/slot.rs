@@ -285,6 +285,11 @@ impl Slot {
                 self.state.as_str().to_string()
             },
             wasm_sha256: self.running_sha().map(str::to_string),
+            language: self
+                .policy
+                .as_ref()
+                .and_then(|p| p.wasm_language)
+                .map(str::to_string),
             pid: worker.and_then(|w| w.pid).map(|p| p.as_raw() as u32),
             spare_pid: self
                 .spare

@@ -54,6 +54,10 @@ pub struct ModuleStatus {
     /// sha256 of the wasm it runs (its policy's, or an upgrade's).
     #[serde(default)]
     pub wasm_sha256: Option<String>,
+    /// The language its policy's wasm was written in (`rust`, `go`, `c`,
+    /// `c++`), `null` when the toolchain did not record it.
+    #[serde(default)]
+    pub language: Option<String>,
     /// Pid of the spare worker waiting to take over (`[restart] spare`),
     /// once it is ready to.
     #[serde(default)]
@@ -125,12 +129,6 @@ pub fn table(report: &StatusReport) -> String {
             m.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
     let mut out = String::new();
     for warning in &report.warnings {
         let _ = writeln!(out, "WARNING: {warning}");
@@ -145,7 +143,99 @@ pub fn table(report: &StatusReport) -> String {
             report.log_dropped
         );
     }
-    for row in &rows {
+    out.push_str(&aligned(&rows));
+    out
+}
+
+/// Messages a second (handled + sent) per module between two reports
+/// `elapsed` apart. A module whose counters went back (a new worker) or
+/// that is new counts from zero.
+pub fn message_rates(
+    before: &StatusReport,
+    after: &StatusReport,
+    elapsed: std::time::Duration,
+) -> std::collections::BTreeMap<String, f64> {
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    after
+        .modules
+        .iter()
+        .map(|m| {
+            let total = m.msgs_in + m.msgs_out;
+            let earlier = before
+                .modules
+                .iter()
+                .find(|b| b.name == m.name)
+                .map_or(0, |b| b.msgs_in + b.msgs_out);
+            (
+                m.name.clone(),
+                total.saturating_sub(earlier) as f64 / seconds,
+            )
+        })
+        .collect()
+}
+
+/// The `status --watch` table: language, state, messages a second (`-`
+/// before the second report), memory, restarts, last error; a summary line
+/// first.
+pub fn watch_table(
+    report: &StatusReport,
+    rates: Option<&std::collections::BTreeMap<String, f64>>,
+) -> String {
+    let running = report
+        .modules
+        .iter()
+        .filter(|m| m.state == "running")
+        .count();
+    let total: f64 = rates.map_or(0.0, |r| r.values().sum());
+    let mut out = format!(
+        "edgeward: {} module(s), {running} running, {} msgs/s\n",
+        report.modules.len(),
+        if rates.is_some() {
+            format!("{total:.0}")
+        } else {
+            "-".into()
+        }
+    );
+    let mut rows = vec![[
+        "MODULE".to_string(),
+        "LANG".into(),
+        "STATE".into(),
+        "MSGS/S".into(),
+        "RSS".into(),
+        "RESTARTS".into(),
+        "LAST ERROR".into(),
+    ]];
+    for m in &report.modules {
+        rows.push([
+            m.name.clone(),
+            m.language.clone().unwrap_or_else(|| "-".into()),
+            m.state.clone(),
+            rates
+                .and_then(|r| r.get(&m.name))
+                .map_or_else(|| "-".into(), |rate| format!("{rate:.0}")),
+            if m.rss_kib > 0 {
+                format!("{:.1}M", m.rss_kib as f64 / 1024.0)
+            } else {
+                "-".into()
+            },
+            m.restarts.to_string(),
+            m.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    out.push_str(&aligned(&rows));
+    out
+}
+
+/// Rows as left-aligned columns, the last one unpadded.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i + 1 == row.len() {
@@ -173,11 +263,11 @@ fn human_duration(ms: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_has_the_stable_fields() {
-        let report = StatusReport {
+    fn report(msgs_in: u64, msgs_out: u64) -> StatusReport {
+        StatusReport {
             modules: vec![ModuleStatus {
                 wasm_sha256: None,
+                language: Some("c".into()),
                 name: "counter".into(),
                 state: "running".into(),
                 pid: Some(12),
@@ -186,8 +276,8 @@ mod tests {
                 uptime_ms: 1500,
                 rss_kib: 2048,
                 snapshot_epoch: None,
-                msgs_in: 0,
-                msgs_out: 0,
+                msgs_in,
+                msgs_out,
                 last_error: Some("killed by SIGKILL".into()),
                 kind: Some("reactor".into()),
                 ticks: 0,
@@ -205,7 +295,31 @@ mod tests {
             snapshot_commit_p99_us: None,
             log_dropped: 0,
             control_refused: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn the_watch_table_shows_language_and_message_rates() {
+        let before = report(100, 50);
+        let after = report(300, 150);
+        let rates = message_rates(&before, &after, std::time::Duration::from_secs(2));
+        assert_eq!(rates["counter"], 150.0);
+        let t = watch_table(&after, Some(&rates));
+        assert!(
+            t.starts_with("edgeward: 1 module(s), 1 running, 150 msgs/s\n"),
+            "{t}"
+        );
+        assert!(t.contains("MODULE   LANG  STATE    MSGS/S  RSS"), "{t}");
+        assert!(t.contains("counter  c     running  150     2.0M  1"), "{t}");
+        // The first frame has no rate yet; a new worker's counters restart.
+        assert!(watch_table(&after, None).contains("running  -"));
+        let restarted = message_rates(&after, &report(3, 0), std::time::Duration::from_secs(1));
+        assert_eq!(restarted["counter"], 0.0);
+    }
+
+    #[test]
+    fn json_has_the_stable_fields() {
+        let report = report(0, 0);
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         let m = &v["modules"][0];
         for key in [
@@ -219,6 +333,7 @@ mod tests {
             "msgs_in",
             "msgs_out",
             "last_error",
+            "language",
         ] {
             assert!(m.get(key).is_some(), "missing {key}");
         }

@@ -64,6 +64,58 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `edgeward status --watch`: a live table every `interval`, with each
+/// module's messages a second (handled + sent) from the difference of two
+/// reports. On a terminal each table replaces the last; otherwise tables
+/// follow each other, separated by a blank line. Ends when the supervisor
+/// does (exit 0), or on Ctrl-C.
+///
+/// # Errors
+/// The supervisor cannot be reached at the first request, or refuses.
+pub fn watch(socket: &Path, interval: Duration) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: Option<(status::StatusReport, Instant)> = None;
+    loop {
+        let report = match request(socket, &Request::Status) {
+            Ok(response) => match response.status {
+                Some(report) => report,
+                None => bail!("edgeward refused: {}", response.error.unwrap_or_default()),
+            },
+            // It was there and is gone: the watch ends with it.
+            Err(e) if previous.is_some() => {
+                println!("edgeward stopped ({e:#})");
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
+        let now = Instant::now();
+        let rates = previous
+            .as_ref()
+            .map(|(before, at)| status::message_rates(before, &report, now.duration_since(*at)));
+        let mut frame = String::new();
+        if terminal {
+            // Home and clear: the new table replaces the old in place.
+            frame.push_str("\x1b[H\x1b[2J");
+        } else if previous.is_some() {
+            frame.push('\n');
+        }
+        frame.push_str(&status::watch_table(&report, rates.as_ref()));
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (`| head`) ends the watch.
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(0);
+        }
+        drop(out);
+        previous = Some((report, now));
+        std::thread::sleep(interval);
+    }
+}
+
 /// `edgeward stop`: asks, then waits until the supervisor is gone.
 ///
 /// # Errors

@@ -79,8 +79,15 @@ pub enum Command {
     /// Show every module: a table, or the stable JSON with --json.
     Status {
         /// Print JSON (the stable interface) instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw a live table (language, messages a second, memory) every
+        /// --interval-ms until Ctrl-C, or until edgeward stops.
+        #[arg(long)]
+        watch: bool,
+        /// Refresh period of --watch, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        interval_ms: u64,
         #[command(flatten)]
         control: ControlArg,
     },

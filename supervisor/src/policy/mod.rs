@@ -29,6 +29,9 @@ pub struct Policy {
     pub wasm_location: (usize, usize),
     /// sha256 of the wasm file as read at load time (hex).
     pub wasm_sha256: String,
+    /// The language the wasm was written in, if its toolchain said
+    /// (`wasm_language.rs`).
+    pub wasm_language: Option<&'static str>,
     /// WASI argv (without argv\[0\]).
     pub args: Vec<String>,
     /// WASI environment.

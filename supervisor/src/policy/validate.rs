@@ -92,7 +92,7 @@ impl Validator<'_> {
 
     fn policy(&mut self, name: &str, raw: schema::File) -> Policy {
         let module = raw.module.into_inner();
-        let (wasm, wasm_sha256) = self.wasm(&module);
+        let (wasm, wasm_sha256, wasm_language) = self.wasm(&module);
         let wasm_location = super::error::line_col(self.text, module.wasm.span().start);
         let env = self.env(raw.wasi.env);
         let dirs = self.dirs(raw.wasi.dirs);
@@ -133,6 +133,7 @@ impl Validator<'_> {
             wasm,
             wasm_location,
             wasm_sha256,
+            wasm_language,
             args: raw.wasi.args,
             env,
             dirs,
@@ -144,7 +145,9 @@ impl Validator<'_> {
         }
     }
 
-    fn wasm(&mut self, module: &schema::ModuleSection) -> (PathBuf, String) {
+    /// The module's absolute path, sha256 and language (see
+    /// `wasm_language.rs`).
+    fn wasm(&mut self, module: &schema::ModuleSection) -> (PathBuf, String, Option<&'static str>) {
         let base = self.file.parent().unwrap_or(Path::new("."));
         let wasm = base.join(module.wasm.get_ref());
         let wasm = std::fs::canonicalize(&wasm)
@@ -160,7 +163,7 @@ impl Validator<'_> {
                     reason,
                     "build it (scripts/setup builds the examples) or fix the path; it is relative to the policy file",
                 );
-                return (wasm, String::new());
+                return (wasm, String::new(), None);
             }
         };
         let sha = hex::encode(Sha256::digest(&bytes));
@@ -186,7 +189,8 @@ impl Validator<'_> {
                 );
             }
         }
-        (wasm, sha)
+        let language = crate::wasm_language::language(&bytes);
+        (wasm, sha, language)
     }
 
     fn env(
