@@ -68,6 +68,10 @@ fn main() -> ExitCode {
         Command::Check {
             policies, state, ..
         } => cli::check::run(&policies, &state, &cli::worker_bin()),
+        Command::New { lang, name, dir } => cli::new::scaffold(lang, &name, &dir).map(|next| {
+            println!("{next}");
+            0
+        }),
         Command::Status {
             watch: true,
             interval_ms,

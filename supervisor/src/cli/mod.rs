@@ -1,8 +1,9 @@
-//! The command line: `edgeward run | check | status | stop | restart | reload | upgrade | snapshot`.
+//! The command line: `edgeward run | check | status | stop | restart | reload | upgrade | snapshot | new`.
 
 pub mod check;
 pub mod check_sandbox;
 pub mod client;
+pub mod new;
 
 use std::path::PathBuf;
 
@@ -75,6 +76,18 @@ pub enum Command {
         /// Report which sandbox layers this host enforces instead (exit 1 if any is missing).
         #[arg(long)]
         sandbox: bool,
+    },
+    /// Create NAME/ with a working module (tick, a channel, a snapshot),
+    /// its SDK, an executable NAME/build and NAME/policies/NAME.toml.
+    New {
+        /// The module's language.
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// The module's name (also its directory, policy and channel).
+        name: String,
+        /// Where to create NAME/.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Show every module: a table, or the stable JSON with --json.
     Status {

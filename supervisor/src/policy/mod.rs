@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub use across::check_across;
 pub use error::PolicyError;
 pub use schema::{DirMode, OnFull, RestartPolicy, WaitMode};
+pub(crate) use validate::valid_name;
 
 /// A validated policy, with every default filled in.
 #[derive(Debug, Clone, PartialEq)]

@@ -472,7 +472,7 @@ fn parse_wait(text: &str) -> Option<WaitMode> {
 }
 
 /// Module and channel names: `[a-z0-9][a-z0-9_-]{0,62}`.
-pub(super) fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
         && name.len() <= 63
