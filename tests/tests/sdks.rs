@@ -1,8 +1,8 @@
-//! End to end: modules written in C with `guests/sdk-c/edgeward.h` and
-//! built with zig (`scripts/build-guests`, `guests/c/`). The C
-//! AlertOnHighTemp receives the Rust sensor's readings over a ring, warns
-//! above its threshold, and keeps its count through a restart; a C trap is
-//! reported with the C function's name.
+//! End to end: the same AlertOnHighTemp written with each SDK (Rust
+//! `guests/examples/rust-alert`, C `guests/c/c-alert` with
+//! `guests/sdk-c/edgeward.h`, built with zig) receives the Rust sensor's
+//! readings over a ring, warns above its threshold, and keeps its count
+//! through a restart; a C trap is reported with the C function's name.
 
 use std::time::Duration;
 
@@ -10,9 +10,10 @@ use edgeward_tests::{module, policy, GatewayDir};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn alerts_in(log: &str) -> Vec<u64> {
+fn alerts_in(name: &str, log: &str) -> Vec<u64> {
+    let prefix = format!("[{name}] warn: ALERT: temperature ");
     log.lines()
-        .filter(|l| l.starts_with("[c-alert] warn: ALERT: temperature "))
+        .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| {
             l.rsplit("(alert ")
                 .next()?
@@ -25,6 +26,16 @@ fn alerts_in(log: &str) -> Vec<u64> {
 
 #[test]
 fn a_c_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_restart() {
+    alerts_over_a_ring_and_keeps_its_count("c-alert", "c_alert");
+}
+
+#[test]
+fn a_rust_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_restart() {
+    alerts_over_a_ring_and_keeps_its_count("rust-alert", "rust_alert");
+}
+
+/// Runs the alert module `name` (guest `guest`) behind the sensor.
+fn alerts_over_a_ring_and_keeps_its_count(name: &str, guest: &str) {
     let g = GatewayDir::new();
     g.add_policy(
         "sensor",
@@ -34,54 +45,57 @@ fn a_c_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_res
         ),
     );
     g.add_policy(
-        "c-alert",
+        name,
         &policy(
-            "c_alert",
+            guest,
             "[wasi]\nargs = [\"--threshold\", \"85\"]\n[channels]\nsubscribe = [\"readings\"]\n\
              [snapshot]\ninterval_ms = 50",
         ),
     );
     let gateway = g.start();
-    gateway.wait_running(&["sensor", "c-alert"], WAIT);
+    gateway.wait_running(&["sensor", name], WAIT);
     // The sensor sweeps 20..=119 C: every reading above 85 is an alert.
     gateway.wait_log("(alert 20)", WAIT);
     let log = gateway.log();
+    let prefix = format!("[{name}] warn: ALERT: temperature ");
     let first = log
         .lines()
-        .find(|l| l.starts_with("[c-alert] warn: ALERT: temperature "))
+        .find(|l| l.starts_with(&prefix))
         .expect("an alert line");
     let celsius: f64 = first
-        .trim_start_matches("[c-alert] warn: ALERT: temperature ")
+        .trim_start_matches(&prefix)
         .split(' ')
         .next()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no temperature in {first:?}"));
     assert!(celsius > 85.0, "{first}");
     assert!(first.contains(" > 85.0 (alert 1)"), "{first}");
-    let counts = alerts_in(&log);
+    let counts = alerts_in(name, &log);
     assert!(
         counts.windows(2).all(|w| w[1] == w[0] + 1),
         "alerts not counted one by one: {counts:?}"
     );
 
     // A snapshot has the count; after a restart it goes on from there.
-    gateway.wait_for(WAIT, "a c-alert snapshot", |s| {
-        module(s, "c-alert")["snapshot_epoch"].as_u64().is_some()
-    });
-    let (code, out, err) = gateway.cli(&["restart", "c-alert"]);
+    // A snapshot taken after the 20th alert, so the restored count is not 0.
+    let epoch = |s: &serde_json::Value| module(s, name)["snapshot_epoch"].as_u64().unwrap_or(0);
+    let seen = epoch(&gateway.try_status().expect("status"));
+    gateway.wait_for(WAIT, "a snapshot after the alerts", |s| epoch(s) > seen);
+    let (code, out, err) = gateway.cli(&["restart", name]);
     assert_eq!(code, 0, "{out}{err}");
-    gateway.wait_log("[c-alert] info: restored ", WAIT);
+    let restored_line = format!("[{name}] info: restored ");
+    gateway.wait_log(&restored_line, WAIT);
     let restored: u64 = gateway
         .log()
         .lines()
-        .find_map(|l| l.strip_prefix("[c-alert] info: restored "))
+        .find_map(|l| l.strip_prefix(restored_line.as_str()))
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .expect("restored count");
-    assert!(restored > 0, "restored {restored} alerts");
+    assert!(restored >= 20, "restored {restored} alerts");
     // The first alert after the restore goes on from the restored count.
     let after_restore = |log: &str| -> Vec<u64> {
-        let at = log.find("[c-alert] info: restored ").unwrap_or(0);
-        alerts_in(&log[at..])
+        let at = log.find(&restored_line).unwrap_or(0);
+        alerts_in(name, &log[at..])
     };
     let status = gateway.wait_for(WAIT, "alerts after the restart", |_| {
         !after_restore(&gateway.log()).is_empty()
@@ -92,11 +106,8 @@ fn a_c_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_res
         restored + 1,
         "after restoring {restored} the count went on at {next}"
     );
-    assert_eq!(module(&status, "c-alert")["restarts"], 1);
-    assert_eq!(
-        module(&status, "c-alert")["last_error"],
-        serde_json::Value::Null
-    );
+    assert_eq!(module(&status, name)["restarts"], 1);
+    assert_eq!(module(&status, name)["last_error"], serde_json::Value::Null);
 }
 
 #[test]
