@@ -120,6 +120,8 @@ fn start_suite(json: bool) -> Vec<Figure> {
     let exec = gateway_32("counter", "exec");
     progress(json, "edgeward, fork-server workers: 32 x idle command");
     let command = gateway_32("idle_command", "zygote");
+    progress(json, "edgeward, fork-server workers: 32 x C alert (guests/c/c-alert)");
+    let c = gateway_32("c_alert", "zygote");
     let b_start = Some(("wasmtime_run_start32_ms", base.start_ms));
     let b_uss = Some(("wasmtime_run_uss_kib", base.uss_kib));
     let b_pss = Some(("wasmtime_run_pss_kib", base.pss_kib));
@@ -133,6 +135,9 @@ fn start_suite(json: bool) -> Vec<Figure> {
         figure("start32_command_ms", command.start_ms, "ms", b_start),
         figure("uss_idle_command_kib", command.uss_kib, "KiB", b_uss),
         figure("pss_idle_command_kib", command.pss_kib, "KiB", b_pss),
+        figure("start32_c_ms", c.start_ms, "ms", b_start),
+        figure("uss_idle_c_kib", c.uss_kib, "KiB", b_uss),
+        figure("pss_idle_c_kib", c.pss_kib, "KiB", b_pss),
         figure("zygote_uss_kib", zygote.zygote_uss_kib, "KiB", None),
         figure("supervisor_uss_kib", zygote.supervisor_uss_kib, "KiB", None),
     ]
