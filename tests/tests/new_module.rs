@@ -1,6 +1,7 @@
 //! End to end: `edgeward new` scaffolds a module that builds, checks and
 //! runs as it is, in each language: scaffold → `NAME/build` → `check` →
-//! `run` → the module is running, publishing and logging its ticks.
+//! `run` → the module is running, publishing and logging its ticks. (Go
+//! modules compile for seconds in the worker at their first start.)
 
 use std::process::Command;
 use std::time::Duration;
@@ -47,7 +48,7 @@ fn scaffold_build_check_run(lang: &str, name: &str) {
     );
 
     let gateway = g.start_on(&policies, &[]);
-    gateway.wait_running(&[name], Duration::from_secs(30));
+    gateway.wait_running(&[name], Duration::from_secs(60));
     gateway.wait_log(
         &format!("[{name}] info: {name}: 10 ticks"),
         Duration::from_secs(10),
@@ -66,4 +67,9 @@ fn a_scaffolded_rust_module_builds_checks_and_runs() {
 #[test]
 fn a_scaffolded_c_module_builds_checks_and_runs() {
     scaffold_build_check_run("c", "line-c");
+}
+
+#[test]
+fn a_scaffolded_go_module_builds_checks_and_runs() {
+    scaffold_build_check_run("go", "line-go");
 }

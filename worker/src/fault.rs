@@ -10,16 +10,38 @@ pub fn describe_trap(export: &str, error: &wasmtime::Error) -> (String, String) 
         None => format!("{error:#}"),
     };
     let backtrace = error.downcast_ref::<WasmBacktrace>();
-    let function = backtrace
-        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name().map(demangle)))
-        .unwrap_or_else(|| export.to_string());
+    let names: Vec<String> = backtrace
+        .map(|bt| {
+            bt.frames()
+                .iter()
+                .filter_map(|f| f.func_name().map(demangle))
+                .collect()
+        })
+        .unwrap_or_default();
+    let detail = backtrace.map(|bt| bt.to_string()).unwrap_or_default();
+    if let Some(site) = go_panic_site(&names) {
+        return (format!("panic in {site}"), detail);
+    }
+    let function = names.first().cloned().unwrap_or_else(|| export.to_string());
     let headline = if matches!(error.downcast_ref::<Trap>(), Some(Trap::StackOverflow)) {
         format!("stack overflow in {function}")
     } else {
         format!("trap: {what} in {function}")
     };
-    let detail = backtrace.map(|bt| bt.to_string()).unwrap_or_default();
     (headline, detail)
+}
+
+/// Where a Go panic happened. The Go runtime ends a panic by trapping in
+/// `runtime.abort`, below `runtime.gopanic`; naming `runtime.abort` would
+/// tell the user nothing. The function that panicked is the first frame
+/// past `runtime.gopanic` outside the runtime (past `runtime.goPanicIndex`
+/// and its kind for runtime errors). `names` run innermost first.
+fn go_panic_site(names: &[String]) -> Option<&str> {
+    let gopanic = names.iter().position(|n| n == "runtime.gopanic")?;
+    names[gopanic + 1..]
+        .iter()
+        .find(|n| !n.starts_with("runtime."))
+        .map(String::as_str)
 }
 
 /// Short words for a trap code.
@@ -44,4 +66,35 @@ fn trap_words(trap: Trap) -> &'static str {
 /// A readable function name: Rust symbols demangled without their hash.
 pub fn demangle(name: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_go_panic_names_the_function_that_panicked() {
+        let panic = names(&[
+            "runtime.abort",
+            "runtime.fatalpanic",
+            "runtime.gopanic",
+            "main.checkValvePosition",
+            "main.init.0.func1",
+        ]);
+        assert_eq!(go_panic_site(&panic), Some("main.checkValvePosition"));
+        let index = names(&[
+            "runtime.abort",
+            "runtime.gopanic",
+            "runtime.goPanicIndex",
+            "main.lookup",
+        ]);
+        assert_eq!(go_panic_site(&index), Some("main.lookup"));
+        // Not a Go panic: the innermost frame is named as before.
+        assert_eq!(go_panic_site(&names(&["trap::on_tick_fails"])), None);
+        assert_eq!(go_panic_site(&names(&["runtime.gopanic"])), None);
+    }
 }

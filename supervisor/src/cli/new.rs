@@ -1,4 +1,4 @@
-//! `edgeward new --lang rust|c NAME`: scaffolds a working module.
+//! `edgeward new --lang rust|go|c NAME`: scaffolds a working module.
 //!
 //! `NAME/` gets the module's source (tick, a channel, a snapshot: a module
 //! that runs, not an empty shell), the SDK it needs (copied in, so the
@@ -18,6 +18,8 @@ use anyhow::{bail, Context};
 pub enum Lang {
     /// Rust with the edgeward SDK crate (cargo, wasm32-wasip1).
     Rust,
+    /// Go with the edgeward SDK package (go 1.24+, GOOS=wasip1).
+    Go,
     /// C with `edgeward.h` (zig from PyPI's ziglang).
     C,
 }
@@ -30,9 +32,14 @@ struct File {
     executable: bool,
 }
 
-const POLICY: &str = include_str!("../../templates/policy.toml");
+const POLICY: File = File {
+    path: "policies/@NAME@.toml",
+    text: include_str!("../../templates/policy.toml"),
+    executable: false,
+};
 
 const RUST: &[File] = &[
+    POLICY,
     File {
         path: "Cargo.toml",
         text: include_str!("../../templates/rust/Cargo.toml"),
@@ -81,6 +88,7 @@ const RUST: &[File] = &[
 ];
 
 const C: &[File] = &[
+    POLICY,
     File {
         path: "@NAME@.c",
         text: include_str!("../../templates/c/module.c"),
@@ -100,6 +108,49 @@ const C: &[File] = &[
         path: "tools/wasm-strip-debug",
         text: include_str!("../../../scripts/wasm-strip-debug"),
         executable: true,
+    },
+];
+
+const GO: &[File] = &[
+    File {
+        path: "policies/@NAME@.toml",
+        text: include_str!("../../templates/go/policy.toml"),
+        executable: false,
+    },
+    File {
+        path: "@NAME@.go",
+        text: include_str!("../../templates/go/module.go"),
+        executable: false,
+    },
+    File {
+        path: "go.mod",
+        text: include_str!("../../templates/go/go.mod"),
+        executable: false,
+    },
+    File {
+        path: "build",
+        text: include_str!("../../templates/go/build"),
+        executable: true,
+    },
+    File {
+        path: "sdk/go.mod",
+        text: include_str!("../../../guests/sdk-go/go.mod"),
+        executable: false,
+    },
+    File {
+        path: "sdk/edgeward.go",
+        text: include_str!("../../../guests/sdk-go/edgeward.go"),
+        executable: false,
+    },
+    File {
+        path: "sdk/exports.go",
+        text: include_str!("../../../guests/sdk-go/exports.go"),
+        executable: false,
+    },
+    File {
+        path: "sdk/imports.go",
+        text: include_str!("../../../guests/sdk-go/imports.go"),
+        executable: false,
     },
 ];
 
@@ -124,21 +175,17 @@ pub fn scaffold(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<String>
     }
     let files = match lang {
         Lang::Rust => RUST,
+        Lang::Go => GO,
         Lang::C => C,
     };
     let fill = |text: &str| {
         text.replace("@NAME@", name)
             .replace("@CRATE@", &name.replace('-', "_"))
     };
-    let mut written: Vec<(PathBuf, String, bool)> = files
+    let written: Vec<(PathBuf, String, bool)> = files
         .iter()
         .map(|f| (root.join(fill(f.path)), fill(f.text), f.executable))
         .collect();
-    written.push((
-        root.join("policies").join(format!("{name}.toml")),
-        fill(POLICY),
-        false,
-    ));
     for (path, text, executable) in &written {
         let dir = path.parent().unwrap_or(&root);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -153,6 +200,7 @@ pub fn scaffold(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<String>
         "created {shown}/ ({} module)\nnext:\n  {shown}/build\n  edgeward check --policies {shown}/policies\n  edgeward run --policies {shown}/policies --state /tmp/{name}-state --control /tmp/{name}.sock",
         match lang {
             Lang::Rust => "Rust",
+            Lang::Go => "Go",
             Lang::C => "C",
         }
     ))

@@ -120,8 +120,16 @@ fn start_suite(json: bool) -> Vec<Figure> {
     let exec = gateway_32("counter", "exec");
     progress(json, "edgeward, fork-server workers: 32 x idle command");
     let command = gateway_32("idle_command", "zygote");
-    progress(json, "edgeward, fork-server workers: 32 x C alert (guests/c/c-alert)");
+    progress(
+        json,
+        "edgeward, fork-server workers: 32 x C alert (guests/c/c-alert)",
+    );
     let c = gateway_32("c_alert", "zygote");
+    progress(
+        json,
+        "edgeward, fork-server workers: 32 x Go alert (guests/go/go-alert)",
+    );
+    let go = gateway_32_with("go_alert", "zygote", GO_POLICY);
     let b_start = Some(("wasmtime_run_start32_ms", base.start_ms));
     let b_uss = Some(("wasmtime_run_uss_kib", base.uss_kib));
     let b_pss = Some(("wasmtime_run_pss_kib", base.pss_kib));
@@ -138,6 +146,9 @@ fn start_suite(json: bool) -> Vec<Figure> {
         figure("start32_c_ms", c.start_ms, "ms", b_start),
         figure("uss_idle_c_kib", c.uss_kib, "KiB", b_uss),
         figure("pss_idle_c_kib", c.pss_kib, "KiB", b_pss),
+        figure("start32_go_ms", go.start_ms, "ms", b_start),
+        figure("uss_idle_go_kib", go.uss_kib, "KiB", b_uss),
+        figure("pss_idle_go_kib", go.pss_kib, "KiB", b_pss),
         figure("zygote_uss_kib", zygote.zygote_uss_kib, "KiB", None),
         figure("supervisor_uss_kib", zygote.supervisor_uss_kib, "KiB", None),
     ]
@@ -226,12 +237,17 @@ fn stop(mut child: Child) {
 }
 
 fn gateway_32(guest_name: &str, model: &str) -> StartFigures {
+    gateway_32_with(guest_name, model, "[resources]\nmemory_mib = 16")
+}
+
+/// What a Go module's policy needs beyond the defaults (docs/guest-abi.md).
+const GO_POLICY: &str =
+    "[wasi]\nenv = { GOMEMLIMIT = \"48MiB\" }\n[resources]\nmemory_mib = 64\ncall_budget_ms = 100";
+
+fn gateway_32_with(guest_name: &str, model: &str, policy_extra: &str) -> StartFigures {
     let dir = GatewayDir::new();
     for i in 0..MODULES {
-        dir.add_policy(
-            &format!("m{i:02}"),
-            &policy(guest_name, "[resources]\nmemory_mib = 16"),
-        );
+        dir.add_policy(&format!("m{i:02}"), &policy(guest_name, policy_extra));
     }
     // Warm the compile cache (and the page cache) once.
     let (child, _) = timed_start(&dir, model);

@@ -1,0 +1,3 @@
+module edgeward.dev/edgeward
+
+go 1.24
