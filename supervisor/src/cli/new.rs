@@ -210,6 +210,16 @@ pub fn scaffold(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<String>
 mod tests {
     use super::*;
 
+    /// The scaffold's SDK manifest stands alone (no workspace to inherit
+    /// from) but must offer what the SDK's own does.
+    #[test]
+    fn the_scaffolds_sdk_manifest_has_the_sdks_features_and_dependencies() {
+        let own = include_str!("../../../guests/sdk-rust/Cargo.toml");
+        let copy = include_str!("../../templates/rust/sdk-Cargo.toml");
+        let from_features = |text: &'static str| &text[text.find("[features]").unwrap()..];
+        assert_eq!(from_features(own), from_features(copy));
+    }
+
     #[test]
     fn the_scaffold_names_everything_after_the_module_and_refuses_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
