@@ -1,8 +1,9 @@
 //! End to end: the same AlertOnHighTemp written with each SDK (Rust
 //! `guests/examples/rust-alert`, C `guests/c/c-alert` with
-//! `guests/sdk-c/edgeward.h`, built with zig) receives the Rust sensor's
-//! readings over a ring, warns above its threshold, and keeps its count
-//! through a restart; a C trap is reported with the C function's name.
+//! `guests/sdk-c/edgeward.h`, built with zig, Go `guests/go/go-alert`)
+//! receives the Rust sensor's readings over a ring, warns above its
+//! threshold, and keeps its count through a restart; a C trap is reported
+//! with the C function's name (Go's own faults: `sdk_go.rs`).
 
 use std::time::Duration;
 
@@ -26,16 +27,37 @@ fn alerts_in(name: &str, log: &str) -> Vec<u64> {
 
 #[test]
 fn a_c_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_restart() {
-    alerts_over_a_ring_and_keeps_its_count("c-alert", "c_alert");
+    alerts_over_a_ring_and_keeps_its_count("c-alert", "c_alert", "c", "", WAIT);
 }
 
 #[test]
 fn a_rust_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_restart() {
-    alerts_over_a_ring_and_keeps_its_count("rust-alert", "rust_alert");
+    alerts_over_a_ring_and_keeps_its_count("rust-alert", "rust_alert", "rust", "", WAIT);
 }
 
-/// Runs the alert module `name` (guest `guest`) behind the sensor.
-fn alerts_over_a_ring_and_keeps_its_count(name: &str, guest: &str) {
+#[test]
+fn a_go_module_gets_readings_over_a_ring_alerts_and_keeps_its_count_through_a_restart() {
+    // Go's settings (docs/guest-abi.md); every start of the worker compiles
+    // the 2.5 MB module for seconds.
+    alerts_over_a_ring_and_keeps_its_count(
+        "go-alert",
+        "go_alert",
+        "go",
+        "env = { GOMEMLIMIT = \"48MiB\" }\n[resources]\nmemory_mib = 64\ncall_budget_ms = 100",
+        Duration::from_secs(60),
+    );
+}
+
+/// Runs the alert module `name` (guest `guest`, written in `language`)
+/// behind the sensor; `extra` follows its `[wasi] args`; `start` bounds
+/// each start of its worker.
+fn alerts_over_a_ring_and_keeps_its_count(
+    name: &str,
+    guest: &str,
+    language: &str,
+    extra: &str,
+    start: Duration,
+) {
     let g = GatewayDir::new();
     g.add_policy(
         "sensor",
@@ -48,12 +70,14 @@ fn alerts_over_a_ring_and_keeps_its_count(name: &str, guest: &str) {
         name,
         &policy(
             guest,
-            "[wasi]\nargs = [\"--threshold\", \"85\"]\n[channels]\nsubscribe = [\"readings\"]\n\
-             [snapshot]\ninterval_ms = 50",
+            &format!(
+                "[wasi]\nargs = [\"--threshold\", \"85\"]\n{extra}\n[channels]\n\
+                 subscribe = [\"readings\"]\n[snapshot]\ninterval_ms = 50"
+            ),
         ),
     );
     let gateway = g.start();
-    gateway.wait_running(&["sensor", name], WAIT);
+    gateway.wait_running(&["sensor", name], start);
     // The sensor sweeps 20..=119 C: every reading above 85 is an alert.
     gateway.wait_log("(alert 20)", WAIT);
     let log = gateway.log();
@@ -84,7 +108,7 @@ fn alerts_over_a_ring_and_keeps_its_count(name: &str, guest: &str) {
     let (code, out, err) = gateway.cli(&["restart", name]);
     assert_eq!(code, 0, "{out}{err}");
     let restored_line = format!("[{name}] info: restored ");
-    gateway.wait_log(&restored_line, WAIT);
+    gateway.wait_log(&restored_line, start);
     let restored: u64 = gateway
         .log()
         .lines()
@@ -108,6 +132,7 @@ fn alerts_over_a_ring_and_keeps_its_count(name: &str, guest: &str) {
     );
     assert_eq!(module(&status, name)["restarts"], 1);
     assert_eq!(module(&status, name)["last_error"], serde_json::Value::Null);
+    assert_eq!(module(&status, name)["language"], language);
 }
 
 #[test]
