@@ -46,6 +46,8 @@ EW_IMPORT(now_ns) int64_t ew_sys_now_ns(void);
 EW_IMPORT(channel) int32_t ew_sys_channel(const char *name, int32_t len);
 EW_IMPORT(send) int32_t ew_sys_send(int32_t ch, const void *ptr, int32_t len);
 EW_IMPORT(recv) int32_t ew_sys_recv(int32_t ch, void *buf, int32_t cap);
+EW_IMPORT(recv_wait) int32_t ew_sys_recv_wait(int32_t ch, void *buf, int32_t cap, int64_t timeout_ns);
+EW_IMPORT(channel_fd) int32_t ew_sys_channel_fd(int32_t ch);
 EW_IMPORT(message_seq) int64_t ew_sys_message_seq(void);
 EW_IMPORT(snapshot_put) int32_t ew_sys_snapshot_put(const void *ptr, int32_t len);
 EW_IMPORT(snapshot_get) int32_t ew_sys_snapshot_get(void *buf, int32_t cap);
@@ -57,6 +59,7 @@ EW_IMPORT(snapshot_get) int32_t ew_sys_snapshot_get(void *buf, int32_t cap);
 #define EW_ERR_TOO_LARGE (-3)   /* over max_message_kib (send) or the buffer */
 #define EW_ERR_FULL (-4)        /* a subscriber's ring is full */
 #define EW_ERR_UNSUPPORTED (-5) /* not for this kind of module */
+#define EW_ERR_TIMEOUT (-6)     /* no message in time (recv_wait) */
 
 /* ---- log levels ---- */
 
@@ -117,6 +120,19 @@ static inline int ew_read_u64(const void *message, size_t len, size_t offset, ui
 /* The sequence number of the message being handled (the same after a crash
  * redelivers it), -1 outside EW_ON_MESSAGE. */
 static inline int64_t ew_message_seq(void) { return ew_sys_message_seq(); }
+
+/* Command modules (a main program): the next message of `ch` into `buf`,
+ * waiting at most `timeout_ns` (0: only looks; negative: for ever). Returns
+ * its length, EW_ERR_TIMEOUT when none came, EW_ERR_TOO_LARGE if it does not
+ * fit (it stays: call again with a larger buffer), or another EW_ERR_*. */
+static inline int32_t ew_recv_wait(int32_t ch, void *buf, size_t cap, int64_t timeout_ns) {
+    return ew_sys_recv_wait(ch, buf, (int32_t)cap, timeout_ns);
+}
+
+/* Command modules: a file descriptor for poll() that is readable while a
+ * message of `ch` may be waiting (ew_recv_wait with timeout 0 takes it), so
+ * one poll() waits for messages, timers and other fds at once. */
+static inline int32_t ew_channel_fd(int32_t ch) { return ew_sys_channel_fd(ch); }
 
 /* Saves `len` bytes of state; call it in EW_SNAPSHOT (at most 16 MiB). */
 static inline int32_t ew_snapshot_put(const void *state, size_t len) {

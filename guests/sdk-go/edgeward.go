@@ -1,5 +1,7 @@
-// Package edgeward is the Go SDK for edgeward reactor modules: WASI
-// preview 1 modules that export handlers, built with
+// Package edgeward is the Go SDK for edgeward modules. A reactor (below)
+// exports handlers; a command module is a plain Go program whose
+// goroutines and timers run between messages (see Channel.Recv and
+// command.go). A reactor is a WASI preview 1 module built with
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o alert.wasm .
 //
@@ -25,7 +27,9 @@
 //
 // Handlers run one at a time, each to completion, on the host's call.
 // Goroutines run only while a handler waits (a channel, time.Sleep), so
-// handlers should not leave work to them. A handler that returns an error
+// handlers should not leave work to them; nothing runs between calls (a
+// time.Ticker does not fire). For goroutines and timers that work between
+// messages, write a command module. A handler that returns an error
 // has it logged as "EXPORT: error" (unless its previous call failed the
 // same way) and the host sees a non-zero code: the Error's code, else 1.
 // A handler that panics ends the module: the Go runtime prints the panic
@@ -58,6 +62,7 @@ const (
 	ErrTooLarge    Error = -3 // the message is over max_message_kib
 	ErrFull        Error = -4 // a subscriber's ring is full; nothing was sent
 	ErrUnsupported Error = -5 // not available to this kind of module
+	ErrTimeout     Error = -6 // no message arrived in time (RecvTimeout)
 )
 
 func (e Error) Error() string {
@@ -72,6 +77,8 @@ func (e Error) Error() string {
 		return "edgeward: a subscriber's ring is full"
 	case ErrUnsupported:
 		return "edgeward: unsupported for this kind of module"
+	case ErrTimeout:
+		return "edgeward: no message in time"
 	}
 	return "edgeward: error " + strconv.Itoa(int(e))
 }

@@ -2,6 +2,9 @@ package edgeward
 
 import (
 	"errors"
+	"os"
+	"sort"
+	"strings"
 	"unsafe"
 )
 
@@ -73,6 +76,58 @@ func OnHealth(f func() error) {
 	handlers.health = f
 }
 
+// modules maps the names given to Module to their setup functions.
+var modules map[string]func()
+
+// Module registers one module of a multi-module wasm: several modules of
+// one vendor built into one wasm, so that their workers share its code
+// instead of each mapping a copy of the Go runtime (see "One wasm, many
+// Go modules" in docs/guest-abi.md). setup registers that module's
+// handlers (OnTick, OnMessage, ...) and runs only in the worker whose
+// module is name, the policy file's stem (os.Args[0]), at ew_init. Call
+// Module from a package's init function:
+//
+//	func init() { edgeward.Module("temp-alert", setup) }
+//
+// A wasm registers its handlers either all through Module or all
+// directly, not both.
+func Module(name string, setup func()) {
+	registering("Module", setup == nil, modules[name] != nil)
+	if modules == nil {
+		modules = map[string]func(){}
+	}
+	modules[name] = setup
+}
+
+// setUpModule runs the setup Module registered for this worker's module,
+// or says why none can run.
+func setUpModule() bool {
+	h := &handlers
+	direct := h.init != nil || h.tick != nil || h.message != nil || h.snapshot != nil ||
+		h.restore != nil || h.health != nil
+	if direct {
+		Log(LevelError, "edgeward: handlers registered both directly and through edgeward.Module: register every module's handlers in its Module setup")
+		return false
+	}
+	name := ""
+	if len(os.Args) > 0 {
+		name = os.Args[0]
+	}
+	setup, ok := modules[name]
+	if !ok {
+		names := make([]string, 0, len(modules))
+		for n := range modules {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		Log(LevelError, "edgeward: this wasm holds the modules "+strings.Join(names, ", ")+
+			"; none is named \""+name+"\" (the policy file's stem): name the policy after one of them")
+		return false
+	}
+	setup()
+	return true
+}
+
 // noHandlers is logged by ew_init when no handler is registered: usually
 // they were registered in main, which a reactor never runs.
 const noHandlers = "edgeward: no handlers registered (call edgeward.OnTick/OnMessage/... in init(); main() never runs in a -buildmode=c-shared module)"
@@ -115,6 +170,9 @@ func failed(export string, err error) int32 {
 //go:wasmexport ew_init
 func ewInit() int32 {
 	h := &handlers
+	if len(modules) > 0 && !setUpModule() {
+		return 1
+	}
 	if h.init == nil && h.tick == nil && h.message == nil && h.snapshot == nil &&
 		h.restore == nil && h.health == nil {
 		Log(LevelError, noHandlers)

@@ -25,3 +25,16 @@ func sysMessageSeq() int64
 //go:wasmimport edgeward snapshot_put
 //go:noescape
 func sysSnapshotPut(state *byte, n int32) int32
+
+// The imports of command modules (command.go).
+
+//go:wasmimport edgeward recv_wait
+//go:noescape
+func sysRecvWait(ch int32, buf *byte, n int32, timeoutNs int64) int32
+
+//go:wasmimport edgeward channel_fd
+func sysChannelFd(ch int32) int32
+
+//go:wasmimport edgeward snapshot_get
+//go:noescape
+func sysSnapshotGet(buf *byte, n int32) int32

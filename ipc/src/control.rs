@@ -71,6 +71,10 @@ pub struct Init {
     /// The state to hand back before the module counts as running: the
     /// newest durable snapshot taken by this same wasm, if any.
     pub restore: Option<Restore>,
+    /// The guest reads the worker's stdin (`edgeward exec`, whose worker
+    /// inherits the user's terminal or pipe). Otherwise it has none: a
+    /// supervised module's stdin is `/dev/null` and is not granted.
+    pub stdin: bool,
 }
 
 /// A durable snapshot handed back to a (re)starting module.
@@ -306,6 +310,24 @@ pub struct Stats {
     pub refused: u64,
     /// Wake-ups written to subscribers' eventfds.
     pub wakes: u64,
+    /// How late the recent `ew_on_tick` calls started; `None` for a module
+    /// that does not tick (or before its first tick).
+    pub tick_lateness: Option<TickLateness>,
+}
+
+/// Lateness of a reactor's recent ticks: from each tick's due time to the
+/// start of its `ew_on_tick` call (a call covering coalesced expirations
+/// counts from the oldest), over the last `ticks` ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickLateness {
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile (nearest rank), µs.
+    pub p99_us: u64,
+    /// Largest, µs.
+    pub max_us: u64,
+    /// Ticks the figures cover.
+    pub ticks: u32,
 }
 
 /// What went wrong in a worker, in words an operator understands.

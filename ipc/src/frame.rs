@@ -281,6 +281,7 @@ mod tests {
             max_message_bytes: 16384,
             spin_us: 0,
             restore: None,
+            stdin: false,
         }
     }
 

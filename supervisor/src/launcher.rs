@@ -309,27 +309,47 @@ impl Launcher {
 
     /// `edgeward-worker MODE` with `fd` as its fd 3 and no stdin.
     fn command(&self, mode: &str, fd: i32) -> Command {
-        let mut command = Command::new(&self.worker_bin);
-        command.arg(mode).stdin(Stdio::null());
-        let keep_control_fd = move || {
-            let rc = if fd == CHILD_CONTROL_FD {
-                // Already in place: just clear close-on-exec.
-                // SAFETY: fcntl on an fd we own; async-signal-safe.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
-            } else {
-                // SAFETY: dup2 of an fd we own onto fd 3; async-signal-safe.
-                unsafe { libc::dup2(fd, CHILD_CONTROL_FD) }
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls dup2/fcntl, which are async-signal-safe.
-        unsafe { command.pre_exec(keep_control_fd) };
-        command
+        worker_command(&self.worker_bin, mode, fd)
     }
+}
+
+/// `WORKER MODE` with `fd` as its fd 3, no signal blocked and no stdin (a
+/// caller may set another).
+pub fn worker_command(worker_bin: &Path, mode: &str, fd: i32) -> Command {
+    let mut command = Command::new(worker_bin);
+    command.arg(mode).stdin(Stdio::null());
+    let keep_control_fd = move || {
+        let rc = if fd == CHILD_CONTROL_FD {
+            // Already in place: just clear close-on-exec.
+            // SAFETY: fcntl on an fd we own; async-signal-safe.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
+        } else {
+            // SAFETY: dup2 of an fd we own onto fd 3; async-signal-safe.
+            unsafe { libc::dup2(fd, CHILD_CONTROL_FD) }
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The signals this process reads from a signalfd are blocked here,
+        // and a blocked mask survives exec (std does not reset it): the
+        // worker must start with none blocked, or SIGTERM and SIGINT
+        // would not end it.
+        // SAFETY: an all-zero sigset_t is a valid (empty) value.
+        let mut none = unsafe { std::mem::zeroed::<libc::sigset_t>() };
+        // SAFETY: initialises the local set; async-signal-safe.
+        unsafe { libc::sigemptyset(&mut none) };
+        // SAFETY: reads the local set; async-signal-safe.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls dup2/fcntl/sigemptyset/pthread_sigmask, which are
+    // async-signal-safe.
+    unsafe { command.pre_exec(keep_control_fd) };
+    command
 }
 
 fn set_recv_timeout(fd: &OwnedFd, timeout: Duration) -> anyhow::Result<()> {

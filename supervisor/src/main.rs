@@ -12,6 +12,7 @@ mod control;
 mod docs_pins;
 mod durable;
 mod grant_access;
+mod idmap;
 mod jobs;
 mod launcher;
 mod log_sink;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     let is_run = matches!(cli.command, Command::Run { .. });
+    let is_exec = matches!(cli.command, Command::Exec { .. });
     let result = match cli.command {
         Command::Run {
             policies,
@@ -64,6 +66,28 @@ fn main() -> ExitCode {
             },
             started,
         ),
+        Command::Exec {
+            wasm,
+            dirs,
+            envs,
+            policy,
+            memory_mib,
+            state,
+            uid_base,
+            runtime_overhead_mib,
+            args,
+        } => cli::exec::run(cli::exec::ExecArgs {
+            wasm,
+            dirs,
+            envs,
+            policy,
+            memory_mib,
+            state,
+            uid_base,
+            runtime_overhead_mib,
+            worker_bin: cli::worker_bin(),
+            args,
+        }),
         Command::Check { sandbox: true, .. } => cli::check_sandbox::run(&cli::worker_bin()),
         Command::Check {
             policies, state, ..
@@ -101,7 +125,12 @@ fn main() -> ExitCode {
                 log_sink::global().flush(Duration::from_secs(2));
             }
             eprintln!("edgeward: error: {e:#}");
-            ExitCode::from(1)
+            // exec's own failures must not read as the module's exit code.
+            ExitCode::from(if is_exec {
+                cli::exec::EXIT_CANNOT_RUN as u8
+            } else {
+                1
+            })
         }
     };
     // What the supervisor queued for its log (if it ran) goes out first;

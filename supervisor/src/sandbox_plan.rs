@@ -33,6 +33,8 @@ pub struct HostSandbox {
     /// hash), so two gateways on one host do not share module uids (and with
     /// them `RLIMIT_NPROC` budgets and file ownership).
     uid_block: u32,
+    /// On cgroup v1 as root: whether migrations skip the RCU grace period.
+    migrations: Option<cgroup::favor_dynmods::Outcome>,
     /// Layers this host cannot enforce, in words.
     pub warnings: Vec<String>,
 }
@@ -78,6 +80,7 @@ impl HostSandbox {
         }
         Self {
             cgroups,
+            migrations: None,
             overhead_mib,
             uid_base: root.then_some(uid_base),
             uid_block: instance_number(state),
@@ -85,11 +88,27 @@ impl HostSandbox {
         }
     }
 
+    /// On cgroup v1 as root, turns on the kernel mode in which a worker's
+    /// migration into its cgroups skips the RCU grace period
+    /// (`cgroup/favor_dynmods.rs`); the outcome shows in
+    /// [`Self::cgroup_description`]. For `run` and `exec`, not `check`.
+    pub fn favor_migrations(&mut self) {
+        let v1 = self.cgroups.as_ref().is_some_and(|d| d.is_v1());
+        if v1 && nix::unistd::geteuid().is_root() {
+            self.migrations = Some(cgroup::favor_dynmods::turn_on(&std::env::temp_dir()));
+        }
+    }
+
     /// One line describing the cgroup layer.
     pub fn cgroup_description(&self) -> String {
-        self.cgroups
+        let driver = self
+            .cgroups
             .as_ref()
-            .map_or_else(|| "none".to_string(), |c| c.describe())
+            .map_or_else(|| "none".to_string(), |c| c.describe());
+        match &self.migrations {
+            Some(outcome) => format!("{driver}, {}", outcome.describe()),
+            None => driver,
+        }
     }
 
     /// The uid/gid of the module in slot `index`, when identities are
@@ -98,6 +117,17 @@ impl HostSandbox {
     pub fn identity(&self, index: usize) -> Option<(u32, u32)> {
         self.uid_base.map(|base| {
             let id = base + UIDS_PER_GATEWAY * self.uid_block + index as u32;
+            (id, id)
+        })
+    }
+
+    /// The uid/gid of an `edgeward exec` run with process id `pid`, when
+    /// identities are switched: `uid_base + UIDS_PER_GATEWAY × 65536 + pid`,
+    /// above every gateway's block, so a run never shares a module's uid
+    /// (nor another run's: pids are unique while both live).
+    pub fn exec_identity(&self, pid: u32) -> Option<(u32, u32)> {
+        self.uid_base.map(|base| {
+            let id = base + EXEC_UID_OFFSET + pid;
             (id, id)
         })
     }
@@ -144,9 +174,18 @@ impl HostSandbox {
         index: usize,
         cgroup: Option<&ModuleCgroup>,
     ) -> SandboxPlan {
+        Self::plan_for(policy, self.identity(index), cgroup)
+    }
+
+    /// The plan for a worker with this identity (`edgeward exec`).
+    pub fn plan_for(
+        policy: &Policy,
+        identity: Option<(u32, u32)>,
+        cgroup: Option<&ModuleCgroup>,
+    ) -> SandboxPlan {
         SandboxPlan {
             cgroup_procs: cgroup.map_or_else(Vec::new, ModuleCgroup::procs_files),
-            identity: self.identity(index),
+            identity,
             max_fds: MAX_FDS,
             max_threads: u64::from(policy.resources.pids) + OWN_THREADS,
         }
@@ -177,6 +216,10 @@ fn nearest_existing(dir: &Path) -> &Path {
 /// Module uids reserved per gateway instance; also the most modules one
 /// gateway runs with distinct uids.
 pub const UIDS_PER_GATEWAY: u32 = 1024;
+
+/// Where `edgeward exec` uids start above `uid_base`: past the 65536
+/// gateway blocks.
+pub const EXEC_UID_OFFSET: u32 = UIDS_PER_GATEWAY * 65536;
 
 /// A number for this gateway instance, 0..65536, from its state dir.
 fn instance_number(state: &Path) -> u32 {

@@ -316,6 +316,9 @@ impl Slot {
             dropped: self.stats_before.dropped + self.stats.dropped,
             refused: self.stats_before.refused + self.stats.refused,
             wakes: self.stats_before.wakes + self.stats.wakes,
+            tick_lateness_p50_us: self.stats.tick_lateness.map(|l| l.p50_us),
+            tick_lateness_p99_us: self.stats.tick_lateness.map(|l| l.p99_us),
+            tick_lateness_max_us: self.stats.tick_lateness.map(|l| l.max_us),
         }
     }
 

@@ -97,6 +97,17 @@ pub struct ModuleStatus {
     /// Wake-ups this module wrote to subscribers' eventfds.
     #[serde(default)]
     pub wakes: u64,
+    /// Median lateness of the current worker's recent ticks (its last
+    /// 1024), from each tick's due time to the start of its `ew_on_tick`
+    /// call, µs; `null` for a module that does not tick.
+    #[serde(default)]
+    pub tick_lateness_p50_us: Option<u64>,
+    /// 99th percentile of the same, µs.
+    #[serde(default)]
+    pub tick_lateness_p99_us: Option<u64>,
+    /// Largest of the same, µs.
+    #[serde(default)]
+    pub tick_lateness_max_us: Option<u64>,
 }
 
 /// Renders the report as an aligned table.
@@ -286,6 +297,9 @@ mod tests {
                 dropped: 0,
                 refused: 0,
                 wakes: 0,
+                tick_lateness_p50_us: Some(40),
+                tick_lateness_p99_us: Some(180),
+                tick_lateness_max_us: Some(900),
             }],
             warnings: vec![],
             rings: vec![],
@@ -334,6 +348,9 @@ mod tests {
             "msgs_out",
             "last_error",
             "language",
+            "tick_lateness_p50_us",
+            "tick_lateness_p99_us",
+            "tick_lateness_max_us",
         ] {
             assert!(m.get(key).is_some(), "missing {key}");
         }

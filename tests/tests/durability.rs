@@ -277,6 +277,7 @@ fn init_for(artifact: &Path) -> Init {
         max_message_bytes: 1024,
         spin_us: 0,
         restore: None,
+        stdin: false,
     }
 }
 

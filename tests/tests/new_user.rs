@@ -532,20 +532,24 @@ fn the_demo_setup_shows_progress_and_builds_only_what_the_demo_needs() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    // The guests the example policies name, and the tour's upgrade.
+    // The guests the example policies and the demo's line name, and the
+    // tour's upgrade and exec.
     let mut guests: Vec<String> = std::fs::read_dir(root.join("policies"))
         .unwrap()
+        .chain(std::fs::read_dir(root.join("policies/gateway-32")).unwrap())
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
         .filter_map(|e| {
             let text = std::fs::read_to_string(e.path()).unwrap();
             let line = text.lines().find(|l| l.starts_with("wasm = "))?;
-            let name = line.rsplit('/').next()?.trim_end_matches(".wasm\"");
+            let name = line.split("guests/out/").nth(1)?.split(".wasm\"").next()?;
             Some(name.replace('_', "-"))
         })
         .collect();
     guests.sort();
-    guests.push("counter-next".into());
+    // The line's Go modules share one wasm.
+    guests.dedup();
+    guests.extend(["counter-next".into(), "exec-probe".into()]);
     assert!(
         text.contains(&format!("building guest modules: {}", guests.join(" "))),
         "{text}"
@@ -741,36 +745,37 @@ fn the_demo_runs_alerts_and_cleans_up_after_ctrl_c() {
     let cache = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let mut demo = Command::new(repo_root().join("scripts/demo"));
-    // Its own state dir (and so its own cgroups), not the user's demo's.
+    // Its own state dir (and so its own cgroups), not the user's demo's;
+    // the Go and zig build caches of the user's (rebuilding Go's standard
+    // library and wasi-libc would take minutes).
+    let user_cache = std::env::var_os("EDGEWARD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/edgeward")
+        });
     demo.current_dir(repo_root())
         .env("EDGEWARD_CACHE", cache.path());
+    for (var, dir) in [
+        ("GOCACHE", "go-build"),
+        ("ZIG_GLOBAL_CACHE_DIR", "zig-cache"),
+    ] {
+        if std::env::var_os(var).is_none() {
+            demo.env(var, user_cache.join(dir));
+        }
+    }
     let mut demo = Group::start(demo, out_dir.path().join("out"));
     // Setup is a no-op once set up, or a build of the demo's binaries.
     demo.wait_output("edgeward status", Duration::from_secs(1200));
-    demo.wait_output("echo 91.5 > ", WAIT);
     let out = demo.output();
-    // The status table, not `check`'s listing above it.
-    let table = out
-        .split("==> edgeward status")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no status table:\n{out}"));
-    let table_row = |name: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no status row for {name}:\n{out}"))
-            .to_string()
-    };
-    assert!(table_row("temp-alert").contains("running"), "{out}");
-    let sensor_file = PathBuf::from(
+    let inject_file = PathBuf::from(
         out.split("echo 91.5 > ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
-            .unwrap(),
+            .unwrap_or_else(|| panic!("no hint to enter a reading:\n{out}")),
     );
-    let copy = sensor_file
+    let copy = inject_file
         .ancestors()
-        .nth(4)
+        .nth(5)
         .expect("the demo's temp dir")
         .to_path_buf();
     assert!(
@@ -778,11 +783,39 @@ fn the_demo_runs_alerts_and_cleans_up_after_ctrl_c() {
         "{}",
         copy.display()
     );
+    // The live table (not `check`'s listing above it), redrawn every
+    // second: the alert and the operator's input running.
+    let running_in_last_frame = |name: &str| {
+        let out = demo.output();
+        let Some(table) = out.split("==> edgeward status").nth(1) else {
+            return false;
+        };
+        table
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .is_some_and(|row| row.contains(" running "))
+    };
+    wait_until(
+        Duration::from_secs(600),
+        "gw-temp-alert and gw-manual-entry running in the live table",
+        || demo.output(),
+        || running_in_last_frame("gw-temp-alert") && running_in_last_frame("gw-manual-entry"),
+    );
 
-    std::fs::write(&sensor_file, "91.5\n").unwrap();
-    demo.wait_output(
-        "[temp-alert] warn: ALERT: temperature 91.5 > 85.0",
+    // An operator's reading reaches the Go AlertOnHighTemp (the simulated
+    // line's own overheats peak below 90).
+    std::fs::write(&inject_file, "91.5\n").unwrap();
+    let log = cache.path().join("demo.log");
+    wait_until(
         Duration::from_secs(10),
+        "the ALERT of the operator's reading in the demo's log",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("[gw-temp-alert] warn: ALERT: temperature 91.5 > 85.0")
+        },
     );
 
     // Ctrl-C: the terminal signals the whole foreground group.

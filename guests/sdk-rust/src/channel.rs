@@ -1,5 +1,7 @@
 //! Channels: named message streams the policy grants (`[channels]`).
 
+use core::time::Duration;
+
 use crate::message::Message;
 use crate::sys;
 
@@ -49,14 +51,35 @@ impl Channel {
     /// Command modules: waits for the next message and returns it in
     /// `buffer` (grown as needed). Reactors get messages in `on_message`.
     pub fn recv(self, buffer: &mut Vec<u8>) -> Result<(), i32> {
+        // SAFETY: pointer and capacity describe `buffer`, which the host
+        // fills up to the returned length.
+        self.receive(buffer, |ptr, cap| unsafe { sys::recv(self.0, ptr, cap) })
+    }
+
+    /// Command modules: [`Channel::recv`] waiting at most `timeout`
+    /// (zero: only takes a message that is already there);
+    /// `Err(error::TIMEOUT)` when none came.
+    pub fn recv_timeout(self, buffer: &mut Vec<u8>, timeout: Duration) -> Result<(), i32> {
+        let timeout_ns = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
+        // SAFETY: as in `recv`.
+        self.receive(buffer, |ptr, cap| unsafe {
+            sys::recv_wait(self.0, ptr, cap, timeout_ns)
+        })
+    }
+
+    /// Calls `import(ptr, cap)` with `buffer`'s memory until the message
+    /// fits, and truncates `buffer` to it.
+    fn receive(
+        self,
+        buffer: &mut Vec<u8>,
+        import: impl Fn(*mut u8, usize) -> i32,
+    ) -> Result<(), i32> {
         if buffer.capacity() < 4096 {
             buffer.reserve(4096);
         }
         loop {
             buffer.resize(buffer.capacity(), 0);
-            // SAFETY: pointer and capacity describe `buffer`, which the
-            // host fills up to the returned length.
-            let code = unsafe { sys::recv(self.0, buffer.as_mut_ptr(), buffer.len()) };
+            let code = import(buffer.as_mut_ptr(), buffer.len());
             if code >= 0 {
                 buffer.truncate(code as usize);
                 return Ok(());

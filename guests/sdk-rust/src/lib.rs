@@ -30,6 +30,13 @@ pub mod sys {
         pub fn send(ch: i32, ptr: *const u8, len: usize) -> i32;
         /// `recv(ch, buf_ptr, buf_cap) -> i32` (command modules; blocks)
         pub fn recv(ch: i32, ptr: *mut u8, cap: usize) -> i32;
+        /// `recv_wait(ch, buf_ptr, buf_cap, timeout_ns) -> i32` (command
+        /// modules): `recv` waiting at most `timeout_ns` (0: only looks;
+        /// negative: for ever), else `TIMEOUT`
+        pub fn recv_wait(ch: i32, ptr: *mut u8, cap: usize, timeout_ns: i64) -> i32;
+        /// `channel_fd(ch) -> i32` (command modules): a WASI fd that polls
+        /// readable while a message of `ch` may be waiting
+        pub fn channel_fd(ch: i32) -> i32;
         /// `message_seq() -> i64`
         pub fn message_seq() -> i64;
         /// `snapshot_put(ptr, len) -> i32` (a reactor during `ew_snapshot`;
@@ -62,6 +69,8 @@ pub mod error {
     pub const FULL: i32 = -4;
     /// Not available to this kind of module (`recv` in a reactor).
     pub const UNSUPPORTED: i32 = -5;
+    /// No message arrived in time (`recv_timeout`).
+    pub const TIMEOUT: i32 = -6;
 
     /// The name of an error code, for log lines.
     pub fn name(code: i32) -> &'static str {
@@ -71,6 +80,7 @@ pub mod error {
             TOO_LARGE => "too large",
             FULL => "full",
             UNSUPPORTED => "unsupported",
+            TIMEOUT => "timeout",
             _ => "unknown",
         }
     }

@@ -10,6 +10,7 @@
 //! remove) each other's cgroups, and a restarted gateway finds its own. The supervisor creates the cgroups and writes the limits;
 //! the worker moves itself in (sandbox step 1).
 
+pub mod favor_dynmods;
 mod v1;
 mod v2;
 
@@ -136,6 +137,13 @@ pub enum CgroupError {
 pub trait CgroupDriver {
     /// `v1` or `v2`, and which controllers are used.
     fn describe(&self) -> String;
+
+    /// Whether workers join by writing `cgroup.procs` of v1 hierarchies,
+    /// where a migration waits for an RCU grace period unless the
+    /// `favordynmods` mode is on (`favor_dynmods.rs`).
+    fn is_v1(&self) -> bool {
+        false
+    }
 
     /// The directories module cgroups are created in (`<own>/<group>`, one
     /// per hierarchy used), which may not exist yet.

@@ -28,6 +28,10 @@ impl V1 {
 }
 
 impl CgroupDriver for V1 {
+    fn is_v1(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "cgroup v1 (memory {}, cpu {}, pids {})",

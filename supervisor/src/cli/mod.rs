@@ -1,8 +1,9 @@
-//! The command line: `edgeward run | check | status | stop | restart | reload | upgrade | snapshot | new`.
+//! The command line: `edgeward run | exec | check | status | stop | restart | reload | upgrade | snapshot | new`.
 
 pub mod check;
 pub mod check_sandbox;
 pub mod client;
+pub mod exec;
 pub mod new;
 
 use std::path::PathBuf;
@@ -60,6 +61,42 @@ pub enum Command {
         /// (the worker's own runtime).
         #[arg(long, env = "EDGEWARD_RUNTIME_OVERHEAD_MIB", default_value_t = crate::sandbox_plan::DEFAULT_RUNTIME_OVERHEAD_MIB)]
         runtime_overhead_mib: u64,
+    },
+    /// Run one command module once, in a worker's sandbox, with this
+    /// terminal's stdin, stdout and stderr; exit with its exit code (134 if
+    /// it trapped, 128+N if killed by signal N, 125 if it could not run).
+    Exec {
+        /// The module (a WASI preview 1 command: `_start`).
+        wasm: PathBuf,
+        /// Grant a directory: HOST[:GUEST][:ro] (GUEST defaults to HOST,
+        /// read-write unless :ro). Repeatable. The module writes as the
+        /// directory's owner; nothing is chowned.
+        #[arg(long = "dir", value_name = "HOST[:GUEST][:ro]")]
+        dirs: Vec<String>,
+        /// Set an environment variable: KEY=VALUE. Repeatable.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        envs: Vec<String>,
+        /// Take limits and grants from this policy file (its [module] wasm
+        /// must exist; FILE.wasm is run instead).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The guest's memory cap in MiB (default: the policy's, else 32).
+        #[arg(long)]
+        memory_mib: Option<u32>,
+        /// State directory whose compile cache is used (if it is not
+        /// writable: $XDG_CACHE_HOME/edgeward-exec or ~/.cache/edgeward-exec).
+        #[arg(long, env = "EDGEWARD_STATE", default_value = "/var/lib/edgeward")]
+        state: PathBuf,
+        /// First uid of the module range (exec runs as a uid of its own
+        /// above every gateway's).
+        #[arg(long, env = "EDGEWARD_UID_BASE", default_value_t = 300_000)]
+        uid_base: u32,
+        /// MiB added to memory_mib for the cgroup limit.
+        #[arg(long, env = "EDGEWARD_RUNTIME_OVERHEAD_MIB", default_value_t = crate::sandbox_plan::DEFAULT_RUNTIME_OVERHEAD_MIB)]
+        runtime_overhead_mib: u64,
+        /// The module's arguments (after --).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Validate every policy and module; exit 0 if all are valid, 1 otherwise.
     Check {

@@ -152,6 +152,11 @@ const GO: &[File] = &[
         text: include_str!("../../../guests/sdk-go/imports.go"),
         executable: false,
     },
+    File {
+        path: "sdk/command.go",
+        text: include_str!("../../../guests/sdk-go/command.go"),
+        executable: false,
+    },
 ];
 
 /// Creates `parent/name/` for a module in `lang`. Returns what to run next,

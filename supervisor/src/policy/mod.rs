@@ -169,6 +169,15 @@ impl Policy {
     }
 }
 
+/// Validates a policy's text as if read from `file` (relative paths are
+/// relative to its directory); `name` is the module's name.
+///
+/// # Errors
+/// Every error found, each naming `file`, the line and the fix.
+pub fn parse_text(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
+    validate::parse(file, name, text)
+}
+
 /// Loads and validates one policy file.
 pub fn load_file(file: &Path) -> Loaded {
     let name = file

@@ -20,6 +20,7 @@ mod snapshots;
 mod spares;
 pub(crate) mod upgrade;
 mod workers;
+pub(crate) use workers::init_message;
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
@@ -249,11 +250,13 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
     let mut launcher = Launcher::new(model, options.worker_bin.clone());
     // The fork server initialises its engine while we prepare the cgroups.
     launcher.prestart()?;
-    let sandbox = crate::sandbox_plan::HostSandbox::detect(
+    let mut sandbox = crate::sandbox_plan::HostSandbox::detect(
         options.uid_base,
         options.runtime_overhead_mib,
         &options.state,
     );
+    // Before the first worker migrates (cgroup v1 only).
+    sandbox.favor_migrations();
     let prepared_cgroups: Vec<(String, Result<Option<crate::cgroup::ModuleCgroup>, String>)> =
         loaded
             .iter()

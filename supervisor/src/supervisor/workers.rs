@@ -881,7 +881,7 @@ fn open_granted(dir: &std::path::Path) -> nix::Result<std::os::fd::OwnedFd> {
 
 /// The Init message for a policy: exactly its grants (none passed as an fd
 /// yet: `send_init` decides).
-fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
+pub(crate) fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
     Init {
         protocol_version: PROTOCOL_VERSION,
         module: policy.name.clone(),
@@ -914,6 +914,7 @@ fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan) -> Init {
             crate::policy::WaitMode::Spin { micros } => micros,
         },
         restore: None,
+        stdin: false,
     }
 }
 

@@ -2,9 +2,18 @@
 //! measured in the same run on the same machine.
 //!
 //! Each figure is one line: `{"bench","value","unit","baseline","baseline_value","ratio"}`
-//! with `--json`, an aligned table otherwise. Suites: `start` (start-up and
-//! memory of 32 modules), `ring` (the data plane), `state` (snapshots:
-//! recovery time, commit latency, device flushes). With no suite, all run.
+//! with `--json`, an aligned table otherwise; a figure with a target adds
+//! `"target"` (in words) and `"met"`, one taken as the median of several
+//! runs adds their `"range"` (`[min, max]`), and a `"note"` says more.
+//! Suites: `start` (start-up and memory of 32 modules), `ring` (the data
+//! plane), `state` (snapshots: recovery time, commit latency, device
+//! flushes), `gateway` (issue 13's figures for the 32-module demo,
+//! `tests/src/bench_gateway.rs`). With no suite, all run.
+
+// Beside the library's files, not in src/bin/, where Cargo would take it
+// for a binary of its own.
+#[path = "../bench_gateway.rs"]
+mod gateway;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,6 +39,14 @@ struct Figure {
     baseline: Option<String>,
     baseline_value: Option<f64>,
     ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    met: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range: Option<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 fn figure(bench: &str, value: f64, unit: &'static str, baseline: Option<(&str, f64)>) -> Figure {
@@ -40,6 +57,10 @@ fn figure(bench: &str, value: f64, unit: &'static str, baseline: Option<(&str, f
         baseline: baseline.map(|(n, _)| n.to_string()),
         baseline_value: baseline.map(|(_, v)| round(v)),
         ratio: baseline.map(|(_, v)| round(value / v)),
+        target: None,
+        met: None,
+        range: None,
+        note: None,
     }
 }
 
@@ -64,13 +85,20 @@ fn main() {
     let all = suites.is_empty() || suites.contains(&"all");
     let mut figures = Vec::new();
     for suite in &suites {
-        if !["all", "start", "ring", "state"].contains(suite) {
-            eprintln!("unknown suite {suite:?}; suites: start, ring, state (default: all)");
+        if !["all", "start", "ring", "state", "gateway"].contains(suite) {
+            eprintln!(
+                "unknown suite {suite:?}; suites: start, ring, state, gateway (default: all)"
+            );
             std::process::exit(2);
         }
     }
-    if all || suites.contains(&"start") {
-        figures.extend(start_suite(json));
+    let wants = |suite: &str| all || suites.contains(&suite);
+    // Measured once for both suites that report them.
+    let starts = (wants("start") || wants("gateway")).then(|| language_starts(json));
+    if let Some(starts) = &starts {
+        if wants("start") {
+            figures.extend(start_suite(json, starts));
+        }
     }
     if all || suites.contains(&"ring") {
         figures.extend(ring_suite(json));
@@ -78,26 +106,43 @@ fn main() {
     if all || suites.contains(&"state") {
         figures.extend(state_suite(json));
     }
+    if let Some(starts) = &starts {
+        if wants("gateway") {
+            figures.extend(gateway::suite(json, starts));
+        }
+    }
     for f in &figures {
         if json {
             println!("{}", serde_json::to_string(f).expect("serialize"));
         }
     }
     if !json {
+        print_table(&figures);
+    }
+}
+
+fn print_table(figures: &[Figure]) {
+    println!(
+        "{:<28} {:>12} {:<6} {:<32} {:>12} {:>8}  {:<24} {:<4}  range",
+        "bench", "value", "unit", "baseline", "baseline", "ratio", "target", "met"
+    );
+    for f in figures {
         println!(
-            "{:<28} {:>12} {:<6} {:<28} {:>12} {:>8}",
-            "bench", "value", "unit", "baseline", "baseline", "ratio"
+            "{:<28} {:>12} {:<6} {:<32} {:>12} {:>8}  {:<24} {:<4}  {}",
+            f.bench,
+            f.value,
+            f.unit,
+            f.baseline.as_deref().unwrap_or("-"),
+            f.baseline_value.map_or("-".into(), |v| v.to_string()),
+            f.ratio.map_or("-".into(), |v| v.to_string()),
+            f.target.as_deref().unwrap_or("-"),
+            f.met.map_or("-", |m| if m { "yes" } else { "NO" }),
+            f.range.map_or("-".into(), |[lo, hi]| format!("{lo}..{hi}")),
         );
-        for f in &figures {
-            println!(
-                "{:<28} {:>12} {:<6} {:<28} {:>12} {:>8}",
-                f.bench,
-                f.value,
-                f.unit,
-                f.baseline.as_deref().unwrap_or("-"),
-                f.baseline_value.map_or("-".into(), |v| v.to_string()),
-                f.ratio.map_or("-".into(), |v| v.to_string())
-            );
+    }
+    for f in figures {
+        if let Some(note) = &f.note {
+            println!("{}: {note}", f.bench);
         }
     }
 }
@@ -108,18 +153,24 @@ fn progress(json: bool, what: &str) {
     }
 }
 
-fn start_suite(json: bool) -> Vec<Figure> {
+/// Start-up and idle memory of 32 copies of one module per language (fork
+/// server), and the `wasmtime run` baseline: the `start` and `gateway`
+/// suites both report them.
+struct LanguageStarts {
+    base: StartFigures,
+    rust: StartFigures,
+    c: StartFigures,
+    go: StartFigures,
+}
+
+fn language_starts(json: bool) -> LanguageStarts {
     progress(
         json,
         "baseline: 32 `wasmtime run` of a precompiled idle Rust command",
     );
     let base = wasmtime_run_32();
     progress(json, "edgeward, fork-server workers: 32 x counter");
-    let zygote = gateway_32("counter", "zygote");
-    progress(json, "edgeward, exec-per-worker: 32 x counter");
-    let exec = gateway_32("counter", "exec");
-    progress(json, "edgeward, fork-server workers: 32 x idle command");
-    let command = gateway_32("idle_command", "zygote");
+    let rust = gateway_32("counter", "zygote");
     progress(
         json,
         "edgeward, fork-server workers: 32 x C alert (guests/c/c-alert)",
@@ -130,6 +181,20 @@ fn start_suite(json: bool) -> Vec<Figure> {
         "edgeward, fork-server workers: 32 x Go alert (guests/go/go-alert)",
     );
     let go = gateway_32_with("go_alert", "zygote", GO_POLICY);
+    LanguageStarts { base, rust, c, go }
+}
+
+fn start_suite(json: bool, starts: &LanguageStarts) -> Vec<Figure> {
+    let LanguageStarts {
+        base,
+        rust: zygote,
+        c,
+        go,
+    } = starts;
+    progress(json, "edgeward, exec-per-worker: 32 x counter");
+    let exec = gateway_32("counter", "exec");
+    progress(json, "edgeward, fork-server workers: 32 x idle command");
+    let command = gateway_32("idle_command", "zygote");
     let b_start = Some(("wasmtime_run_start32_ms", base.start_ms));
     let b_uss = Some(("wasmtime_run_uss_kib", base.uss_kib));
     let b_pss = Some(("wasmtime_run_pss_kib", base.pss_kib));
@@ -195,8 +260,19 @@ fn comm(pid: i32) -> String {
 }
 
 /// Starts `edgeward run` on `dir` and returns it with the instant its
-/// "all N module(s) ready" line appeared (measured from just before spawn).
+/// "all 32 module(s) ready" line appeared (measured from just before spawn).
 fn timed_start(dir: &GatewayDir, model: &str) -> (Child, Duration) {
+    timed_start_of(dir, model, MODULES, Duration::from_secs(60))
+}
+
+/// [`timed_start`] of a gateway of `modules` modules, waiting at most
+/// `timeout` for them.
+fn timed_start_of(
+    dir: &GatewayDir,
+    model: &str,
+    modules: usize,
+    timeout: Duration,
+) -> (Child, Duration) {
     let start = Instant::now();
     let mut child = Command::new(bin("edgeward"))
         .arg("run")
@@ -214,7 +290,7 @@ fn timed_start(dir: &GatewayDir, model: &str) -> (Child, Duration) {
         .expect("start edgeward");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
-    let needle = format!("all {MODULES} module(s) ready");
+    let needle = format!("all {modules} module(s) ready");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains(&needle) {
@@ -222,9 +298,12 @@ fn timed_start(dir: &GatewayDir, model: &str) -> (Child, Duration) {
             }
         }
     });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("edgeward did not report all modules ready within 60 s");
+    let ready = rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        panic!(
+            "edgeward did not report all modules ready within {} s",
+            timeout.as_secs()
+        )
+    });
     (child, ready - start)
 }
 

@@ -133,6 +133,8 @@ impl SharedStats {
             dropped: v[4],
             refused: v[5],
             wakes: v[6],
+            // A command module has no tick loop, so no tick lateness.
+            tick_lateness: None,
         }
     }
 }
@@ -387,29 +389,92 @@ impl Channels {
         }
     }
 
-    /// `recv` (command modules): blocks until a message of channel `handle`
-    /// arrives, copies it into `out` and returns its length. The message is
-    /// committed at the next `recv`, so a crash before then delivers it again.
-    pub fn recv(&mut self, stats: &mut Stats, handle: i32, out: &mut [u8]) -> i32 {
-        let Some(channel) = usize::try_from(handle).ok().and_then(|h| self.table.get(h)) else {
-            return EW_ERR_INVALID;
+    /// `recv` and `recv_wait` (command modules): waits until a message of
+    /// channel `handle` arrives, at most `timeout` (`None`: for ever; zero:
+    /// only looks), copies it into `out` and returns its length, or
+    /// `EW_ERR_TIMEOUT`. The message is committed at the next `recv`, so a
+    /// crash before then delivers it again.
+    pub fn recv(
+        &mut self,
+        stats: &mut Stats,
+        handle: i32,
+        out: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> i32 {
+        let rings = match self.subscribed_rings(stats, handle) {
+            Ok(rings) => rings,
+            Err(code) => return code,
         };
-        if !channel.subscribe {
-            stats.denials += 1;
-            return EW_ERR_DENIED;
-        }
-        let rings = channel.ins.clone();
         if let Some((index, pending)) = self.recv_pending.take() {
             self.inbox[index].consumer.commit_pending(&pending);
         }
+        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             self.apply_resets();
             if let Some(code) = self.try_recv(stats, &rings, out) {
                 self.maybe_heartbeat(stats);
                 return code;
             }
-            self.wait_for(&rings);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return EW_ERR_TIMEOUT;
+            }
+            self.wait_for(&rings, deadline);
         }
+    }
+
+    /// The inbox indices of channel `handle`'s rings, if this module
+    /// subscribes to it (`EW_ERR_DENIED`, counted, if not).
+    fn subscribed_rings(&self, stats: &mut Stats, handle: i32) -> Result<Vec<usize>, i32> {
+        let Some(channel) = usize::try_from(handle).ok().and_then(|h| self.table.get(h)) else {
+            return Err(EW_ERR_INVALID);
+        };
+        if !channel.subscribe {
+            stats.denials += 1;
+            return Err(EW_ERR_DENIED);
+        }
+        Ok(channel.ins.clone())
+    }
+
+    /// For a channel's fd (`channel_fd`): whether channel `handle` is
+    /// subscribed (`EW_ERR_DENIED`, counted, if not).
+    pub fn check_subscribed(&self, stats: &mut Stats, handle: i32) -> Result<(), i32> {
+        self.subscribed_rings(stats, handle).map(|_| ())
+    }
+
+    /// Whether this module subscribes to channel `handle`.
+    pub fn is_subscribed(&self, handle: i32) -> bool {
+        usize::try_from(handle)
+            .ok()
+            .and_then(|h| self.table.get(h))
+            .is_some_and(|c| c.subscribe)
+    }
+
+    /// Whether a message of channel `handle` may be waiting: one of its
+    /// rings holds a frame. The message the last `recv` returned counts
+    /// until the next `recv` commits it, so right after a `recv` this can
+    /// be a false alarm (`recv_wait` with timeout 0 tells).
+    pub fn readable(&mut self, handle: i32) -> bool {
+        self.apply_resets();
+        let Some(channel) = usize::try_from(handle).ok().and_then(|h| self.table.get(h)) else {
+            return false;
+        };
+        channel.ins.iter().any(|&i| {
+            let ring = &self.inbox[i];
+            !ring.stopped && ring.consumer.depth() > 0
+        })
+    }
+
+    /// Parks until one of channels `handles` may have a message or
+    /// `deadline` passes (a wake-up may come early: callers look again).
+    pub fn wait_readable(&mut self, handles: &[i32], deadline: Option<Instant>) {
+        let mut rings: Vec<usize> = handles
+            .iter()
+            .filter_map(|&h| usize::try_from(h).ok().and_then(|h| self.table.get(h)))
+            .flat_map(|c| c.ins.iter().copied())
+            .collect();
+        rings.sort_unstable();
+        rings.dedup();
+        self.wait_for(&rings, deadline);
     }
 
     /// Sequence number of the last message `recv` returned.
@@ -449,9 +514,11 @@ impl Channels {
         None
     }
 
-    /// Spins, then parks on `rings` until one may have a frame.
-    fn wait_for(&mut self, rings: &[usize]) {
+    /// Spins, then parks on `rings` until one may have a frame or
+    /// `deadline` passes.
+    fn wait_for(&mut self, rings: &[usize], deadline: Option<Instant>) {
         let spin_until = Instant::now() + self.spin;
+        let spin_until = deadline.map_or(spin_until, |d| d.min(spin_until));
         while Instant::now() < spin_until {
             if rings.iter().any(|&i| self.inbox[i].consumer.depth() > 0) {
                 return;
@@ -479,13 +546,31 @@ impl Channels {
             });
         }
         // A stopped ring is waited for by time: its reset comes by message.
-        let timeout = if polls.len() < rings.len() || polls.is_empty() {
-            100
-        } else {
-            -1
+        let mut timeout =
+            (polls.len() < rings.len() || polls.is_empty()).then_some(Duration::from_millis(100));
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        // To the nanosecond (ppoll): a guest's timer due in 300 µs must not
+        // wait for a whole millisecond.
+        let timespec = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let timespec_ptr = timespec
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `polls` is a valid array of pollfd and `timespec_ptr` null
+        // or a valid timespec, both for the call's duration; no signal mask.
+        unsafe {
+            libc::ppoll(
+                polls.as_mut_ptr(),
+                polls.len() as libc::nfds_t,
+                timespec_ptr,
+                std::ptr::null(),
+            )
         };
-        // SAFETY: `polls` is a valid array of pollfd for the call's duration.
-        unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, timeout) };
         for &i in rings {
             drain_eventfd(&self.inbox[i].wake);
         }

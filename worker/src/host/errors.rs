@@ -16,6 +16,8 @@ pub const EW_ERR_TOO_LARGE: i32 = -3;
 pub const EW_ERR_FULL: i32 = -4;
 /// Not available to this kind of module (`recv` in a reactor).
 pub const EW_ERR_UNSUPPORTED: i32 = -5;
+/// No message arrived within `recv_wait`'s timeout.
+pub const EW_ERR_TIMEOUT: i32 = -6;
 
 #[cfg(test)]
 mod tests {
@@ -32,6 +34,7 @@ mod tests {
             ("EW_ERR_TOO_LARGE", EW_ERR_TOO_LARGE),
             ("EW_ERR_FULL", EW_ERR_FULL),
             ("EW_ERR_UNSUPPORTED", EW_ERR_UNSUPPORTED),
+            ("EW_ERR_TIMEOUT", EW_ERR_TIMEOUT),
         ] {
             let define = format!("#define {name} ({code})");
             assert!(HEADER.contains(&define), "edgeward.h lacks {define:?}");

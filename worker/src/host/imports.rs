@@ -4,6 +4,8 @@
 //! against the guest's exported `memory`, and a bad range returns
 //! [`EW_ERR_INVALID`] instead of trapping the host.
 
+use std::time::Duration;
+
 use edgeward_ipc::control::LogLevel;
 use wasmtime::{Caller, Linker};
 
@@ -27,9 +29,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "channel", channel)?;
     linker.func_wrap(MODULE, "send", send)?;
     linker.func_wrap(MODULE, "recv", recv)?;
+    linker.func_wrap(MODULE, "recv_wait", recv_wait)?;
+    linker.func_wrap(MODULE, "channel_fd", channel_fd)?;
     linker.func_wrap(MODULE, "message_seq", message_seq)?;
     linker.func_wrap(MODULE, "snapshot_put", snapshot_put)?;
     linker.func_wrap(MODULE, "snapshot_get", snapshot_get)?;
+    super::channel_fd::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -77,15 +82,57 @@ fn send(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, len: i32) -> i32 {
 /// `recv(ch, buf_ptr, buf_cap) -> i32` (command modules): blocks for the
 /// next message of `ch`, copies it into the buffer, returns its length.
 fn recv(mut caller: Caller<'_, HostState>, ch: i32, ptr: i32, cap: i32) -> i32 {
-    let (buffer, state) = match command_buffer(&mut caller, ptr, cap) {
+    receive(&mut caller, ch, ptr, cap, None)
+}
+
+/// `recv_wait(ch, buf_ptr, buf_cap, timeout_ns) -> i32` (command modules):
+/// `recv` waiting at most `timeout_ns` (0: only looks, negative: for
+/// ever); `EW_ERR_TIMEOUT` when no message came.
+fn recv_wait(
+    mut caller: Caller<'_, HostState>,
+    ch: i32,
+    ptr: i32,
+    cap: i32,
+    timeout_ns: i64,
+) -> i32 {
+    let timeout = u64::try_from(timeout_ns).ok().map(Duration::from_nanos);
+    receive(&mut caller, ch, ptr, cap, timeout)
+}
+
+/// `recv` and `recv_wait`: the message (or error code) for the guest, and
+/// `message_seq` set to it (-1 once the previous message is committed and
+/// none came).
+fn receive(
+    caller: &mut Caller<'_, HostState>,
+    ch: i32,
+    ptr: i32,
+    cap: i32,
+    timeout: Option<Duration>,
+) -> i32 {
+    let (buffer, state) = match command_buffer(caller, ptr, cap) {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let code = state.channels.recv(&mut state.stats, ch, buffer);
-    if code >= 0 {
-        state.current_seq = state.channels.last_recv_seq();
-    }
+    let code = state.channels.recv(&mut state.stats, ch, buffer, timeout);
+    state.current_seq = if code >= 0 {
+        state.channels.last_recv_seq()
+    } else {
+        -1
+    };
     code
+}
+
+/// `channel_fd(ch) -> i32` (command modules): a WASI fd that polls readable
+/// while a message of `ch` may be waiting (see [`super::channel_fd`]).
+fn channel_fd(mut caller: Caller<'_, HostState>, ch: i32) -> i32 {
+    let state = caller.data_mut();
+    if !state.is_command {
+        return EW_ERR_UNSUPPORTED;
+    }
+    match state.channels.check_subscribed(&mut state.stats, ch) {
+        Ok(()) => (super::channel_fd::FD_BASE + ch as u32) as i32,
+        Err(code) => code,
+    }
 }
 
 /// `snapshot_put(ptr, len) -> i32`: the module's state. A reactor calls it

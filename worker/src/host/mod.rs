@@ -1,6 +1,7 @@
 //! The host side of one module: store state, the linker, and the imports
 //! edgeward gives a guest (WASI preview 1 as granted, plus module `edgeward`).
 
+pub mod channel_fd;
 pub mod channels;
 pub mod errors;
 pub mod imports;

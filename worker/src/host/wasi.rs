@@ -1,10 +1,11 @@
 //! The WASI context of one module: exactly the policy's grants, nothing else.
 //!
-//! Not granted, ever: network sockets, name lookups, the host's environment,
-//! stdin. Granted only when the policy lists them: args, env variables,
-//! preopened directories (read-only or read-write). stdout and stderr go to
-//! the worker's own, which the supervisor reads and prefixes with the module
-//! name.
+//! Not granted, ever: network sockets, name lookups, the host's environment.
+//! Granted only when the policy lists them: args, env variables, preopened
+//! directories (read-only or read-write). stdout and stderr go to the
+//! worker's own, which the supervisor reads and prefixes with the module
+//! name (`edgeward exec`: the user's). stdin only under `edgeward exec`
+//! (`Init::stdin`): a supervised module has none.
 
 use edgeward_ipc::control::Init;
 use wasmtime::error::Context;
@@ -29,6 +30,9 @@ pub fn context(init: &Init) -> wasmtime::Result<WasiP1Ctx> {
         .allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false);
+    if init.stdin {
+        builder.inherit_stdin();
+    }
     for dir in &init.dirs {
         let perms = if dir.writable {
             FsPerms::ReadWrite

@@ -3,6 +3,7 @@
 //! children of the fork server.
 
 mod command;
+mod lateness;
 mod reactor;
 mod snapshot;
 
@@ -136,6 +137,14 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
     }
     // Only this module's artifact stays mapped; the others' files close.
     prepared.artifacts.retain(|path, _| *path == init.artifact);
+    // Their fd numbers are free now, and the WASI dirs opened below may
+    // take them: only what is still open counts as inherited, or step 6
+    // would close a granted dir (seen in gateways of 23+ modules).
+    let open_now = crate::sandbox::fds::open_fds();
+    let inherited_fds: Vec<_> = inherited_fds
+        .into_iter()
+        .filter(|fd| open_now.contains(fd))
+        .collect();
     let module = match prepared.artifact(&init.artifact) {
         Ok(m) => m,
         Err(e) => {

@@ -29,6 +29,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use wasmtime::{Store, TypedFunc};
 
+use super::lateness::{LatenessWindow, TickClock};
 use super::{report_trap, Loaded};
 use crate::budget::{self, Watchdog};
 use crate::exit_code;
@@ -133,16 +134,16 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             return load_fault(reporter, format!("epoll_ctl(ring eventfd): {e}"));
         }
     }
-    let timer = if init.tick_us > 0 && on_tick.is_some() {
+    let mut timer = if init.tick_us > 0 && on_tick.is_some() {
         match tick_timer(init.tick_us) {
-            Ok(timer) => {
+            Ok((timer, clock)) => {
                 if let Err(e) = epoll.add(
                     timer.as_fd(),
                     EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TICK),
                 ) {
                     return load_fault(reporter, format!("epoll_ctl(timer): {e}"));
                 }
-                Some(timer)
+                Some((timer, clock, LatenessWindow::new()))
             }
             Err(e) => return load_fault(reporter, format!("timerfd: {e}")),
         }
@@ -172,7 +173,9 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
         if stats != reported && since >= HEARTBEAT {
             // A full socket drops this beat; the counters go out at the
             // next one (the clock restarts either way, so no busy retry).
-            if reporter.heartbeat(stats) {
+            // `reported` keeps the bare counters: the lateness summary is
+            // computed only here, so it never counts as a change.
+            if reporter.heartbeat(with_lateness(stats, timer.as_ref())) {
                 reported = stats;
             }
             last_heartbeat = Instant::now();
@@ -207,7 +210,8 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                     Ok((ToWorker::Stop, _)) => {
                         // The last counters, if there is room: waiting here
                         // could outlast the supervisor's stop deadline.
-                        let _ = reporter.heartbeat(store.data().stats);
+                        let _ =
+                            reporter.heartbeat(with_lateness(store.data().stats, timer.as_ref()));
                         return exit_code::OK;
                     }
                     Ok((ToWorker::RingReset { ring }, _)) => {
@@ -257,14 +261,20 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                     Err(_) => return exit_code::SUPERVISOR_GONE,
                 },
                 TOKEN_TICK => {
-                    let Some(timer) = &timer else { continue };
+                    let Some((timer, clock, lateness)) = &mut timer else {
+                        continue;
+                    };
                     // Reading clears the expiration count; missed periods are
                     // coalesced into one call, as a tick is "time has passed".
-                    let _ = timer.wait();
+                    let expirations = read_expirations(timer);
                     let Some(on_tick) = &on_tick else { continue };
-                    let result = super::watched_call(&mut store, &watchdog, |s| {
-                        on_tick.call(s, monotonic_ns())
-                    });
+                    let now = monotonic_ns();
+                    if expirations > 0 {
+                        let due = clock.take(expirations);
+                        lateness.record((now as u64).saturating_sub(due));
+                    }
+                    let result =
+                        super::watched_call(&mut store, &watchdog, |s| on_tick.call(s, now));
                     match result {
                         Ok(0) => store.data_mut().stats.ticks += 1,
                         Ok(code) => {
@@ -460,14 +470,45 @@ fn park_all(store: &mut Store<HostState>) -> bool {
     true
 }
 
-fn tick_timer(tick_us: u64) -> nix::Result<TimerFd> {
+/// The tick timer, on absolute due times (first one period from now), and
+/// the clock that knows them (tick lateness, `lateness.rs`).
+fn tick_timer(tick_us: u64) -> nix::Result<(TimerFd, TickClock)> {
     let timer = TimerFd::new(
         ClockId::CLOCK_MONOTONIC,
         TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
     )?;
-    let period = TimeSpec::from_duration(std::time::Duration::from_micros(tick_us));
-    timer.set(Expiration::Interval(period), TimerSetTimeFlags::empty())?;
-    Ok(timer)
+    let period = Duration::from_micros(tick_us);
+    let first = Duration::from_nanos(monotonic_ns() as u64) + period;
+    timer.set(
+        Expiration::IntervalDelayed(
+            TimeSpec::from_duration(first),
+            TimeSpec::from_duration(period),
+        ),
+        TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+    )?;
+    Ok((
+        timer,
+        TickClock::new(first.as_nanos() as u64, period.as_nanos() as u64),
+    ))
+}
+
+/// Reads the timer's expiration count (clearing it); 0 if there was none
+/// to read (a spurious wake-up: the tick is still called, unmeasured).
+fn read_expirations(timer: &TimerFd) -> u64 {
+    let mut count = [0u8; 8];
+    loop {
+        match nix::unistd::read(timer.as_fd(), &mut count) {
+            Ok(8) => return u64::from_ne_bytes(count),
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return 0,
+        }
+    }
+}
+
+/// `stats` with the tick lateness of the window, if the module ticks.
+fn with_lateness(mut stats: Stats, timer: Option<&(TimerFd, TickClock, LatenessWindow)>) -> Stats {
+    stats.tick_lateness = timer.and_then(|(_, _, window)| window.summary());
+    stats
 }
 
 /// Looks up an optional export with the expected signature.

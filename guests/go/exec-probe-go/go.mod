@@ -1,0 +1,3 @@
+module edgeward.dev/guests/exec-probe-go
+
+go 1.24
