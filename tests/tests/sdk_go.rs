@@ -97,3 +97,42 @@ fn a_go_module_with_no_handlers_refuses_to_start_and_says_why() {
         WAIT,
     );
 }
+
+#[test]
+fn a_multi_module_go_wasm_runs_the_module_named_by_the_policy_and_refuses_an_unknown_name() {
+    // gw_line.wasm holds the demo line's 14 Go modules (edgeward.Module).
+    let g = GatewayDir::new();
+    g.add_policy(
+        "gw-setpoint-scheduler",
+        &policy(
+            "gw_line",
+            &format!("[channels]\npublish = [\"pressure-setpoint\", \"current-setpoint\"]\n[schedule]\ntick_us = 1000000\n{GO_RESOURCES}"),
+        ),
+    );
+    g.add_policy(
+        "not-in-the-line",
+        &policy(
+            "gw_line",
+            &format!("[schedule]\ntick_us = 10000\n[restart]\npolicy = \"never\"\n{GO_RESOURCES}"),
+        ),
+    );
+    let gateway = g.start();
+    let status = gateway.wait_for(START, "not-in-the-line failed", |s| {
+        module(s, "not-in-the-line")["state"] == "failed"
+    });
+    assert!(
+        module(&status, "not-in-the-line")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ew_init returned 1"),
+        "{status}"
+    );
+    gateway.wait_log(
+        "[not-in-the-line] error: edgeward: this wasm holds the modules gw-current-alarm, gw-current-sensor,",
+        WAIT,
+    );
+    gateway.wait_log("none is named \"not-in-the-line\"", WAIT);
+    // The module named by its policy runs that module's code.
+    gateway.wait_running(&["gw-setpoint-scheduler"], START);
+    gateway.wait_log("[gw-setpoint-scheduler] info: recipe grade", WAIT);
+}

@@ -34,18 +34,31 @@ fn main() {
             "env" => println!("env: ok {value}={:?}", std::env::var(value).ok()),
             "stdin" => {
                 let mut text = String::new();
-                report("stdin", std::io::stdin().read_to_string(&mut text).map(|_| text.trim().to_string()));
+                report(
+                    "stdin",
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map(|_| text.trim().to_string()),
+                );
             }
             "stderr" => {
                 eprintln!("{value}");
             }
-            "read" => report(arg, std::fs::read_to_string(value).map(|s| s.trim().to_string())),
-            "write" => report(arg, std::fs::write(value, "written by exec-probe").map(|()| "")),
+            "read" => report(
+                arg,
+                std::fs::read_to_string(value).map(|s| s.trim().to_string()),
+            ),
+            "write" => report(
+                arg,
+                std::fs::write(value, "written by exec-probe").map(|()| ""),
+            ),
             "ls" => report(
                 arg,
                 std::fs::read_dir(value).map(|d| {
-                    let mut names: Vec<String> =
-                        d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    let mut names: Vec<String> = d
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
                     names.sort();
                     names.join(",")
                 }),
@@ -59,7 +72,11 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(10));
                 let slept = start.elapsed();
                 let ok = wall > 1_577_836_800 && slept >= Duration::from_millis(10);
-                println!("clocks: {} wall={wall} slept_ms={}", if ok { "ok" } else { "wrong" }, slept.as_millis());
+                println!(
+                    "clocks: {} wall={wall} slept_ms={}",
+                    if ok { "ok" } else { "wrong" },
+                    slept.as_millis()
+                );
             }
             "random" => {
                 let mut bytes = [0u8; 32];
