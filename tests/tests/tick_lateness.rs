@@ -52,6 +52,24 @@ fn status_shows_tick_lateness_and_an_overrunning_tick_handler_is_late() {
         overrun["tick_lateness_p50_us"].as_u64() >= Some(3000),
         "{overrun}"
     );
+    // Fast-ticking modules (every 10 ms or more often) get the short
+    // scheduler slice (worker/src/module/slice.rs), others the default;
+    // kernels without per-task slices (before 6.12) show no `se.slice`.
+    let slice = |name: &str| -> Option<u64> {
+        let pid = module(&status, name)["pid"].as_u64().expect("pid");
+        let sched = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
+        sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|v| v.trim().parse().ok())
+    };
+    if let Some(quiet_slice) = slice("quiet") {
+        assert_ne!(quiet_slice, 100_000, "quiet");
+        for name in ["counter", "overrun"] {
+            assert_eq!(slice(name), Some(100_000), "{name}");
+        }
+    }
     // A module that does not tick has no lateness to report.
     let quiet = module(&status, "quiet");
     for field in [

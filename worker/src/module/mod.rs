@@ -5,6 +5,7 @@
 mod command;
 mod lateness;
 mod reactor;
+mod slice;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -183,6 +184,10 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         inherited_namespaces: prepared.namespaces.as_deref(),
         seccomp: &prepared.seccomp,
     };
+    // Before the sandbox: sched_setattr is not on the seccomp allowlist.
+    if slice::wanted(init.tick_us) {
+        slice::shorten();
+    }
     let degraded = match runbook.apply() {
         Ok(d) => d,
         Err(e) => {
