@@ -31,6 +31,21 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// Runs `edgeward exec` with `input` on its stdin; returns its output and
+/// both texts together, for assertion messages.
+fn run_with_input(command: &mut Command, input: &[u8]) -> (Output, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    (out, format!("{stdout}\n--- stderr:\n{stderr}"))
+}
+
 fn probe() -> String {
     guest("exec_probe").to_string_lossy().into_owned()
 }
@@ -38,37 +53,27 @@ fn probe() -> String {
 #[test]
 fn args_env_stdio_clocks_random_and_exit_codes_pass_through() {
     let state = tempfile::tempdir().unwrap();
-    let mut child = exec(
-        state.path(),
-        &[
-            &probe(),
-            "--env",
-            "GREETING=hello there",
-            "--",
-            "args",
-            "env:GREETING",
-            "env:PATH",
-            "stdin",
-            "stderr:to stderr",
-            "clocks",
-            "random",
-            "exit:7",
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"from the terminal\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (out, all) = run_with_input(
+        &mut exec(
+            state.path(),
+            &[
+                &probe(),
+                "--env",
+                "GREETING=hello there",
+                "--",
+                "args",
+                "env:GREETING",
+                "env:PATH",
+                "stdin",
+                "stderr:to stderr",
+                "clocks",
+                "random",
+                "exit:7",
+            ],
+        ),
+        b"from the terminal\n",
+    );
     let (stdout, stderr) = text(&out);
-    let all = format!("{stdout}\n--- stderr:\n{stderr}");
     assert_eq!(out.status.code(), Some(7), "{all}");
     assert!(
         stdout.contains(r#"args: ok ["exec_probe", "args", "env:GREETING""#),
@@ -336,33 +341,23 @@ fn an_ordinary_go_program_runs_with_its_goroutines_timers_files_and_exit_code() 
     let state = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let go = guest("exec_probe_go");
-    let mut child = exec(
-        state.path(),
-        &[
-            "--dir",
-            &format!("{}:/out", out_dir.path().display()),
-            "--env",
-            "GREETING=hi",
-            go.to_str().unwrap(),
-            "--",
-            "a",
-            "b c",
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"line one\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (out, all) = run_with_input(
+        &mut exec(
+            state.path(),
+            &[
+                "--dir",
+                &format!("{}:/out", out_dir.path().display()),
+                "--env",
+                "GREETING=hi",
+                go.to_str().unwrap(),
+                "--",
+                "a",
+                "b c",
+            ],
+        ),
+        b"line one\n",
+    );
     let (stdout, stderr) = text(&out);
-    let all = format!("{stdout}\n--- stderr:\n{stderr}");
     assert_eq!(out.status.code(), Some(42), "{all}");
     for line in [
         r#"go args: ["a" "b c"]"#,

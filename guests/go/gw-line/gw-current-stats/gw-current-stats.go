@@ -13,47 +13,23 @@
 package currentstats
 
 import (
-	"encoding/binary"
 	"math"
 
 	"edgeward.dev/edgeward"
+	"edgeward.dev/guests/gw-line/welford"
 )
 
 const source = 4
 
 var (
-	window   = uint32(edgeward.ArgInt("--window", 250))
-	stats    edgeward.Channel
-	count    uint32
-	mean, m2 float64
-	lo, hi   float64
-	buf      [64]byte
+	windowSize = uint32(edgeward.ArgInt("--window", 250))
+	stats      edgeward.Channel
+	window     welford.Window
+	buf        [64]byte
 )
 
-func add(x float64) {
-	if count == 0 {
-		lo, hi = x, x
-	}
-	count++
-	d := x - mean
-	mean += d / float64(count)
-	m2 += d * (x - mean)
-	lo, hi = math.Min(lo, x), math.Max(hi, x)
-}
-
 func publish() error {
-	std := 0.0
-	if count > 1 {
-		std = math.Sqrt(m2 / float64(count-1))
-	}
-	b := binary.LittleEndian.AppendUint32(buf[:0], source)
-	b = binary.LittleEndian.AppendUint32(b, count)
-	for _, v := range [...]float64{lo, hi, mean, std} {
-		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
-	}
-	b = append(b, "motor-current"...)
-	count, mean, m2 = 0, 0, 0
-	return stats.Send(b)
+	return stats.Send(window.Record(buf[:0], source, "motor-current"))
 }
 
 func init() { edgeward.Module("gw-current-stats", setup) }
@@ -70,8 +46,8 @@ func setup() {
 		if !ok || math.IsNaN(amps) {
 			return nil
 		}
-		add(amps)
-		if count >= window {
+		window.Add(amps)
+		if window.Count() >= windowSize {
 			return publish()
 		}
 		return nil

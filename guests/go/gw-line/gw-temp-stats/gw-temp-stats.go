@@ -12,10 +12,10 @@
 package tempstats
 
 import (
-	"encoding/binary"
 	"math"
 
 	"edgeward.dev/edgeward"
+	"edgeward.dev/guests/gw-line/welford"
 )
 
 const source = 1
@@ -24,36 +24,12 @@ var (
 	windowNs = int64(edgeward.ArgFloat64("--window-s", 10) * 1e9)
 	stats    edgeward.Channel
 	start    int64 // the window's first time stamp, 0 before one
-	count    uint32
-	mean, m2 float64
-	lo, hi   float64
+	window   welford.Window
 	buf      [64]byte
 )
 
-func add(x float64) {
-	if count == 0 {
-		lo, hi = x, x
-	}
-	count++
-	d := x - mean
-	mean += d / float64(count)
-	m2 += d * (x - mean)
-	lo, hi = math.Min(lo, x), math.Max(hi, x)
-}
-
 func publish() error {
-	std := 0.0
-	if count > 1 {
-		std = math.Sqrt(m2 / float64(count-1))
-	}
-	b := binary.LittleEndian.AppendUint32(buf[:0], source)
-	b = binary.LittleEndian.AppendUint32(b, count)
-	for _, v := range [...]float64{lo, hi, mean, std} {
-		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
-	}
-	b = append(b, "temperature"...)
-	count, mean, m2 = 0, 0, 0
-	return stats.Send(b)
+	return stats.Send(window.Record(buf[:0], source, "temperature"))
 }
 
 func init() { edgeward.Module("gw-temp-stats", setup) }
@@ -72,14 +48,14 @@ func setup() {
 			return nil
 		}
 		var err error
-		if start != 0 && t-start >= windowNs && count > 0 {
+		if start != 0 && t-start >= windowNs && window.Count() > 0 {
 			err = publish()
 			start = 0
 		}
 		if start == 0 {
 			start = t
 		}
-		add(celsius)
+		window.Add(celsius)
 		return err
 	})
 }
