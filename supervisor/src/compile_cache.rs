@@ -124,7 +124,7 @@ impl CompileCache {
                 let Some(i) = queue.next() else { break };
                 let (sha, wasm) = &wanted[i];
                 let tmp = durable::temp_path(&self.path_for(sha));
-                let child = Command::new(worker_bin)
+                let child = crate::signals::unblocked(&mut Command::new(worker_bin))
                     .arg("compile")
                     .arg(wasm)
                     .arg(&tmp)

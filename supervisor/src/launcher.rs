@@ -145,7 +145,7 @@ impl Launcher {
         match self.model {
             ProcessModel::Zygote => Ok(self.zygote()?.fingerprint.clone()),
             ProcessModel::Exec => {
-                let out = Command::new(&self.worker_bin)
+                let out = crate::signals::unblocked(&mut Command::new(&self.worker_bin))
                     .arg("fingerprint")
                     .stdin(Stdio::null())
                     .output()
@@ -330,25 +330,12 @@ pub fn worker_command(worker_bin: &Path, mode: &str, fd: i32) -> Command {
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // The signals this process reads from a signalfd are blocked here,
-        // and a blocked mask survives exec (std does not reset it): the
-        // worker must start with none blocked, or SIGTERM and SIGINT
-        // would not end it.
-        // SAFETY: an all-zero sigset_t is a valid (empty) value.
-        let mut none = unsafe { std::mem::zeroed::<libc::sigset_t>() };
-        // SAFETY: initialises the local set; async-signal-safe.
-        unsafe { libc::sigemptyset(&mut none) };
-        // SAFETY: reads the local set; async-signal-safe.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
-        }
         Ok(())
     };
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls dup2/fcntl/sigemptyset/pthread_sigmask, which are
-    // async-signal-safe.
+    // calls dup2/fcntl, which are async-signal-safe.
     unsafe { command.pre_exec(keep_control_fd) };
+    crate::signals::unblocked(&mut command);
     command
 }
 

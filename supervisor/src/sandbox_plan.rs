@@ -132,6 +132,30 @@ impl HostSandbox {
         })
     }
 
+    /// Removes the cgroups of `edgeward exec` runs (`exec-PID`) whose
+    /// process is gone: a run killed with SIGKILL cannot remove its own
+    /// (its worker died with it, so the cgroup is empty).
+    pub fn remove_stale_exec_cgroups(&self) {
+        let Some(driver) = &self.cgroups else {
+            return;
+        };
+        for dir in driver.group_dirs() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("exec-"))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+        }
+    }
+
     /// Creates the module's cgroup (idempotent) with its policy's limits.
     /// Returns `Ok(None)` on hosts without cgroups.
     ///

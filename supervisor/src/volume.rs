@@ -317,19 +317,21 @@ fn grow_file(image: &Path, bytes: u64) -> Result<(), VolumeError> {
 }
 
 fn loop_device_of(image: &Path) -> Result<PathBuf, VolumeError> {
-    let output = Command::new(find_tool("losetup").unwrap_or_else(|| "losetup".into()))
-        .args([
-            "-j".as_ref(),
-            image.as_os_str(),
-            "-n".as_ref(),
-            "-O".as_ref(),
-            "NAME".as_ref(),
-        ])
-        .output()
-        .map_err(|source| VolumeError::Io {
-            path: image.to_path_buf(),
-            source,
-        })?;
+    let output = crate::signals::unblocked(&mut Command::new(
+        find_tool("losetup").unwrap_or_else(|| "losetup".into()),
+    ))
+    .args([
+        "-j".as_ref(),
+        image.as_os_str(),
+        "-n".as_ref(),
+        "-O".as_ref(),
+        "NAME".as_ref(),
+    ])
+    .output()
+    .map_err(|source| VolumeError::Io {
+        path: image.to_path_buf(),
+        source,
+    })?;
     let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
     if name.is_empty() {
         return Err(VolumeError::Tool {
@@ -407,7 +409,7 @@ fn unescape_mountinfo(field: &str) -> String {
 
 fn run(tool: &str, args: &[&std::ffi::OsStr]) -> Result<(), VolumeError> {
     let program = find_tool(tool).unwrap_or_else(|| PathBuf::from(tool));
-    let output = Command::new(&program)
+    let output = crate::signals::unblocked(&mut Command::new(&program))
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

@@ -222,10 +222,29 @@ fn the_module_runs_in_a_workers_sandbox_with_its_own_uid_and_cgroup() {
         let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert_ne!(theirs, ours, "{ns} namespace shared");
     }
+    // A run killed with SIGKILL leaves its cgroup behind: the next run
+    // removes it (this one's sibling, named after a pid that is gone).
+    let own = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":pids:").map(|(_, path)| path.to_string()))
+        .expect("a pids cgroup");
+    let stale_pid = (4_000_000..4_194_304)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let stale = Path::new("/sys/fs/cgroup/pids")
+        .join(own.trim_start_matches('/'))
+        .with_file_name(format!("exec-{stale_pid}"));
+    std::fs::create_dir(&stale).unwrap();
     // Its stdin is ours: a line ends the wait, and the run ends with 0.
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    let out = exec(state.path(), &[&probe(), "--", "args"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert!(!stale.exists(), "{} left behind", stale.display());
     // The run's cgroup is gone with it.
     let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     assert!(!mine.is_empty());

@@ -91,6 +91,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<i32> {
     for warning in &sandbox.warnings {
         eprintln!("edgeward exec: sandbox degraded: {warning}");
     }
+    sandbox.remove_stale_exec_cgroups();
     let identity = sandbox.exec_identity(pid);
     let mut cgroup_policy = policy.clone();
     cgroup_policy.name = format!("exec-{pid}");
