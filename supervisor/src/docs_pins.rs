@@ -82,3 +82,17 @@ fn quota_defaults_are_documented() {
     }
     assert!(says(OPERATIONS, &format!("(default {default} MiB;")));
 }
+
+#[test]
+fn exec_exit_codes_and_uids_are_documented() {
+    use crate::cli::exec::{EXIT_CANNOT_RUN, EXIT_TRAPPED};
+    use crate::sandbox_plan::{EXEC_UID_OFFSET, UIDS_PER_GATEWAY};
+    assert_eq!(EXEC_UID_OFFSET, UIDS_PER_GATEWAY * 65536);
+    for phrase in [
+        format!("| | {EXIT_TRAPPED} | the module trapped"),
+        format!("| | {EXIT_CANNOT_RUN} | edgeward could not run it"),
+        format!("`uid_base + {UIDS_PER_GATEWAY} × 65536 + PID`"),
+    ] {
+        assert!(says(OPERATIONS, &phrase), "operations.md lacks {phrase:?}");
+    }
+}

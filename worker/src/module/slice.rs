@@ -83,6 +83,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_policy_reference_says_who_gets_which_slice() {
+        let policy = include_str!("../../../docs/policy.md");
+        let flat: String = policy.split_whitespace().collect::<Vec<_>>().join(" ");
+        for phrase in [
+            format!("ticking every {FAST_TICK_US} µs or more often"),
+            format!("shortest slice ({} ms;", SHORT_SLICE_NS as f64 / 1e6),
+        ] {
+            assert!(flat.contains(&phrase), "policy.md lacks {phrase:?}");
+        }
+    }
+
+    #[test]
     fn only_fast_ticking_modules_want_it() {
         assert!(!wanted(0));
         assert!(wanted(1_000));
