@@ -1,9 +1,8 @@
 //! End to end: edgeward as PID 1 of its own PID namespace, as in a
 //! container (`unshare --pid --fork --mount-proc edgeward run …`). It reaps
-//! orphans it did not create, and SIGTERM stops every module with a final
-//! snapshot (restored by the next run) and ends the namespace with exit
-//! code 0 (docs/operations.md,
-//! "Signals and PID 1").
+//! orphans it did not create, SIGHUP reloads, and SIGTERM stops every
+//! module with a final snapshot (restored by the next run) and ends the
+//! namespace with exit code 0 (docs/operations.md, "Signals and PID 1").
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,6 +104,23 @@ fn as_pid_1_of_a_namespace_it_reaps_orphans_and_stops_cleanly_on_sigterm() {
     // Once they have exited, none stays a zombie.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(zombies_under(edgeward), Vec::<i32>::new(), "{}", read_log());
+
+    // SIGHUP reloads: a policy added meanwhile starts.
+    g.add_policy("second", &policy("counter", "[schedule]\ntick_us = 10000"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(edgeward),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let reloaded = Instant::now() + Duration::from_secs(20);
+    while !read_log().contains("[second] info: ticks=") {
+        assert!(
+            Instant::now() < reloaded,
+            "SIGHUP did not start the new module:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // SIGTERM: a final snapshot, then exit 0, which ends the namespace.
     nix::sys::signal::kill(
