@@ -22,6 +22,7 @@ import (
 	"math"
 
 	"edgeward.dev/edgeward"
+	"edgeward.dev/guests/gw-line/noise"
 )
 
 const (
@@ -37,15 +38,6 @@ var (
 	lastNs     int64
 	buf        [24]byte
 )
-
-// noise is a deterministic value in [-1, 1) for reading n (splitmix64).
-func noise(n uint64) float64 {
-	z := n + 0x9E3779B97F4A7C15
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-	z ^= z >> 31
-	return float64(z>>11)/float64(1<<53)*2 - 1
-}
 
 func load(n uint64) float64 {
 	if k := n % 2250; k >= 1500 && k < 1650 {
@@ -88,7 +80,7 @@ func setup() {
 		target := ampsPerDuty * duty * load(n)
 		amps += (target - amps) * (1 - math.Exp(-dt/tauS))
 		ripple := 0.3 * math.Sin(2*math.Pi*float64(n%5)/5)
-		measured := amps + ripple + 0.1*noise(n^0x5A5A)
+		measured := amps + ripple + 0.1*noise.At(n^0x5A5A)
 		number := n
 		n++
 		if dropout(number) {

@@ -26,6 +26,7 @@ import (
 	"math"
 
 	"edgeward.dev/edgeward"
+	"edgeward.dev/guests/gw-line/noise"
 )
 
 const framePeriodS = 0.1 // the meter is polled every 100 ms
@@ -36,15 +37,6 @@ var (
 	energyWh float64
 	frame    [32]byte
 )
-
-// noise is a deterministic value in [-1, 1) for frame n (splitmix64).
-func noise(n uint64) float64 {
-	z := n + 0x9E3779B97F4A7C15
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-	z ^= z >> 31
-	return float64(z>>11)/float64(1<<53)*2 - 1
-}
 
 // crc16 is CRC-16/MODBUS of b.
 func crc16(b []byte) uint16 {
@@ -70,8 +62,8 @@ func withCRC(b []byte) []byte {
 // answer builds frame n's bytes in frame.
 func answer(n uint64) []byte {
 	x := float64(n)
-	volts := 400 + 3*math.Sin(2*math.Pi*x/300) + 0.5*noise(n)
-	amps := 28 + 6*math.Sin(2*math.Pi*x/450) + 0.4*noise(n^0xA5)
+	volts := 400 + 3*math.Sin(2*math.Pi*x/300) + 0.5*noise.At(n)
+	amps := 28 + 6*math.Sin(2*math.Pi*x/450) + 0.4*noise.At(n^0xA5)
 	pf := 0.86 + 0.03*math.Sin(2*math.Pi*x/700)
 	hz := 50 + 0.02*math.Sin(2*math.Pi*x/170)
 	watts := math.Sqrt(3) * volts * amps * pf

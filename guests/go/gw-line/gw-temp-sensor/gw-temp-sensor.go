@@ -23,6 +23,7 @@ import (
 	"math"
 
 	"edgeward.dev/edgeward"
+	"edgeward.dev/guests/gw-line/noise"
 )
 
 var (
@@ -32,15 +33,6 @@ var (
 	// never makes the Go collector run inside a call.
 	buf [24]byte
 )
-
-// noise is a deterministic value in [-1, 1) for reading n (splitmix64).
-func noise(n uint64) float64 {
-	z := n + 0x9E3779B97F4A7C15
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-	z ^= z >> 31
-	return float64(z>>11)/float64(1<<53)*2 - 1
-}
 
 // celsius is what the thermocouple reads at reading n.
 func celsius(n uint64) float64 {
@@ -54,7 +46,7 @@ func celsius(n uint64) float64 {
 		// Overheat: a heater band overshoots for 0.8 s, peaking near 89.6.
 		return 85.6 + 4*math.Sin(math.Pi*(float64(k-50)+0.5)/8)
 	}
-	return 64 + 6*math.Sin(2*math.Pi*float64(n)/600) + 0.3*noise(n)
+	return 64 + 6*math.Sin(2*math.Pi*float64(n)/600) + 0.3*noise.At(n)
 }
 
 func init() { edgeward.Module("gw-temp-sensor", setup) }
