@@ -34,7 +34,6 @@ use serde_json::Value;
 
 use super::{
     figure, median, memory_kib, progress, stop, timed_start_of, Figure, LanguageStarts, GO_POLICY,
-    RUNS,
 };
 
 /// Interleaved rounds (without, then with the hog) of the latency figures.
@@ -523,24 +522,14 @@ fn per_language_pss(dir: &GatewayDir) -> String {
         .join(", ")
 }
 
-/// The demo's warm start-up (median of [`RUNS`] after one that fills the
+/// The demo's warm start-up (median of [`super::RUNS`] after one that fills the
 /// compile cache), and the gateway's whole PSS after the last.
 fn demo_start(dir: &GatewayDir, demo: &Demo) -> DemoStart {
     let n = demo.modules.len();
-    let (child, _) = timed_start_of(dir, "zygote", n, Duration::from_secs(600));
-    stop(child);
-    let mut times = Vec::new();
-    let mut last = None;
-    for run in 0..RUNS {
-        let (child, took) = timed_start_of(dir, "zygote", n, Duration::from_secs(60));
-        times.push(took.as_secs_f64() * 1000.0);
-        if run + 1 == RUNS {
-            last = Some(child);
-        } else {
-            stop(child);
-        }
-    }
-    let child = last.expect("at least one run");
+    let (times, child) = super::warm_starts(
+        |timeout| timed_start_of(dir, "zygote", n, timeout),
+        Duration::from_secs(600),
+    );
     std::thread::sleep(DEMO_SETTLE);
     let supervisor = child.id() as i32;
     let children = children_of(supervisor);

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use edgeward_tests::{bin, children_of, guest};
@@ -44,6 +44,21 @@ fn run_with_input(command: &mut Command, input: &[u8]) -> (Output, String) {
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&out);
     (out, format!("{stdout}\n--- stderr:\n{stderr}"))
+}
+
+/// `exec` of the probe waiting for a line on its stdin, once it says so.
+fn waiting_probe(state: &Path) -> Child {
+    let mut child = exec(state, &[&probe(), "--", "wait-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "waiting: ok");
+    child
 }
 
 fn probe() -> String {
@@ -176,16 +191,7 @@ fn granted_dirs_are_used_as_their_owner_and_nothing_else_is_reachable() {
 #[test]
 fn the_module_runs_in_a_workers_sandbox_with_its_own_uid_and_cgroup() {
     let state = tempfile::tempdir().unwrap();
-    let mut child = exec(state.path(), &[&probe(), "--", "wait-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "waiting: ok");
+    let mut child = waiting_probe(state.path());
     let exec_pid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(10);
     let worker = loop {
@@ -398,16 +404,7 @@ fn an_ordinary_go_program_runs_with_its_goroutines_timers_files_and_exit_code() 
 #[test]
 fn a_signal_to_exec_reaches_the_module_and_sets_the_exit_code() {
     let state = tempfile::tempdir().unwrap();
-    let mut child = exec(state.path(), &[&probe(), "--", "wait-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "waiting: ok");
+    let mut child = waiting_probe(state.path());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
