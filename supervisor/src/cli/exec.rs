@@ -222,20 +222,13 @@ fn parse_dir(spec: &str) -> anyhow::Result<policy::Dir> {
 /// Validates and compiles `wasm` through the compile cache of the state
 /// dir, else of the user's own cache dir. Returns the artifact.
 fn compile(args: &ExecArgs, wasm: &Path) -> anyhow::Result<PathBuf> {
-    let fingerprint = std::process::Command::new(&args.worker_bin)
-        .arg("fingerprint")
-        .output()
-        .with_context(|| format!("cannot run {}", args.worker_bin.display()))?;
-    if !fingerprint.status.success() {
-        bail!(
-            "{} fingerprint failed: {}",
-            args.worker_bin.display(),
-            String::from_utf8_lossy(&fingerprint.stderr).trim()
-        );
-    }
-    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
-        .trim()
-        .to_string();
+    // The exec model's launcher asks `edgeward-worker fingerprint`, as
+    // `run` does without a fork server.
+    let fingerprint = crate::launcher::Launcher::new(
+        crate::launcher::ProcessModel::Exec,
+        args.worker_bin.clone(),
+    )
+    .fingerprint()?;
     let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     let sha = {
         use sha2::{Digest, Sha256};
