@@ -405,11 +405,15 @@ fn an_ordinary_go_program_runs_with_its_goroutines_timers_files_and_exit_code() 
 fn a_signal_to_exec_reaches_the_module_and_sets_the_exit_code() {
     let state = tempfile::tempdir().unwrap();
     let mut child = waiting_probe(state.path());
+    // Child::wait closes stdin first, and the probe ends (exit 0) at EOF:
+    // hold stdin open so that only the signal can end it.
+    let stdin = child.stdin.take();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     let status = child.wait().unwrap();
+    drop(stdin);
     assert_eq!(status.code(), Some(128 + 15));
 }
