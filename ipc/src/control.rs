@@ -8,7 +8,15 @@
 //!    `ew_init` returned 0 (a command module: once it is instantiated), or
 //!    [`FromWorker::Fault`] and exit;
 //! 4. then any number of [`FromWorker::Log`] / [`FromWorker::Heartbeat`], until the
-//!    supervisor sends [`ToWorker::Stop`] or the worker faults.
+//!    supervisor sends [`ToWorker::Stop`] or the worker faults. On request
+//!    the worker answers [`ToWorker::Snapshot`], [`ToWorker::Health`] and
+//!    [`ToWorker::Ping`], and takes a ring back after [`ToWorker::RingReset`].
+//!
+//! Liveness: every message a worker sends counts as a sign of life. When a
+//! Ready worker has sent nothing for half its `watchdog_ms`, the supervisor
+//! sends it [`ToWorker::Ping`], which the worker answers with a
+//! [`FromWorker::Heartbeat`]; a worker still silent after the whole
+//! `watchdog_ms` (stopped, stuck in a host call, deadlocked) is killed.
 //!
 //! Fields may be added only together with a [`crate::PROTOCOL_VERSION`] bump.
 
@@ -34,6 +42,17 @@ pub enum ToWorker {
     /// exports none), a command answers 0; the answer is
     /// [`FromWorker::Health`]. Asked at the end of an upgrade's probation.
     Health,
+    /// Are you alive? Sent to a Ready worker that has sent nothing for half
+    /// its `watchdog_ms`, never before `Ready`. The worker answers with a
+    /// [`FromWorker::Heartbeat`] carrying its current counters, even if
+    /// unchanged, as soon as its loop reads the control socket: a reactor
+    /// reads it between guest calls, so the answer comes within about one
+    /// call budget; a command's control thread answers at once. Like every
+    /// heartbeat the answer never waits for room: a full socket means the
+    /// supervisor has plenty of this worker's messages to read, each a sign
+    /// of life. Last in the enum, so the other requests keep their wire
+    /// numbers.
+    Ping,
 }
 
 /// Everything a worker needs to run its one module. Nothing outside this
@@ -226,7 +245,8 @@ pub enum FromWorker {
         /// the supervisor takes a longer one as a protocol violation.
         text: String,
     },
-    /// Periodic counters.
+    /// Counters: periodic while they change, and the answer to
+    /// [`ToWorker::Ping`] (then sent even if unchanged).
     Heartbeat(Stats),
     /// Why the worker is about to exit abnormally. The supervisor shows
     /// `message` as the module's `last_error`.
@@ -419,6 +439,32 @@ mod tests {
             }
             assert_eq!(reassemble(messages), state, "len {len}");
         }
+    }
+
+    #[test]
+    fn ping_is_appended_and_round_trips() {
+        // Requests are only ever appended: `Init` stays number 0, so a worker
+        // of another build still reads the supervisor's first request as
+        // `Init` and reports the version mismatch in words.
+        let requests = [
+            ToWorker::Stop,
+            ToWorker::RingReset { ring: 3 },
+            ToWorker::Snapshot,
+            ToWorker::Health,
+            ToWorker::Ping,
+        ];
+        for (number, request) in (1u8..).zip(requests) {
+            let bytes = postcard::to_stdvec(&request).unwrap();
+            assert_eq!(bytes[0], number, "{request:?}");
+            let back: ToWorker = crate::frame::decode(&bytes).unwrap();
+            assert_eq!(back, request);
+        }
+        let answer = FromWorker::Heartbeat(Stats {
+            msgs_in: 7,
+            ..Stats::default()
+        });
+        let bytes = postcard::to_stdvec(&answer).unwrap();
+        assert_eq!(crate::frame::decode::<FromWorker>(&bytes).unwrap(), answer);
     }
 
     #[test]

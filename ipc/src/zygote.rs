@@ -4,6 +4,13 @@
 //! engine once and forks a worker per request, so workers share its pages
 //! copy-on-write. Every worker ends up a child of the supervisor (see
 //! `worker/src/zygote.rs`), which reaps it like any other child.
+//!
+//! The zygote answers requests one at a time, in order: each
+//! [`ToZygote::Spawn`] with [`FromZygote::Spawned`] or
+//! [`FromZygote::SpawnFailed`], each [`ToZygote::Ping`] with
+//! [`FromZygote::Pong`]. The supervisor watches it like a worker: every
+//! reply is a sign of life; a zygote silent for a while is pinged, and
+//! killed if it stays silent (stopped, or stuck in a fork).
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +32,10 @@ pub enum ToZygote {
         /// period of 10 to 20 ms).
         cgroup_procs: Vec<String>,
     },
+    /// Are you alive? Answered with [`FromZygote::Pong`] once the requests
+    /// sent before it are answered. No fds travel with it (any that do are
+    /// closed).
+    Ping,
 }
 
 /// A reply from the zygote.
@@ -48,4 +59,58 @@ pub enum FromZygote {
         /// Why.
         reason: String,
     },
+    /// The answer to [`ToZygote::Ping`]. Not the answer to a `Spawn`: the
+    /// supervisor matches spawn replies to its requests in order and must
+    /// skip this one.
+    Pong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_and_pong_are_appended_and_round_trip() {
+        // Only ever appended: `Hello` stays number 0, so a fork server of
+        // another build is still understood to be one, and its version
+        // mismatch is reported in words.
+        let requests = [
+            (
+                0,
+                ToZygote::Spawn {
+                    module: "counter".into(),
+                    artifact: "/cache/counter.cwasm".into(),
+                    cgroup_procs: vec![],
+                },
+            ),
+            (1, ToZygote::Ping),
+        ];
+        for (number, request) in requests {
+            let bytes = postcard::to_stdvec(&request).unwrap();
+            assert_eq!(bytes[0], number, "{request:?}");
+            assert_eq!(crate::frame::decode::<ToZygote>(&bytes).unwrap(), request);
+        }
+        let replies = [
+            (
+                0,
+                FromZygote::Hello {
+                    protocol_version: crate::PROTOCOL_VERSION,
+                    engine_fingerprint: "0123456789abcdef".into(),
+                },
+            ),
+            (1, FromZygote::Spawned { pid: 7 }),
+            (
+                2,
+                FromZygote::SpawnFailed {
+                    reason: "fork: EAGAIN".into(),
+                },
+            ),
+            (3, FromZygote::Pong),
+        ];
+        for (number, reply) in replies {
+            let bytes = postcard::to_stdvec(&reply).unwrap();
+            assert_eq!(bytes[0], number, "{reply:?}");
+            assert_eq!(crate::frame::decode::<FromZygote>(&bytes).unwrap(), reply);
+        }
+    }
 }

@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::durable;
-use crate::supervisor::say;
+use crate::log_sink::say;
 
 /// The compile cache of one state dir.
 #[derive(Debug, Clone)]

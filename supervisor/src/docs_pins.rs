@@ -2,7 +2,7 @@
 //! true: a change to either side fails here until the other follows.
 
 use crate::control::clients::{ANSWER_TIMEOUT, MAX_CLIENTS, MAX_REQUEST, REQUEST_TIMEOUT};
-use crate::supervisor::{FALSE_REPORTS_MAX, FRAMES_PER_SECOND, FRAMES_PER_WAKE, RING_ACTION_EVERY};
+use crate::event_loop::{FALSE_REPORTS_MAX, FRAMES_PER_SECOND, FRAMES_PER_WAKE, RING_ACTION_EVERY};
 
 const OPERATIONS: &str = include_str!("../../docs/operations.md");
 const POLICY: &str = include_str!("../../docs/policy.md");

@@ -9,7 +9,7 @@
 //!
 //! Children a job starts (the `edgeward-worker compile` processes) are
 //! children of the job's thread. The loop reaps with `__WNOTHREAD` (see
-//! `workers.rs`, `reap`), so it never takes their exit status from the job
+//! `event_loop/exits.rs`, `reap`), so it never takes their exit status from the job
 //! that waits for them.
 
 use std::os::fd::{AsFd, BorrowedFd};

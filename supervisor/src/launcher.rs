@@ -109,8 +109,11 @@ impl Launcher {
             .map(|z| std::os::fd::AsFd::as_fd(&z.socket))
     }
 
-    /// Reads one reply of the fork server without blocking.
-    /// `Ok(None)`: nothing pending. `Err`: the fork server is gone.
+    /// Reads one reply of the fork server without blocking, in the order
+    /// the requests were sent: a [`FromZygote::Spawned`] or
+    /// [`FromZygote::SpawnFailed`] per `Spawn`, a [`FromZygote::Pong`] per
+    /// [`Launcher::ping_zygote`]. `Ok(None)`: nothing pending. `Err`: the
+    /// fork server is gone.
     ///
     /// # Errors
     /// The fork server closed its socket or sent a bad frame; it is dropped.
@@ -125,6 +128,32 @@ impl Launcher {
                 self.zygote = None;
                 bail!("fork server unreachable: {e}")
             }
+        }
+    }
+
+    /// Asks the fork server whether it is alive, without waiting: sends
+    /// [`ToZygote::Ping`]. It answers [`FromZygote::Pong`] once the requests
+    /// sent before it are answered; [`Launcher::next_reply`] returns the Pong
+    /// like any reply, and it answers no spawn request.
+    ///
+    /// `Ok(false)` when there is no fork server to watch: the exec process
+    /// model, or none handshaken yet (a prestarted one is handshaken by the
+    /// first spawn or [`Launcher::fingerprint`], with its own 10 s timeout),
+    /// or none since the last one ended. `Ok(true)` also when its socket is
+    /// full: the requests queued there are answered before any Ping would
+    /// be, so their replies are the sign of life to wait for.
+    ///
+    /// # Errors
+    /// Its socket is broken: it ended or is ending. It is not forgotten
+    /// here: [`Launcher::next_reply`] reports the broken socket as usual (and
+    /// the event loop then fails the pending spawns).
+    pub fn ping_zygote(&self) -> anyhow::Result<bool> {
+        let Some(zygote) = &self.zygote else {
+            return Ok(false);
+        };
+        match frame::try_send(&zygote.socket, &ToZygote::Ping, &[]) {
+            Ok(()) | Err(frame::FrameError::WouldBlock) => Ok(true),
+            Err(e) => bail!("fork server (pid {}) unreachable: {e}", zygote.pid),
         }
     }
 

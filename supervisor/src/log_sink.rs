@@ -192,6 +192,12 @@ pub fn err(text: String) {
     global().line(Stream::Err, text);
 }
 
+/// Prints a supervisor message on stderr (through the log writer: never blocks).
+macro_rules! say {
+    ($($arg:tt)*) => { crate::log_sink::err(format!("edgeward: {}", format_args!($($arg)*))) };
+}
+pub(crate) use say;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,12 @@ mod control;
 #[cfg(test)]
 mod docs_pins;
 mod durable;
+mod event_loop;
 mod grant_access;
 mod idmap;
 mod jobs;
 mod launcher;
+mod lifecycle;
 mod log_sink;
 mod output;
 mod policy;
@@ -26,8 +28,7 @@ mod slot;
 mod snapshot;
 mod state_lock;
 mod status;
-mod supervisor;
-mod upgrade_record;
+mod upgrade;
 mod volume;
 mod wasm_language;
 mod worker_text;
@@ -53,8 +54,8 @@ fn main() -> ExitCode {
             ready_timeout_ms,
             uid_base,
             runtime_overhead_mib,
-        } => supervisor::run(
-            supervisor::Options {
+        } => event_loop::run(
+            event_loop::Options {
                 policies,
                 state,
                 control: control.control,

@@ -117,6 +117,7 @@ mod tests {
             intensity_max: 5,
             intensity_window_s: 60,
             spare: false,
+            watchdog_ms: 1000,
         }
     }
 

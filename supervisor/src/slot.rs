@@ -8,43 +8,11 @@ use std::time::Instant;
 use edgeward_ipc::control::{ModuleKind, Stats};
 use nix::unistd::Pid;
 
+pub use crate::lifecycle::State;
 use crate::output::OutputPipe;
 use crate::policy::Policy;
 use crate::restart::RestartTracker;
 use crate::status::ModuleStatus;
-
-/// Lifecycle state, as shown in `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// A worker exists but has not sent Ready.
-    Starting,
-    /// The worker sent Ready.
-    Running,
-    /// Waiting to restart.
-    Backoff,
-    /// Given up: bad policy, artifact, `never` policy, or intensity exceeded.
-    Failed,
-    /// Ended cleanly, or stopped on request.
-    Stopped,
-    /// Its policy file was removed and a reload applied that: the slot is
-    /// kept (a module of the same name added later gets its index, uid and
-    /// snapshots) but shown nowhere.
-    Removed,
-}
-
-impl State {
-    /// The word used in `status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Backoff => "backoff",
-            State::Failed => "failed",
-            State::Stopped => "stopped",
-            State::Removed => "removed",
-        }
-    }
-}
 
 /// A live worker process.
 pub struct Worker {
@@ -64,10 +32,6 @@ pub struct Worker {
     pub ready_at: Option<Instant>,
     /// Whether its Hello arrived.
     pub said_hello: bool,
-    /// Stop was sent; SIGKILL follows at this instant.
-    pub kill_at: Option<Instant>,
-    /// An operator asked for a restart: start again as soon as it is gone.
-    pub restart_requested: bool,
     /// The worker's own account of why it is ending.
     pub fault: Option<String>,
     /// The supervisor killed it, and why.
@@ -86,13 +50,17 @@ pub struct Worker {
     /// The leading parts of the snapshot it is sending.
     pub snapshot_parts: Vec<u8>,
     /// Messages it may send (snapshot transfers asked for aside): a worker
-    /// over [`crate::supervisor::FRAMES_PER_SECOND`] is flooding the socket.
+    /// over `FRAMES_PER_SECOND` (`event_loop/mod.rs`) is flooding the socket.
     pub frames: edgeward_ipc::rate::Bucket,
     /// The lines its `Log` messages may carry (the worker keeps its own
     /// limit; a compromised one would not).
     pub log_limit: edgeward_ipc::rate::LineLimit,
     /// Its generation: events tagged with another are stale.
     pub generation: u32,
+    /// When it last sent anything (the watchdog's sign of life).
+    pub last_heard: Instant,
+    /// The watchdog pinged it since (`event_loop/watchdog.rs`).
+    pub pinged: bool,
 }
 
 impl Worker {
@@ -160,7 +128,8 @@ pub struct Slot {
     pub policy: Option<Policy>,
     /// Its precompiled artifact, once available.
     pub artifact: Option<PathBuf>,
-    /// Lifecycle state.
+    /// Lifecycle state (`lifecycle.rs`: changed only by its transition
+    /// function).
     pub state: State,
     /// Current worker.
     pub worker: Option<Worker>,
@@ -174,8 +143,6 @@ pub struct Slot {
     pub last_error: Option<String>,
     /// Restart bookkeeping (present when the policy is valid).
     pub tracker: Option<RestartTracker>,
-    /// When to restart, in `Backoff`.
-    pub restart_at: Option<Instant>,
     /// The last generation handed out (one per worker or spare).
     pub generation: u32,
     /// Reactor or command, once known.
@@ -188,17 +155,14 @@ pub struct Slot {
     pub cgroup: Option<crate::cgroup::ModuleCgroup>,
     /// Sandbox layers the worker could not apply.
     pub degraded: Vec<String>,
-    /// A reload removed its policy: once its worker has ended, the slot
-    /// becomes [`State::Removed`].
-    pub removing: bool,
     /// A reload changed its resource limits: its cgroup is set up again
     /// before the next worker starts.
     pub limits_changed: bool,
     /// The sha256 of the wasm it runs when that is not its policy's (an
-    /// upgrade's active slot, see `upgrade_record.rs`).
+    /// upgrade's active slot, see `upgrade/record.rs`).
     pub upgraded: Option<String>,
     /// An upgrade in progress.
-    pub upgrade: Option<Box<crate::supervisor::upgrade::Upgrade>>,
+    pub upgrade: Option<Box<crate::upgrade::Upgrade>>,
     /// The next worker is handed the newest snapshot of this wasm instead
     /// of its own (an upgrade's one explicit crossing); used once.
     pub restore_from: Option<String>,
@@ -225,14 +189,12 @@ impl Slot {
             restarts: 0,
             last_error: Some(reason),
             tracker: None,
-            restart_at: None,
             generation: 0,
             kind: None,
             stats: Stats::default(),
             stats_before: Stats::default(),
             cgroup: None,
             degraded: Vec::new(),
-            removing: false,
             limits_changed: false,
             upgraded: None,
             upgrade: None,
@@ -249,7 +211,7 @@ impl Slot {
             name: policy.name.clone(),
             tracker: Some(RestartTracker::new(policy.restart)),
             policy: Some(policy),
-            state: State::Stopped,
+            state: State::Waiting,
             ..Self::failed(String::new(), String::new())
         }
         .with_no_error()

@@ -435,3 +435,17 @@ pub fn last_number_after(log: &str, needle: &str) -> Option<u64> {
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
+
+/// `edgeward check --policies DIR`: its exit code, and its stdout and
+/// stderr together.
+pub fn check(dir: &Path) -> (i32, String) {
+    let out = Command::new(bin("edgeward"))
+        .args(["check", "--policies"])
+        .arg(dir)
+        .output()
+        .expect("run edgeward check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}

@@ -1,20 +1,6 @@
 //! End to end: `edgeward check` reports every bad policy and module at once.
 
-use std::process::Command;
-
-use edgeward_tests::{bin, policy, repo_root, GatewayDir};
-
-fn check(dir: &std::path::Path) -> (i32, String) {
-    let out = Command::new(bin("edgeward"))
-        .args(["check", "--policies"])
-        .arg(dir)
-        .output()
-        .expect("run edgeward check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
+use edgeward_tests::{check, policy, repo_root, GatewayDir};
 
 #[test]
 fn the_example_policies_are_valid() {

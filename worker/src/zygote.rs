@@ -59,8 +59,20 @@ pub fn run(socket: OwnedFd) -> i32 {
     if frame::send(&socket, &hello, &[]).is_err() {
         return exit_code::SUPERVISOR_GONE;
     }
+    serve_requests(&socket, |target, fds| {
+        spawn(&mut prepared, &socket, supervisor, target, fds)
+    })
+}
+
+/// Answers the supervisor's requests on `socket` one at a time, in order,
+/// until it closes the socket; `spawn` makes a worker. Returns the process
+/// exit code.
+fn serve_requests(
+    socket: &OwnedFd,
+    mut spawn: impl FnMut(&Target<'_>, Vec<OwnedFd>) -> wasmtime::Result<Pid>,
+) -> i32 {
     loop {
-        let (request, fds) = match frame::recv::<ToZygote>(&socket) {
+        let (request, fds) = match frame::recv::<ToZygote>(socket) {
             Ok(r) => r,
             Err(FrameError::Closed) => return exit_code::OK,
             Err(FrameError::WouldBlock) => continue,
@@ -80,7 +92,7 @@ pub fn run(socket: OwnedFd) -> i32 {
                     artifact: &artifact,
                     cgroup_procs: &cgroup_procs,
                 };
-                match spawn(&mut prepared, &socket, supervisor, &target, fds) {
+                match spawn(&target, fds) {
                     Ok(pid) => FromZygote::Spawned {
                         pid: pid.as_raw() as u32,
                     },
@@ -89,8 +101,11 @@ pub fn run(socket: OwnedFd) -> i32 {
                     },
                 }
             }
+            // Alive and reading: the requests before it are answered. Any
+            // fds that came with it close here.
+            ToZygote::Ping => FromZygote::Pong,
         };
-        if frame::send(&socket, &reply, &[]).is_err() {
+        if frame::send(socket, &reply, &[]).is_err() {
             return exit_code::SUPERVISOR_GONE;
         }
     }
@@ -240,4 +255,63 @@ fn ensure_single_threaded() -> wasmtime::Result<()> {
         bail!("the fork server has {threads} threads; refusing to fork (it must stay single-threaded)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ping_is_answered_with_a_pong_in_order_with_spawn_replies() {
+        let (supervisor, zygote) = frame::seqpacket_pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut spawned = Vec::new();
+            let code = serve_requests(&zygote, |target, fds| {
+                spawned.push((target.module.to_string(), fds.len()));
+                if target.module == "broken" {
+                    bail!("fork: Resource temporarily unavailable");
+                }
+                Ok(Pid::from_raw(4242))
+            });
+            (code, spawned)
+        });
+        let spawn = |module: &str| ToZygote::Spawn {
+            module: module.into(),
+            artifact: format!("/cache/{module}.cwasm"),
+            cgroup_procs: vec![],
+        };
+        // All requests go out before any reply is read, as the supervisor's
+        // event loop does.
+        frame::send(&supervisor, &ToZygote::Ping, &[]).unwrap();
+        frame::send(&supervisor, &spawn("counter"), &[]).unwrap();
+        frame::send(&supervisor, &ToZygote::Ping, &[]).unwrap();
+        frame::send(&supervisor, &spawn("broken"), &[]).unwrap();
+        frame::send(&supervisor, &ToZygote::Ping, &[]).unwrap();
+        let mut replies = Vec::new();
+        for _ in 0..5 {
+            let (reply, fds) = frame::recv::<FromZygote>(&supervisor).unwrap();
+            assert!(fds.is_empty());
+            replies.push(reply);
+        }
+        assert_eq!(
+            replies,
+            [
+                FromZygote::Pong,
+                FromZygote::Spawned { pid: 4242 },
+                FromZygote::Pong,
+                FromZygote::SpawnFailed {
+                    reason: "fork: Resource temporarily unavailable".into()
+                },
+                FromZygote::Pong,
+            ]
+        );
+        // Closing the socket ends the fork server; pings made no workers.
+        drop(supervisor);
+        let (code, spawned) = server.join().unwrap();
+        assert_eq!(code, exit_code::OK);
+        assert_eq!(
+            spawned,
+            [("counter".to_string(), 0), ("broken".to_string(), 0)]
+        );
+    }
 }

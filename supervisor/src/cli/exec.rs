@@ -104,7 +104,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let result = (|| {
         let dir_fds = grant_dirs(&policy, identity)?;
         let plan = HostSandbox::plan_for(&policy, identity, cgroup.as_ref());
-        let mut init = crate::supervisor::init_message(&policy, &artifact.to_string_lossy(), plan);
+        let mut init = crate::event_loop::init_message(&policy, &artifact.to_string_lossy(), plan);
         init.module = name.clone();
         init.stdin = true;
         for grant in &mut init.dirs {

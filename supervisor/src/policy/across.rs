@@ -11,6 +11,10 @@
 //! The first claim wins: policies named in `first` (those running now),
 //! then the rest in file-name order. A later policy that overlaps gets an
 //! error at its `host` value, like any other policy error.
+//!
+//! Then the start order and the groups (`order.rs`): every `after` entry
+//! names a module with a policy file here, `after` makes no cycle, and a
+//! group's members agree on its strategy.
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +94,7 @@ pub fn check_across(mut loaded: Vec<Loaded>, state: &Path, first: &[&str]) -> Ve
             l.result = Err(errors);
         }
     }
+    super::order::check_order(&mut loaded);
     loaded
 }
 

@@ -7,6 +7,7 @@
 
 mod across;
 pub(crate) mod error;
+mod order;
 mod schema;
 mod validate;
 
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 pub use across::check_across;
 pub use error::PolicyError;
-pub use schema::{DirMode, OnFull, RestartPolicy, WaitMode};
+pub use order::start_order;
+pub use schema::{DirMode, GroupStrategy, OnFull, RestartPolicy, WaitMode};
 pub(crate) use validate::valid_name;
 
 /// A validated policy, with every default filled in.
@@ -49,6 +51,28 @@ pub struct Policy {
     pub restart: Restart,
     /// `[snapshot] interval_ms`.
     pub snapshot_interval_ms: u64,
+    /// `[module] after`: the modules this one starts after (once they are
+    /// Ready), as written; each a valid module name, none twice, never the
+    /// module itself.
+    pub after: Vec<String>,
+    /// Line and column of each `after` entry (parallel to `after`), for
+    /// errors about it.
+    pub after_locations: Vec<(usize, usize)>,
+    /// `[group]`; `None` is a group of the module alone (`one_for_one`).
+    pub group: Option<Group>,
+}
+
+/// `[group]` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The group's name (module-name rules); the modules whose policies
+    /// give the same name are its members.
+    pub name: String,
+    /// What a member's failure restarts (`one_for_one` when not given).
+    pub strategy: GroupStrategy,
+    /// Line and column of the `strategy` value, or of the `name` value when
+    /// `strategy` is not given, for errors about the group.
+    pub location: (usize, usize),
 }
 
 /// One granted directory.
@@ -71,6 +95,16 @@ pub const DEFAULT_QUOTA_MIB: u32 = 64;
 
 /// Largest `quota_mib` (1 TiB).
 pub const MAX_QUOTA_MIB: u32 = 1 << 20;
+
+/// Default `[restart] watchdog_ms` (raised to twice `call_budget_ms` when
+/// that is larger).
+pub const DEFAULT_WATCHDOG_MS: u64 = 1000;
+
+/// Smallest `watchdog_ms` other than 0 (off).
+pub const MIN_WATCHDOG_MS: u64 = 100;
+
+/// Largest `watchdog_ms` (an hour).
+pub const MAX_WATCHDOG_MS: u64 = 3_600_000;
 
 /// `[channels]` after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +152,10 @@ pub struct Restart {
     /// Keep a spare worker forked and in the module's cgroups, so that a
     /// restart skips process creation and the cgroup migration.
     pub spare: bool,
+    /// Liveness watchdog, ms: a worker that sends nothing and answers no
+    /// ping for this long is killed and restarted; 0 turns it off. Never
+    /// below twice `call_budget_ms` (unless 0).
+    pub watchdog_ms: u64,
 }
 
 /// The outcome of loading one policy file.
@@ -160,7 +198,28 @@ impl Policy {
         for (mine, theirs) in self.dirs.iter().zip(&mut other.dirs) {
             theirs.location = mine.location;
         }
+        if let (Some(mine), Some(theirs)) = (&self.group, &mut other.group) {
+            theirs.location = mine.location;
+        }
+        // The order of `after` and where its entries sit do not matter.
+        let sorted = |after: &[String]| {
+            let mut after = after.to_vec();
+            after.sort();
+            after
+        };
+        if sorted(&self.after) != sorted(&other.after) {
+            return false;
+        }
+        other.after.clone_from(&self.after);
+        other.after_locations.clone_from(&self.after_locations);
         *self == other
+    }
+
+    /// The module's group strategy (`one_for_one` without a `[group]`).
+    pub fn strategy(&self) -> GroupStrategy {
+        self.group
+            .as_ref()
+            .map_or_else(GroupStrategy::default, |g| g.strategy)
     }
 
     /// Its read-write grants.

@@ -24,6 +24,7 @@ pub(super) struct File {
     pub restart: RestartSection,
     #[serde(default)]
     pub snapshot: SnapshotSection,
+    pub group: Option<GroupSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +32,9 @@ pub(super) struct File {
 pub(super) struct ModuleSection {
     pub wasm: Spanned<String>,
     pub sha256: Option<Spanned<String>>,
+    /// Modules this one starts after.
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +131,7 @@ pub(super) struct RestartSection {
     pub backoff_ms: Option<Spanned<Vec<u64>>>,
     pub intensity: Option<Spanned<Intensity>>,
     pub spare: Option<bool>,
+    pub watchdog_ms: Option<Spanned<u64>>,
 }
 
 /// When a module's worker is restarted after it ends.
@@ -153,4 +158,42 @@ pub(super) struct Intensity {
 #[serde(deny_unknown_fields)]
 pub(super) struct SnapshotSection {
     pub interval_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupSection {
+    pub name: Spanned<String>,
+    pub strategy: Option<Spanned<GroupStrategy>>,
+}
+
+/// What a group restarts when one of its members fails (OTP's restart
+/// strategies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupStrategy {
+    /// Only the failed member (the default).
+    #[default]
+    OneForOne,
+    /// Every member of the group.
+    OneForAll,
+    /// The failed member and the members started after it.
+    RestForOne,
+}
+
+impl GroupStrategy {
+    /// The name as written in a policy, e.g. `one_for_all`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OneForOne => "one_for_one",
+            Self::OneForAll => "one_for_all",
+            Self::RestForOne => "rest_for_one",
+        }
+    }
+}
+
+impl std::fmt::Display for GroupStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

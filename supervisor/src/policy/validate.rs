@@ -5,8 +5,10 @@
 //! `capacity_kib = 64`, `max_message_kib = 16`, `on_full = "block"`,
 //! `wait = "park"`; `memory_mib = 32`, `cpu_percent = 25`, `pids = 8`,
 //! `call_budget_ms = 20`; `tick_us = 0`; `policy = "on-failure"`,
-//! `backoff_ms = [5, 5000]`, `intensity = { max = 5, window_s = 60 }`;
-//! `interval_ms = 0`.
+//! `backoff_ms = [5, 5000]`, `intensity = { max = 5, window_s = 60 }`,
+//! `watchdog_ms = max(1000, 2 × call_budget_ms)`; `interval_ms = 0`;
+//! `after = []`; no `[group]` (a group of its own), and `strategy =
+//! "one_for_one"` in a `[group]` that does not give it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,14 @@ use toml::Spanned;
 
 use super::error::{did_you_mean, PolicyError};
 use super::schema::{self, WaitMode};
-use super::{Channels, Dir, Policy, Resources, Restart};
+use super::{
+    Channels, Dir, Group, Policy, Resources, Restart, DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS,
+    MIN_WATCHDOG_MS,
+};
+
+/// The fix for a name that breaks the module-name rules.
+const NAME_RULES: &str =
+    "use lower-case letters, digits, '-' and '_' (at most 63, starting with a letter or digit)";
 
 /// Parses and validates the policy `text` read from `file`.
 pub(super) fn parse(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
@@ -94,6 +103,8 @@ impl Validator<'_> {
         let module = raw.module.into_inner();
         let (wasm, wasm_sha256, wasm_language) = self.wasm(&module);
         let wasm_location = super::error::line_col(self.text, module.wasm.span().start);
+        let (after, after_locations) = self.after(name, module.after);
+        let group = raw.group.and_then(|g| self.group(g));
         let env = self.env(raw.wasi.env);
         let dirs = self.dirs(raw.wasi.dirs);
         let channels = self.channels(raw.channels);
@@ -112,7 +123,7 @@ impl Validator<'_> {
             Some(t) => t.into_inner(),
             None => 0,
         };
-        let restart = self.restart(raw.restart);
+        let restart = self.restart(raw.restart, resources.call_budget_ms);
         let snapshot_interval_ms = match raw.snapshot.interval_ms {
             Some(i) if *i.get_ref() != 0 && *i.get_ref() < 10 => {
                 let reason = format!("snapshot.interval_ms = {} is too short", i.get_ref());
@@ -142,7 +153,61 @@ impl Validator<'_> {
             tick_us,
             restart,
             snapshot_interval_ms,
+            after,
+            after_locations,
+            group,
         }
+    }
+
+    /// `[module] after`: valid module names, none twice, not the module
+    /// itself; with the location of each.
+    fn after(
+        &mut self,
+        name: &str,
+        raw: Vec<Spanned<String>>,
+    ) -> (Vec<String>, Vec<(usize, usize)>) {
+        let mut after = Vec::new();
+        let mut locations = Vec::new();
+        for entry in raw {
+            let other = entry.get_ref();
+            if !valid_name(other) {
+                let reason = format!("module.after names \"{other}\", which is not a module name");
+                self.error(&entry, "module.after", reason, NAME_RULES);
+            } else if after.contains(other) {
+                let reason = format!("module.after lists \"{other}\" twice");
+                self.error(&entry, "module.after", reason, "list each module once");
+            } else if other == name {
+                let reason = format!("start order cycle: {name} → {name}");
+                self.error(
+                    &entry,
+                    "module.after",
+                    reason,
+                    "remove one of these from an `after` list",
+                );
+            } else {
+                locations.push(super::error::line_col(self.text, entry.span().start));
+                after.push(entry.into_inner());
+            }
+        }
+        (after, locations)
+    }
+
+    /// `[group]`, or `None` (with an error) if its name is not allowed.
+    fn group(&mut self, raw: schema::GroupSection) -> Option<Group> {
+        if !valid_name(raw.name.get_ref()) {
+            let reason = format!("group.name \"{}\" is not allowed", raw.name.get_ref());
+            self.error(&raw.name, "group.name", reason, NAME_RULES);
+            return None;
+        }
+        let at = raw
+            .strategy
+            .as_ref()
+            .map_or(raw.name.span().start, |s| s.span().start);
+        Some(Group {
+            location: super::error::line_col(self.text, at),
+            strategy: raw.strategy.map(Spanned::into_inner).unwrap_or_default(),
+            name: raw.name.into_inner(),
+        })
     }
 
     /// The module's absolute path, sha256 and language (see
@@ -417,7 +482,9 @@ impl Validator<'_> {
         }
     }
 
-    fn restart(&mut self, raw: schema::RestartSection) -> Restart {
+    /// `[restart]`; `call_budget_ms` is the module's (validated) budget,
+    /// which the watchdog must leave room for.
+    fn restart(&mut self, raw: schema::RestartSection, call_budget_ms: u32) -> Restart {
         let (backoff_min_ms, backoff_max_ms) = match raw.backoff_ms {
             None => (5, 5000),
             Some(b) => match b.get_ref().as_slice() {
@@ -449,6 +516,40 @@ impl Validator<'_> {
                 (5, 60)
             }
         };
+        // A module busy within its call budget sends no heartbeat: the
+        // watchdog must wait at least two budgets before it kills.
+        let budget = u64::from(call_budget_ms);
+        let budget_given = !self
+            .errors
+            .iter()
+            .any(|e| e.key == "resources.call_budget_ms");
+        let default_watchdog = DEFAULT_WATCHDOG_MS.max(2 * budget);
+        let watchdog_ms = match raw.watchdog_ms {
+            None => default_watchdog,
+            Some(w) if *w.get_ref() == 0 => 0,
+            Some(w) if !(MIN_WATCHDOG_MS..=MAX_WATCHDOG_MS).contains(w.get_ref()) => {
+                let reason = format!("restart.watchdog_ms = {} is out of range", w.get_ref());
+                let fix = format!(
+                    "use 0 (no watchdog) or {MIN_WATCHDOG_MS}..={MAX_WATCHDOG_MS} milliseconds"
+                );
+                self.error(&w, "restart.watchdog_ms", reason, &fix);
+                default_watchdog
+            }
+            Some(w) if budget_given && *w.get_ref() < 2 * budget => {
+                let ms = *w.get_ref();
+                let reason = format!(
+                    "restart.watchdog_ms = {ms} is less than twice resources.call_budget_ms = {budget}: a module busy within its call budget would be killed"
+                );
+                let fix = format!(
+                    "raise restart.watchdog_ms to at least {}, lower resources.call_budget_ms to at most {}, or set watchdog_ms = 0 (no watchdog)",
+                    2 * budget,
+                    ms / 2
+                );
+                self.error(&w, "restart.watchdog_ms", reason, &fix);
+                default_watchdog
+            }
+            Some(w) => w.into_inner(),
+        };
         Restart {
             policy: raw.policy.unwrap_or_default(),
             backoff_min_ms,
@@ -456,6 +557,7 @@ impl Validator<'_> {
             intensity_max,
             intensity_window_s,
             spare: raw.spare.unwrap_or(false),
+            watchdog_ms,
         }
     }
 }
@@ -575,9 +677,12 @@ fn backticked(message: &str) -> Vec<&str> {
     message.split('`').skip(1).step_by(2).collect()
 }
 
-/// Name of the `[table]` (or `[[array]]`) whose body contains byte offset `at`.
+/// Name of the `[table]` (or `[[array]]`) whose body, or header, contains
+/// byte offset `at` (a missing key is reported at its table's header).
 fn section_at(text: &str, at: usize) -> String {
-    let before = &text[..text.floor_char_boundary(at.min(text.len()))];
+    let at = text.floor_char_boundary(at.min(text.len()));
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let before = &text[..line_end];
     before
         .lines()
         .rev()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::super::Policy;
 use super::super::PolicyError;
-use crate::policy::{load_file, DirMode, OnFull, RestartPolicy, WaitMode};
+use crate::policy::{load_file, DirMode, GroupStrategy, OnFull, RestartPolicy, WaitMode};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -337,4 +337,276 @@ fn suggestions_need_a_close_match() {
     );
     assert_eq!(did_you_mean("tick", &["tick_us"]), None);
     assert_eq!(did_you_mean("zzzz", &["memory_mib", "pids"]), None);
+}
+
+#[test]
+fn start_order_group_and_watchdog_defaults() {
+    let f = Fixture::new();
+    let p = f.ok("alarm.toml", MINIMAL);
+    assert!(p.after.is_empty() && p.after_locations.is_empty());
+    assert_eq!(p.group, None);
+    assert_eq!(p.strategy(), GroupStrategy::OneForOne);
+    assert_eq!(p.restart.watchdog_ms, 1000);
+    // A `[group]` without a strategy is one_for_one.
+    let p = f.ok(
+        "b.toml",
+        "[module]\nwasm = \"m.wasm\"\n[group]\nname = \"line-1\"\n",
+    );
+    let group = p.group.as_ref().unwrap();
+    assert_eq!(group.name, "line-1");
+    assert_eq!(group.strategy, GroupStrategy::OneForOne);
+    assert_eq!(group.location, (4, 8));
+    // The default watchdog leaves room for two call budgets.
+    let p = f.ok(
+        "c.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 800\n",
+    );
+    assert_eq!(p.restart.watchdog_ms, 1600);
+}
+
+#[test]
+fn after_group_and_watchdog_parse() {
+    let f = Fixture::new();
+    let p = f.ok(
+        "modbus-logger.toml",
+        r#"[module]
+wasm = "m.wasm"
+after = ["modbus-poller", "clock_1"]
+[group]
+name = "modbus-line"
+strategy = "rest_for_one"
+[resources]
+call_budget_ms = 50
+[restart]
+watchdog_ms = 100
+"#,
+    );
+    assert_eq!(p.after, vec!["modbus-poller", "clock_1"]);
+    assert_eq!(p.after_locations, vec![(3, 10), (3, 27)]);
+    let group = p.group.as_ref().unwrap();
+    assert_eq!(group.name, "modbus-line");
+    assert_eq!(group.strategy, GroupStrategy::RestForOne);
+    assert_eq!(group.location, (6, 12));
+    assert_eq!(p.strategy(), GroupStrategy::RestForOne);
+    assert_eq!(p.restart.watchdog_ms, 100);
+    let off = f.ok(
+        "b.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 60000\n[restart]\nwatchdog_ms = 0\n",
+    );
+    assert_eq!(off.restart.watchdog_ms, 0);
+    let one_for_all = f.ok(
+        "c.toml",
+        "[module]\nwasm = \"m.wasm\"\n[group]\nstrategy = \"one_for_all\"\nname = \"g\"\n",
+    );
+    assert_eq!(one_for_all.strategy(), GroupStrategy::OneForAll);
+}
+
+#[test]
+fn where_after_entries_sit_does_not_change_a_policy() {
+    let f = Fixture::new();
+    let a = f.ok(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\nafter = [\"x\", \"y\"]\n[group]\nname = \"g\"\n",
+    );
+    let b = f.ok(
+        "a.toml",
+        "# moved\n[module]\nwasm = \"m.wasm\"\nafter = [\"y\",   \"x\"]\n[group]\n\nname = \"g\"\n",
+    );
+    assert!(a.same_as(&b));
+    let c = f.ok(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\nafter = [\"x\"]\n[group]\nname = \"g\"\n",
+    );
+    assert!(!a.same_as(&c));
+    let d = f.ok(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\nafter = [\"x\", \"y\"]\n[group]\nname = \"g\"\nstrategy = \"one_for_all\"\n",
+    );
+    assert!(!a.same_as(&d));
+}
+
+#[test]
+fn watchdog_bounds_are_errors_with_the_fix() {
+    let f = Fixture::new();
+    let path = f.dir.path().join("a.toml");
+    let short = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[restart]\nwatchdog_ms = 50\n",
+    );
+    assert_eq!(short.len(), 1);
+    assert_eq!(short[0].key, "restart.watchdog_ms");
+    assert_eq!(
+        short[0].to_string(),
+        format!(
+            "{}:4:15: restart.watchdog_ms = 50 is out of range; use 0 (no watchdog) or 100..=3600000 milliseconds",
+            path.display()
+        )
+    );
+    let long = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[restart]\nwatchdog_ms = 3600001\n",
+    );
+    assert_eq!((long[0].line, long[0].col), (4, 15));
+    assert!(long[0].reason.contains("out of range"), "{}", long[0]);
+    // Below two call budgets: both fields and the fix are named.
+    let budget = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 300\n[restart]\nwatchdog_ms = 500\n",
+    );
+    assert_eq!(budget.len(), 1);
+    assert_eq!(
+        budget[0].to_string(),
+        format!(
+            "{}:6:15: restart.watchdog_ms = 500 is less than twice resources.call_budget_ms = 300: \
+             a module busy within its call budget would be killed; raise restart.watchdog_ms to at \
+             least 600, lower resources.call_budget_ms to at most 250, or set watchdog_ms = 0 (no watchdog)",
+            path.display()
+        )
+    );
+    // Exactly two budgets is enough.
+    let p = f.ok(
+        "b.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 300\n[restart]\nwatchdog_ms = 600\n",
+    );
+    assert_eq!(p.restart.watchdog_ms, 600);
+    // A bad budget is reported once, not again through the watchdog.
+    let bad_budget = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 0\n[restart]\nwatchdog_ms = 100\n",
+    );
+    assert_eq!(bad_budget.len(), 1);
+    assert_eq!(bad_budget[0].key, "resources.call_budget_ms");
+    // Not a number of milliseconds.
+    let negative = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[restart]\nwatchdog_ms = -5\n",
+    );
+    assert_eq!((negative[0].line, negative[0].col), (4, 15));
+    assert!(
+        negative[0]
+            .reason
+            .starts_with("wrong type for restart.watchdog_ms"),
+        "{}",
+        negative[0]
+    );
+}
+
+#[test]
+fn malformed_after_entries_are_located() {
+    let f = Fixture::new();
+    let path = f.dir.path().join("logger.toml");
+    let errors = f.errors(
+        "logger.toml",
+        "[module]\nwasm = \"m.wasm\"\nafter = [\"Poller\", \"clock\", \"clock\", \"logger\"]\n",
+    );
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let at = |col: usize, rest: &str| format!("{}:3:{col}: {rest}", path.display());
+    assert_eq!(
+        shown,
+        vec![
+            at(
+                10,
+                "module.after names \"Poller\", which is not a module name; use lower-case letters, \
+                 digits, '-' and '_' (at most 63, starting with a letter or digit)"
+            ),
+            at(
+                29,
+                "module.after lists \"clock\" twice; list each module once"
+            ),
+            at(
+                38,
+                "start order cycle: logger → logger; remove one of these from an `after` list"
+            ),
+        ]
+    );
+    let not_a_list = f.errors(
+        "logger.toml",
+        "[module]\nwasm = \"m.wasm\"\nafter = \"poller\"\n",
+    );
+    assert_eq!((not_a_list[0].line, not_a_list[0].col), (3, 9));
+    assert_eq!(not_a_list[0].key, "module.after");
+    assert!(
+        not_a_list[0]
+            .reason
+            .starts_with("wrong type for module.after"),
+        "{}",
+        not_a_list[0]
+    );
+}
+
+#[test]
+fn malformed_groups_are_located() {
+    let f = Fixture::new();
+    let path = f.dir.path().join("a.toml");
+    let typo = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[group]\nname = \"line\"\nstrategy = \"one-for-all\"\n",
+    );
+    assert_eq!((typo[0].line, typo[0].col), (5, 12));
+    assert_eq!(typo[0].key, "group.strategy");
+    assert!(
+        typo[0].fix.contains("did you mean \"one_for_all\""),
+        "{}",
+        typo[0]
+    );
+    let bad_name = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[group]\nname = \"Line 1\"\n",
+    );
+    assert_eq!(
+        bad_name[0].to_string(),
+        format!(
+            "{}:4:8: group.name \"Line 1\" is not allowed; use lower-case letters, digits, '-' and '_' \
+             (at most 63, starting with a letter or digit)",
+            path.display()
+        )
+    );
+    let nameless = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[group]\nstrategy = \"one_for_all\"\n",
+    );
+    assert!(
+        nameless[0]
+            .reason
+            .contains("missing key \"name\" in [group]"),
+        "{}",
+        nameless[0]
+    );
+    let unknown = f.errors(
+        "a.toml",
+        "[module]\nwasm = \"m.wasm\"\n[group]\nname = \"g\"\nstartegy = \"one_for_all\"\n",
+    );
+    assert_eq!(unknown[0].line, 5);
+    assert!(
+        unknown[0].fix.contains("did you mean \"strategy\""),
+        "{}",
+        unknown[0]
+    );
+}
+
+#[test]
+fn a_missing_key_names_its_table() {
+    let f = Fixture::new();
+    let errors = f.errors("a.toml", "[module]\nsha256 = \"00\"\n");
+    assert_eq!(
+        errors[0].reason, "missing key \"wasm\" in [module]",
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn watchdog_limits_are_documented() {
+    use crate::policy::{DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS, MIN_WATCHDOG_MS};
+    let doc = include_str!("../../../docs/policy.md");
+    let flat: String = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    for phrase in [
+        format!(
+            "| `watchdog_ms` | 0 or {MIN_WATCHDOG_MS}..={MAX_WATCHDOG_MS} | `{DEFAULT_WATCHDOG_MS}`, or twice `call_budget_ms` if that is more |"
+        ),
+        format!("the default is {DEFAULT_WATCHDOG_MS} ms or twice `call_budget_ms`"),
+        "`watchdog: no heartbeat for N ms`".to_string(),
+    ] {
+        assert!(flat.contains(&phrase), "policy.md lacks {phrase:?}");
+    }
 }

@@ -19,6 +19,7 @@
 //! only its unacknowledged records.
 
 mod record;
+pub(crate) mod rounds;
 mod storage;
 mod store;
 

@@ -16,6 +16,7 @@
 //! | --- | --- |
 //! | none, `garbage` | one undecodable frame instead of Ready, then sleeps until killed |
 //! | `idle` | Ready; a Heartbeat every 100 ms; answers Snapshot with "nothing to save" and Health with 0 |
+//! | `ignore-stop` | as `idle`, but Stop changes nothing: it runs on until SIGKILLed (or its control socket closes) |
 //! | `log-flood` | Ready; Log frames of the largest allowed size, full of lines imitating the supervisor, as fast as the socket takes them |
 //! | `log-oversized` | Ready; one Log frame of 60 KiB, then idle |
 //! | `forge-text` | Ready; one Log and one Fault with newlines, a carriage return, ANSI escapes and a forged supervisor line; then idle |
@@ -24,7 +25,8 @@
 //! | `empty-datagram` | Ready; one zero-length datagram; then idle |
 //!
 //! In every mode it exits when the control socket closes, and exits 0 on
-//! Stop wherever it reads control messages (every mode but `garbage`).
+//! Stop wherever it reads control messages (every mode but `garbage` and
+//! `ignore-stop`).
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -120,7 +122,11 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
         "garbage" => garbage(control),
         "idle" => {
             ready(control, true);
-            idle(control, |_| {})
+            idle(control, OnStop::Exit, |_| {})
+        }
+        "ignore-stop" => {
+            ready(control, true);
+            idle(control, OnStop::Ignore, |_| {})
         }
         "log-flood" => {
             ready(control, false);
@@ -139,7 +145,7 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
                     text: FORGED_LINE.repeat(OVERSIZED_LOG_BYTES / FORGED_LINE.len()),
                 },
             );
-            idle(control, |_| {})
+            idle(control, OnStop::Exit, |_| {})
         }
         "forge-text" => {
             ready(control, true);
@@ -157,7 +163,7 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
                     message: FORGED_TEXT.into(),
                 }),
             );
-            idle(control, |_| {})
+            idle(control, OnStop::Exit, |_| {})
         }
         "forge-corrupt" => {
             ready(control, true);
@@ -178,11 +184,11 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
         "empty-datagram" => {
             ready(control, true);
             send_raw(control, &[]);
-            idle(control, |_| {})
+            idle(control, OnStop::Exit, |_| {})
         }
         other => {
             eprintln!(
-                "rogue-worker[{module}]: unknown mode {other:?} in [wasi] args (modes: garbage, idle, log-flood, log-oversized, forge-text, forge-corrupt, push-snapshots, empty-datagram)"
+                "rogue-worker[{module}]: unknown mode {other:?} in [wasi] args (modes: garbage, idle, ignore-stop, log-flood, log-oversized, forge-text, forge-corrupt, push-snapshots, empty-datagram)"
             );
             64
         }
@@ -242,17 +248,34 @@ fn wait_writable(control: &OwnedFd) {
     let _ = poll(&mut fds, PollTimeout::NONE);
 }
 
+/// What a rogue does on Stop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnStop {
+    /// Exit 0, as a well-behaved worker does.
+    Exit,
+    /// Nothing: run on until killed (`ignore-stop`).
+    Ignore,
+}
+
 /// Reads every pending control message and answers it as a well-behaved
-/// reactor would: Stop exits 0, Snapshot is "nothing to save", Health is
-/// 0, a RingReset needs nothing. Exits when the socket is closed.
-fn answer_control(control: &OwnedFd) {
+/// reactor would: Stop exits 0 (unless `on_stop` says to ignore it),
+/// Snapshot is "nothing to save", Health is 0, Ping a Heartbeat, a
+/// RingReset needs nothing.
+/// Exits when the socket is closed.
+fn answer_control(control: &OwnedFd, on_stop: OnStop) {
     loop {
         match frame::recv::<ToWorker>(control) {
-            Ok((ToWorker::Stop, _)) => std::process::exit(0),
+            Ok((ToWorker::Stop, _)) if on_stop == OnStop::Exit => std::process::exit(0),
+            Ok((ToWorker::Stop, _)) => {}
             Ok((ToWorker::Snapshot, _)) => {
                 send(control, &FromWorker::SnapshotFailed(String::new()))
             }
             Ok((ToWorker::Health, _)) => send(control, &FromWorker::Health(0)),
+            // A Heartbeat answers; like the real worker's, it never waits
+            // for room (a full socket is sign of life enough).
+            Ok((ToWorker::Ping, _)) => {
+                let _ = try_send(control, &FromWorker::Heartbeat(Stats::default()));
+            }
             Ok((ToWorker::RingReset { .. } | ToWorker::Init(_), _)) => {}
             Err(FrameError::WouldBlock) => return,
             Err(FrameError::Closed) => std::process::exit(0),
@@ -266,7 +289,7 @@ fn answer_control(control: &OwnedFd) {
 
 /// Heartbeats every [`HEARTBEAT`] and answers control messages, forever;
 /// `every_beat` runs after each beat with the time since idling began.
-fn idle(control: &OwnedFd, mut every_beat: impl FnMut(Duration)) -> ! {
+fn idle(control: &OwnedFd, on_stop: OnStop, mut every_beat: impl FnMut(Duration)) -> ! {
     let start = Instant::now();
     let mut next_beat = start;
     loop {
@@ -274,7 +297,7 @@ fn idle(control: &OwnedFd, mut every_beat: impl FnMut(Duration)) -> ! {
         let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
         let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
         if poll(&mut fds, timeout).unwrap_or(0) > 0 {
-            answer_control(control);
+            answer_control(control, on_stop);
         }
         if Instant::now() >= next_beat {
             let _ = try_send(control, &FromWorker::Heartbeat(Stats::default()));
@@ -293,7 +316,7 @@ fn forge_corrupt(control: &OwnedFd, init: &Init) -> ! {
         .flat_map(|channel| channel.rings.iter().map(|grant| grant.ring))
         .collect();
     let mut forged = 0u32;
-    idle(control, |elapsed| {
+    idle(control, OnStop::Exit, |elapsed| {
         let due = (elapsed.as_millis() / FORGE_EVERY.as_millis()) as u32 + 1;
         while forged < due {
             forged += 1;
@@ -325,7 +348,7 @@ fn flood(control: &OwnedFd, mut next: impl FnMut() -> FromWorker) -> ! {
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
         if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
-            answer_control(control);
+            answer_control(control, OnStop::Exit);
         }
         while try_send(control, &pending) {
             pending = next();

@@ -18,12 +18,21 @@
 //! "spin:<µs>"` (if set), then marks each ring parked and sleeps in
 //! `epoll_wait`. A producer writes a ring's eventfd only when it finds the
 //! ring parked, so a saturating stream costs no wake-up system calls.
+//!
+//! The supervisor: its messages are read between guest calls, so a `Ping`
+//! (or `Stop`) waits for at most the call under way and a quarter of the
+//! call budget, even in the middle of a batch of messages. While the loop
+//! is busy, the control socket is looked at (one `poll`) each time the
+//! budget's watchdog timer has ticked since the last look; a waiting
+//! message ends the batch early. A `Ping` is answered with the counters,
+//! changed or not.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use edgeward_ipc::control::{FaultKind, FromWorker, Init, LogLevel, ModuleKind, Stats, ToWorker};
 use edgeward_ipc::frame::{self, FrameError};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -54,6 +63,9 @@ struct Delivery {
     memory: wasmtime::Memory,
     buffer: usize,
     warned_code: bool,
+    /// The ring the next round starts with: after one whose batch the
+    /// supervisor cut short, so that the rings after it get their turn.
+    first: usize,
 }
 
 /// Initialises the reactor, reports Ready, then serves messages, ticks and
@@ -204,7 +216,11 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             Err(e) => return load_fault(reporter, format!("epoll_wait: {e}")),
         };
         watchdog.arm();
-        for event in &events[..n] {
+        // The supervisor first (token 0): a Ping or Stop does not wait for
+        // a tick call.
+        let events = &mut events[..n];
+        events.sort_unstable_by_key(|e| e.data());
+        for event in events.iter() {
             match event.data() {
                 TOKEN_CONTROL => match frame::recv::<ToWorker>(control) {
                     Ok((ToWorker::Stop, _)) => {
@@ -212,7 +228,19 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
                         // could outlast the supervisor's stop deadline.
                         let _ =
                             reporter.heartbeat(with_lateness(store.data().stats, timer.as_ref()));
+                        watchdog.disarm();
                         return exit_code::OK;
+                    }
+                    Ok((ToWorker::Ping, _)) => {
+                        // The counters now, changed or not. A full socket
+                        // drops the answer: the supervisor then has plenty
+                        // of this worker's messages to read, each a sign of
+                        // life.
+                        let stats = store.data().stats;
+                        if reporter.heartbeat(with_lateness(stats, timer.as_ref())) {
+                            reported = stats;
+                            last_heartbeat = Instant::now();
+                        }
                     }
                     Ok((ToWorker::RingReset { ring }, _)) => {
                         store.data_mut().channels.reset(ring);
@@ -362,11 +390,14 @@ fn delivery(
         memory,
         buffer,
         warned_code: false,
+        first: 0,
     }))
 }
 
-/// Hands waiting messages to `ew_on_message`, up to [`BATCH`] per ring.
-/// Returns how many, or the exit code after a trap.
+/// Hands waiting messages to `ew_on_message`, up to [`BATCH`] per ring,
+/// and fewer when the supervisor sent something meanwhile (it is then
+/// answered before the rest). Returns how many, or the exit code after a
+/// trap.
 fn deliver(
     store: &mut Store<HostState>,
     delivery: &mut Delivery,
@@ -375,7 +406,10 @@ fn deliver(
     reporter: &Reporter,
 ) -> Result<usize, i32> {
     let mut delivered = 0;
-    for index in 0..store.data().channels.inbox.len() {
+    let rings = store.data().channels.inbox.len();
+    let mut looked = budget::ticks();
+    for step in 0..rings {
+        let index = (delivery.first + step) % rings;
         for _ in 0..BATCH {
             let ring = &store.data().channels.inbox[index];
             if ring.stopped {
@@ -432,9 +466,28 @@ fn deliver(
                     ))
                 }
             }
+            if supervisor_waiting(reporter, &mut looked) {
+                delivery.first = (index + 1) % rings;
+                return Ok(delivered);
+            }
         }
     }
     Ok(delivered)
+}
+
+/// Whether a message of the supervisor waits on the control socket (or it
+/// hung up). Looks (one `poll`) only when the watchdog's timer ticked since
+/// `looked`, at most once per quarter call budget: a saturating stream pays
+/// next to nothing, and a Ping waits for at most one guest call and a
+/// quarter budget.
+fn supervisor_waiting(reporter: &Reporter, looked: &mut u64) -> bool {
+    let now = budget::ticks();
+    if now == *looked {
+        return false;
+    }
+    *looked = now;
+    let mut fds = [PollFd::new(reporter.socket().as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// Busy-polls the rings for up to `spin`; `true` if a frame arrived.
@@ -528,4 +581,231 @@ fn typed_export<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
 fn load_fault(reporter: &Reporter, message: String) -> i32 {
     reporter.fault(FaultKind::Load, message);
     exit_code::LOAD_FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use edgeward_ipc::control::{
+        ChannelGrant, FromWorker, Init, ModuleKind, OnFull, RingGrant, RingRole, SandboxPlan,
+        Stats, ToWorker,
+    };
+    use edgeward_ipc::frame;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+
+    use super::BATCH;
+    use crate::exit_code;
+    use crate::host;
+    use crate::module::Prepared;
+    use crate::report::Reporter;
+
+    /// One reactor loop at a time: the call budget's watchdog timer is the
+    /// process's one `ITIMER_REAL`.
+    static LOOP: Mutex<()> = Mutex::new(());
+
+    const I32: u8 = 0x7f;
+
+    /// A module with nothing to call: no imports, no exports.
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    /// A reactor with one page of memory whose `ew_alloc` returns 1024 and
+    /// whose `ew_on_message` counts to 30 million before returning 0: a
+    /// guest call of some tens of milliseconds. Hand-assembled, as the
+    /// worker has no text-format parser:
+    ///
+    /// ```text
+    /// (module
+    ///   (memory (export "memory") 1)
+    ///   (func (export "ew_alloc") (param i32) (result i32) i32.const 1024)
+    ///   (func (export "ew_on_message") (param i32 i32 i32) (result i32) (local i32)
+    ///     loop
+    ///       local.get 3  i32.const 1  i32.add  local.tee 3
+    ///       i32.const 30000000  i32.lt_u  br_if 0
+    ///     end
+    ///     i32.const 0))
+    /// ```
+    fn busy_module() -> Vec<u8> {
+        fn section(module: &mut Vec<u8>, id: u8, content: &[u8]) {
+            // Its size in one LEB128 byte.
+            assert!(content.len() < 0x80, "a section of {} bytes", content.len());
+            module.extend_from_slice(&[id, content.len() as u8]);
+            module.extend_from_slice(content);
+        }
+        fn export(exports: &mut Vec<u8>, name: &str, kind: u8, index: u8) {
+            exports.push(name.len() as u8);
+            exports.extend_from_slice(name.as_bytes());
+            exports.extend_from_slice(&[kind, index]);
+        }
+        let mut module = EMPTY_MODULE.to_vec();
+        // Types: 0 = (i32) -> i32, 1 = (i32 i32 i32) -> i32.
+        let types = [2, 0x60, 1, I32, 1, I32, 0x60, 3, I32, I32, I32, 1, I32];
+        section(&mut module, 1, &types);
+        // Functions: 0 of type 0, 1 of type 1.
+        section(&mut module, 3, &[2, 0, 1]);
+        // One memory of at least one page.
+        section(&mut module, 5, &[1, 0, 1]);
+        let mut exports = vec![3];
+        export(&mut exports, "memory", 2, 0);
+        export(&mut exports, "ew_alloc", 0, 0);
+        export(&mut exports, "ew_on_message", 0, 1);
+        section(&mut module, 7, &exports);
+        // No locals; i32.const 1024 (signed LEB128); end.
+        let alloc = [0, 0x41, 0x80, 0x08, 0x0b];
+        let on_message = [
+            1, 1, I32, // one i32 local, index 3 (after the three parameters)
+            0x03, 0x40, // loop
+            0x20, 3, 0x41, 1, 0x6a, 0x22, 3, // local.get 3, i32.const 1, i32.add, local.tee 3
+            0x41, 0x80, 0x87, 0xa7, 0x0e, // i32.const 30_000_000
+            0x49, 0x0d, 0,    // i32.lt_u, br_if 0
+            0x0b, // end of the loop
+            0x41, 0, 0x0b, // i32.const 0, end
+        ];
+        let mut code = vec![2, alloc.len() as u8];
+        code.extend_from_slice(&alloc);
+        code.push(on_message.len() as u8);
+        code.extend_from_slice(&on_message);
+        section(&mut module, 10, &code);
+        module
+    }
+
+    fn init(channels: Vec<ChannelGrant>) -> Init {
+        Init {
+            protocol_version: edgeward_ipc::PROTOCOL_VERSION,
+            module: "pinged".into(),
+            artifact: String::new(),
+            args: vec![],
+            env: vec![],
+            dirs: vec![],
+            memory_limit_bytes: 32 << 20,
+            tick_us: 0,
+            call_budget_ms: 1000,
+            sandbox: SandboxPlan {
+                cgroup_procs: vec![],
+                identity: None,
+                max_fds: 64,
+                max_threads: 8,
+            },
+            channels,
+            on_full: OnFull::Block,
+            max_message_bytes: 64,
+            spin_us: 0,
+            restore: None,
+            stdin: false,
+        }
+    }
+
+    /// Runs `wasm` in the reactor loop on a thread, as `serve` does once the
+    /// sandbox is up; returns the supervisor's end of the control socket
+    /// and the thread, which returns the exit code.
+    fn start(wasm: Vec<u8>, mut init: Init, fds: Vec<OwnedFd>) -> (OwnedFd, JoinHandle<i32>) {
+        let (supervisor, worker) = frame::seqpacket_pair().unwrap();
+        let thread = std::thread::spawn(move || {
+            let prepared = Prepared::new().unwrap();
+            let module = wasmtime::Module::new(&prepared.engine, wasm).unwrap();
+            let reporter = Arc::new(Reporter::new(worker, init.module.clone()));
+            let wasi = host::wasi::context(&init).unwrap();
+            let channels =
+                host::channels::Channels::attach(&init, fds, Arc::clone(&reporter)).unwrap();
+            let runtime = host::wasi::runtime().unwrap();
+            let _entered = runtime.enter();
+            let loaded =
+                super::super::instantiate(&prepared, &module, wasi, channels, &mut init, &reporter)
+                    .unwrap();
+            super::run(loaded, &init, &reporter, vec![])
+        });
+        (supervisor, thread)
+    }
+
+    /// The worker's next message, if one comes within `within`.
+    fn next(supervisor: &OwnedFd, within: Duration) -> Option<FromWorker> {
+        let timeout = PollTimeout::try_from(within).unwrap();
+        loop {
+            let mut fds = [PollFd::new(supervisor.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return None,
+                Ok(_) => return Some(frame::recv::<FromWorker>(supervisor).unwrap().0),
+                // The budget's timer signals the whole process.
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("poll: {e}"),
+            }
+        }
+    }
+
+    fn expect_ready(supervisor: &OwnedFd) {
+        match next(supervisor, Duration::from_secs(60)) {
+            Some(FromWorker::Ready {
+                kind: ModuleKind::Reactor,
+                ..
+            }) => {}
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_idle_reactor_answers_each_ping_with_its_unchanged_counters() {
+        let _alone = LOOP.lock().unwrap_or_else(|e| e.into_inner());
+        let (supervisor, worker) = start(EMPTY_MODULE.to_vec(), init(vec![]), vec![]);
+        expect_ready(&supervisor);
+        // Nothing changes, so nothing is sent unasked.
+        assert_eq!(next(&supervisor, Duration::from_millis(300)), None);
+        for _ in 0..2 {
+            frame::send(&supervisor, &ToWorker::Ping, &[]).unwrap();
+            assert_eq!(
+                next(&supervisor, Duration::from_secs(5)),
+                Some(FromWorker::Heartbeat(Stats::default()))
+            );
+        }
+        frame::send(&supervisor, &ToWorker::Stop, &[]).unwrap();
+        assert_eq!(worker.join().unwrap(), exit_code::OK);
+    }
+
+    #[test]
+    fn a_ping_is_answered_between_guest_calls_not_after_the_whole_batch() {
+        let _alone = LOOP.lock().unwrap_or_else(|e| e.into_inner());
+        let memfd = edgeward_ipc::ring::create("pinged-in", 64 * 1024, 64).unwrap();
+        let mut producer = edgeward_ipc::ring::Producer::attach(&memfd).unwrap();
+        let waiting = 2 * BATCH as u64;
+        for seq in 0..waiting {
+            producer.try_send(&seq.to_le_bytes()).unwrap();
+        }
+        let eventfd =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .unwrap();
+        let grant = ChannelGrant {
+            name: "readings".into(),
+            publish: false,
+            subscribe: true,
+            rings: vec![RingGrant {
+                ring: 1,
+                peer: "sensor".into(),
+                role: RingRole::Consumer,
+                memfd: 0,
+                eventfd: 1,
+            }],
+        };
+        let (supervisor, worker) = start(
+            busy_module(),
+            init(vec![grant]),
+            vec![memfd, OwnedFd::from(eventfd)],
+        );
+        expect_ready(&supervisor);
+        // The loop is now inside a batch of 64 calls of tens of ms each.
+        frame::send(&supervisor, &ToWorker::Ping, &[]).unwrap();
+        match next(&supervisor, Duration::from_secs(30)) {
+            Some(FromWorker::Heartbeat(stats)) => assert!(
+                stats.msgs_in < BATCH as u64,
+                "answered only after {} messages",
+                stats.msgs_in
+            ),
+            other => panic!("expected a Heartbeat, got {other:?}"),
+        }
+        // Stop is read between calls too.
+        frame::send(&supervisor, &ToWorker::Stop, &[]).unwrap();
+        assert_eq!(worker.join().unwrap(), exit_code::OK);
+    }
 }

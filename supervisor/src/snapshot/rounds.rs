@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use edgeward_ipc::control::ToWorker;
 use edgeward_ipc::frame;
 
-use super::{say, Supervisor};
 use crate::control::protocol::Response;
+use crate::event_loop::Supervisor;
+use crate::log_sink::say;
 use crate::slot::State;
 use crate::snapshot::{DirStorage, Store};
 
@@ -27,19 +28,21 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What happens once a round is committed (a periodic round: nothing).
 #[derive(Debug)]
-pub(super) enum AfterRound {
+pub(crate) enum AfterRound {
     /// Stop every worker: the final round before shutdown.
     StopAll,
     /// Apply a reload: its removed and restarted modules were in the round.
-    Reload(Box<super::reload::ReloadPlan>),
+    Reload(Box<crate::event_loop::reload::ReloadPlan>),
     /// Switch slot `.0` to its new version (the pre-upgrade snapshot).
     Upgrade(usize),
     /// Commit slot `.0`'s upgrade (the new version's first snapshot).
     UpgradeCommit(usize),
+    /// Restart these members of a restart group, after their snapshots.
+    GroupRestart(Vec<usize>),
 }
 
 /// A round in progress.
-pub(super) struct Round {
+pub(crate) struct Round {
     /// Slots whose answer is awaited.
     waiting: BTreeSet<usize>,
     /// When the modules were asked.
@@ -50,14 +53,14 @@ pub(super) struct Round {
 
 impl Round {
     /// Whether slot `i`'s answer is awaited.
-    pub(super) fn is_waiting_for(&self, i: usize) -> bool {
+    pub(crate) fn is_waiting_for(&self, i: usize) -> bool {
         self.waiting.contains(&i)
     }
 }
 
 /// The snapshot side of the supervisor.
 #[derive(Default)]
-pub(super) struct Snapshots {
+pub(crate) struct Snapshots {
     /// `None` when the state dir cannot hold snapshots (reported at start).
     pub store: Option<Store<DirStorage>>,
     pub round: Option<Round>,
@@ -81,7 +84,7 @@ pub(super) struct Snapshots {
 /// `status` reports as `snapshot_commit_p50_us`/`_p99_us` (a slowing flash
 /// device shows here first).
 #[derive(Default)]
-pub(super) struct CommitTimes {
+pub(crate) struct CommitTimes {
     micros: std::collections::VecDeque<u64>,
 }
 
@@ -96,7 +99,7 @@ impl CommitTimes {
     }
 
     /// The `q` quantile (0..=1) of the kept durations, µs.
-    pub(super) fn quantile(&self, q: f64) -> Option<u64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<u64> {
         let mut sorted: Vec<u64> = self.micros.iter().copied().collect();
         sorted.sort_unstable();
         let last = sorted.len().checked_sub(1)?;
@@ -106,7 +109,7 @@ impl CommitTimes {
 
 /// The wasm sha256 of a policy as bytes.
 /// (Policy validation made it 64 hex digits.)
-pub(super) fn sha_bytes(hex: &str) -> [u8; 32] {
+pub(crate) fn sha_bytes(hex: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     if hex::decode_to_slice(hex, &mut out).is_err() {
         out = [0; 32];
@@ -116,7 +119,7 @@ pub(super) fn sha_bytes(hex: &str) -> [u8; 32] {
 
 impl Supervisor {
     /// Opens the store in `<state>/snapshots` and reports what it skipped.
-    pub(super) fn open_snapshots(&mut self) {
+    pub(crate) fn open_snapshots(&mut self) {
         let dir = self.options.state.join("snapshots");
         let opened = DirStorage::open(&dir)
             .map_err(|e| e.to_string())
@@ -161,7 +164,7 @@ impl Supervisor {
     /// The durable state to hand to slot `i`'s next worker: the newest
     /// snapshot of the wasm it runs, or, once after an upgrade's switch,
     /// of the version before.
-    pub(super) fn restore_for(&mut self, i: usize) -> Option<(u64, Vec<u8>)> {
+    pub(crate) fn restore_for(&mut self, i: usize) -> Option<(u64, Vec<u8>)> {
         let slot = &mut self.slots[i];
         let handover = slot.restore_from.take();
         let sha = handover
@@ -186,19 +189,19 @@ impl Supervisor {
     }
 
     /// The newest acknowledged snapshot epoch of `module`.
-    pub(super) fn acknowledged_epoch(&self, module: &str) -> Option<u64> {
+    pub(crate) fn acknowledged_epoch(&self, module: &str) -> Option<u64> {
         self.snapshots.store.as_ref()?.acknowledged(module)
     }
 
     /// Asks slot `i` for a snapshot in the current round, or in a new one.
-    pub(super) fn ask_for_snapshot(&mut self, i: usize) {
+    pub(crate) fn ask_for_snapshot(&mut self, i: usize) {
         self.snapshot_then(vec![i], None);
     }
 
     /// Asks `slots` (those able to answer) for a snapshot, in the current
     /// round if one is running, else in a new one, and does `then` once
     /// that round is committed.
-    pub(super) fn snapshot_then(&mut self, slots: Vec<usize>, then: Option<AfterRound>) {
+    pub(crate) fn snapshot_then(&mut self, slots: Vec<usize>, then: Option<AfterRound>) {
         let round = self.snapshots.round.get_or_insert_with(|| {
             let started = Instant::now();
             Round {
@@ -221,7 +224,7 @@ impl Supervisor {
                 };
                 // A worker being stopped took its last snapshot already
                 // (and after a reload its slot may hold the next policy).
-                if state != State::Running || !worker.snapshots || worker.kill_at.is_some() {
+                if state != State::Running || !worker.snapshots {
                     continue;
                 }
                 let asked = worker
@@ -229,7 +232,7 @@ impl Supervisor {
                     .as_ref()
                     .is_some_and(|c| frame::send(c, &ToWorker::Snapshot, &[]).is_ok());
                 if asked {
-                    // Only answers to questions are taken (`workers.rs`).
+                    // Only answers to questions are taken (`event_loop/messages.rs`).
                     worker.snapshots_asked += 1;
                     round.waiting.insert(i);
                 }
@@ -239,7 +242,7 @@ impl Supervisor {
     }
 
     /// A worker answered (or can no longer answer).
-    pub(super) fn snapshot_answered(&mut self, i: usize, bytes: Option<Vec<u8>>) {
+    pub(crate) fn snapshot_answered(&mut self, i: usize, bytes: Option<Vec<u8>>) {
         if let (Some(bytes), Some(store)) = (bytes, self.snapshots.store.as_mut()) {
             let slot = &self.slots[i];
             if let Some(sha) = slot.running_sha() {
@@ -255,7 +258,7 @@ impl Supervisor {
     }
 
     /// Commits the round once every answer is in, or at its deadline.
-    pub(super) fn maybe_finish_round(&mut self, deadline_passed: bool) {
+    pub(crate) fn maybe_finish_round(&mut self, deadline_passed: bool) {
         let Some(round) = &self.snapshots.round else {
             return;
         };
@@ -285,6 +288,7 @@ impl Supervisor {
                 AfterRound::Reload(plan) => self.apply_reload(*plan),
                 AfterRound::Upgrade(i) => self.upgrade_switch(i, failure.clone()),
                 AfterRound::UpgradeCommit(i) => self.commit_upgrade(i, failure.clone()),
+                AfterRound::GroupRestart(members) => self.restart_members(members),
             }
         }
     }
@@ -377,7 +381,7 @@ impl Supervisor {
 
     /// Starts the periodic rounds that are due; commits a round past its
     /// deadline.
-    pub(super) fn snapshot_deadlines(&mut self, now: Instant) {
+    pub(crate) fn snapshot_deadlines(&mut self, now: Instant) {
         if self
             .snapshots
             .round
@@ -412,7 +416,7 @@ impl Supervisor {
     }
 
     /// The earliest snapshot deadline.
-    pub(super) fn next_snapshot_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_snapshot_deadline(&self) -> Option<Instant> {
         let round = self.snapshots.round.as_ref().map(|r| r.deadline);
         let next = if self.shutdown_deadline.is_some() {
             None

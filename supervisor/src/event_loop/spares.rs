@@ -24,11 +24,10 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::{say, Supervisor, Token};
-use crate::slot::State;
 
 impl Supervisor {
     /// Forks a spare for slot `i` if its policy asks for one and it has none.
-    pub(super) fn ensure_spare(&mut self, i: usize) {
+    pub(crate) fn ensure_spare(&mut self, i: usize) {
         let slot = &self.slots[i];
         let wanted = slot.policy.as_ref().is_some_and(|p| p.restart.spare);
         if !wanted || slot.spare.is_some() || self.shutdown_deadline.is_some() {
@@ -52,7 +51,7 @@ impl Supervisor {
 
     /// Makes slot `i`'s spare its worker, if one is waiting: it gets its
     /// Init now. Returns whether it did.
-    pub(super) fn activate_spare(&mut self, i: usize) -> bool {
+    pub(crate) fn activate_spare(&mut self, i: usize) -> bool {
         let slot = &mut self.slots[i];
         let ready = slot.spare.as_ref().is_some_and(|w| {
             w.said_hello && w.pid.is_some() && w.control.is_some() && w.killed_because.is_none()
@@ -69,21 +68,22 @@ impl Supervisor {
         let generation = slot.generation;
         worker.generation = generation;
         worker.spawned_at = Instant::now();
+        worker.last_heard = worker.spawned_at;
+        worker.pinged = false;
         worker.oom_kills_at_start = slot
             .cgroup
             .as_ref()
             .map_or(0, |c| self.sandbox.oom_kills(c));
         let (control, output) = Token::for_worker(i, generation, false);
         self.watch_worker(&worker, control, output);
-        let slot = &mut self.slots[i];
-        slot.state = State::Starting;
-        slot.worker = Some(worker);
+        self.slots[i].worker = Some(worker);
+        self.transition(i, crate::lifecycle::Event::Spawned);
         self.send_init(i);
         true
     }
 
     /// Reads what slot `i`'s spare says: only its Hello is expected.
-    pub(super) fn on_spare_message(&mut self, i: usize) {
+    pub(crate) fn on_spare_message(&mut self, i: usize) {
         loop {
             let Some(spare) = self.slots[i].spare.as_mut() else {
                 return;
@@ -112,7 +112,7 @@ impl Supervisor {
     }
 
     /// Prints what slot `i`'s spare wrote.
-    pub(super) fn on_spare_output(&mut self, i: usize) {
+    pub(crate) fn on_spare_output(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         let Some(spare) = slot.spare.as_mut() else {
             return;
@@ -127,7 +127,7 @@ impl Supervisor {
     }
 
     /// The fork server made slot `i`'s spare.
-    pub(super) fn spare_spawned(&mut self, i: usize, generation: u32, pid: Pid) {
+    pub(crate) fn spare_spawned(&mut self, i: usize, generation: u32, pid: Pid) {
         let Some(spare) = self.slots[i]
             .spare
             .as_mut()
@@ -145,7 +145,7 @@ impl Supervisor {
     }
 
     /// The fork server could not make slot `i`'s spare.
-    pub(super) fn spare_failed(&mut self, i: usize, generation: u32, reason: &str) {
+    pub(crate) fn spare_failed(&mut self, i: usize, generation: u32, reason: &str) {
         if self.slots[i]
             .spare
             .as_ref()
@@ -156,7 +156,7 @@ impl Supervisor {
     }
 
     /// Slot `i`'s spare ended (it never should before its Init).
-    pub(super) fn spare_ended(&mut self, i: usize, status: WaitStatus) {
+    pub(crate) fn spare_ended(&mut self, i: usize, status: WaitStatus) {
         self.on_spare_output(i);
         let wanted = self.slots[i]
             .spare
@@ -166,7 +166,7 @@ impl Supervisor {
             say!(
                 "module {}: spare worker ended: {}",
                 self.slots[i].name,
-                super::workers::describe(status)
+                super::exits::describe(status)
             );
         }
         if let Some(spare) = self.slots[i].spare.take() {
@@ -185,7 +185,7 @@ impl Supervisor {
     }
 
     /// Kills slot `i`'s spare, if any (reaped later, as any child).
-    pub(super) fn drop_spare(&mut self, i: usize) {
+    pub(crate) fn drop_spare(&mut self, i: usize) {
         let Some(mut spare) = self.slots[i].spare.take() else {
             return;
         };
@@ -200,7 +200,7 @@ impl Supervisor {
     }
 
     /// Kills every spare (edgeward is stopping).
-    pub(super) fn drop_all_spares(&mut self) {
+    pub(crate) fn drop_all_spares(&mut self) {
         for i in 0..self.slots.len() {
             self.drop_spare(i);
         }

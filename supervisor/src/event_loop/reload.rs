@@ -30,18 +30,19 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::snapshots::AfterRound;
 use super::{say, Supervisor};
 use crate::compile_cache::Outcome;
 use crate::control::clients::ClientId;
 use crate::control::protocol::{Reply, Response};
+use crate::lifecycle::Then;
 use crate::policy::{self, Policy};
 use crate::restart::RestartTracker;
 use crate::slot::{Slot, State};
+use crate::snapshot::rounds::AfterRound;
 
 /// What a reload will do, decided before the final snapshot round.
 #[derive(Debug, Default)]
-pub(super) struct ReloadPlan {
+pub(crate) struct ReloadPlan {
     /// Slots whose policy file is gone.
     removed: Vec<usize>,
     /// Slots taking a new policy, with its compiled artifact.
@@ -54,7 +55,7 @@ pub(super) struct ReloadPlan {
 
 /// A reload whose new wasm is being compiled: the plan so far.
 #[derive(Debug)]
-pub(super) struct ReloadDraft {
+pub(crate) struct ReloadDraft {
     plan: ReloadPlan,
     rejected: Vec<String>,
     /// Slots taking a new or changed policy, whose wasm is compiled.
@@ -63,6 +64,62 @@ pub(super) struct ReloadDraft {
     slots: usize,
     /// The `edgeward reload` client, answered with the plan.
     client: Option<ClientId>,
+}
+
+/// Where reloading stands: one reload is applied at a time, and one asked
+/// for meanwhile (or during an upgrade) runs once it is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum ReloadProgress {
+    /// No reload in progress or asked for.
+    #[default]
+    Idle,
+    /// Asked for during an upgrade: runs when the upgrade ends.
+    Deferred,
+    /// Compiling its wasm or waiting for its final snapshot round.
+    Applying,
+    /// Applying, and asked for again meanwhile.
+    ApplyingThenAgain,
+}
+
+impl ReloadProgress {
+    /// A reload was asked for (`upgrading`: an upgrade is in progress).
+    /// Returns the next progress and whether it starts now.
+    pub(crate) fn asked(self, upgrading: bool) -> (Self, bool) {
+        match self {
+            Self::Applying | Self::ApplyingThenAgain => (Self::ApplyingThenAgain, false),
+            Self::Idle | Self::Deferred if upgrading => (Self::Deferred, false),
+            Self::Idle | Self::Deferred => (self, true),
+        }
+    }
+
+    /// A reload started compiling or its final snapshot round.
+    pub(crate) fn applying(self) -> Self {
+        match self {
+            Self::Deferred | Self::ApplyingThenAgain => Self::ApplyingThenAgain,
+            Self::Idle | Self::Applying => Self::Applying,
+        }
+    }
+
+    /// The reload was applied (or given up).
+    pub(crate) fn applied(self) -> Self {
+        match self {
+            Self::ApplyingThenAgain | Self::Deferred => Self::Deferred,
+            Self::Applying | Self::Idle => Self::Idle,
+        }
+    }
+
+    /// Whether a reload is being applied.
+    pub(crate) fn busy(self) -> bool {
+        matches!(self, Self::Applying | Self::ApplyingThenAgain)
+    }
+
+    /// Takes a deferred reload, if one waits and none is being applied.
+    pub(crate) fn take_deferred(self) -> (Self, bool) {
+        match self {
+            Self::Deferred => (Self::Idle, true),
+            other => (other, false),
+        }
+    }
 }
 
 /// A module new to this reload.
@@ -78,13 +135,15 @@ impl Supervisor {
     /// Starts a reload: reads the policy directory and compiles what is new
     /// (off the loop); [`Supervisor::reload_compiled`] finishes the plan
     /// and answers `client`. Answered now when it cannot start.
-    pub(super) fn reload(&mut self, client: Option<ClientId>, allow_empty: bool) -> Reply {
+    pub(crate) fn reload(&mut self, client: Option<ClientId>, allow_empty: bool) -> Reply {
         let now = |response: Response| Reply::Now(Box::new(response));
         if self.shutdown_deadline.is_some() {
             return now(Response::refused("edgeward is stopping"));
         }
-        if self.reloading || self.slots.iter().any(|s| s.upgrade.is_some()) {
-            self.reload_again = true;
+        let upgrading = self.slots.iter().any(|s| s.upgrade.is_some());
+        let (progress, start_now) = self.reload.asked(upgrading);
+        self.reload = progress;
+        if !start_now {
             return now(Response::done(
                 "a reload or an upgrade is being applied; the policy directory is read once it is done",
             ));
@@ -132,7 +191,7 @@ impl Supervisor {
                         .policy
                         .as_ref()
                         .is_some_and(|old| old.same_as(&policy));
-                    if !unchanged || self.slots[i].removing {
+                    if !unchanged || self.slots[i].state.being_removed() {
                         to_compile.push((i, policy));
                     } else if self.slots[i]
                         .last_error
@@ -184,7 +243,10 @@ impl Supervisor {
             }
         }
         for (i, slot) in self.slots.iter().enumerate() {
-            if slot.state != State::Removed && !slot.removing && !seen.contains(&slot.name) {
+            if slot.state != State::Removed
+                && !slot.state.being_removed()
+                && !seen.contains(&slot.name)
+            {
                 plan.removed.push(i);
             }
         }
@@ -207,13 +269,13 @@ impl Supervisor {
             .map(|(_, p)| (p.wasm_sha256.clone(), p.wasm.clone()))
             .collect();
         pairs.extend(draft.to_compile.iter().filter_map(|(_, p)| {
-            super::upgrade::upgraded_wasm(&self.upgrades, &p.name, &p.wasm_sha256)
+            crate::upgrade::runbook::upgraded_wasm(&self.upgrades, &p.name, &p.wasm_sha256)
         }));
-        self.reloading = true;
+        self.reload = self.reload.applying();
         if let Err(e) =
             self.compile_in_background(pairs, super::background::AfterJob::Reload(Box::new(draft)))
         {
-            self.reloading = false;
+            self.reload = self.reload.applied();
             let why = format!("cannot start compiling: {e}; nothing changed");
             say!("reload: {why}");
             return now(Response::refused(why));
@@ -224,8 +286,8 @@ impl Supervisor {
     /// Finishes a reload's plan once its wasm is compiled (`outcomes`, one
     /// per `draft.to_compile` entry, then those of upgraded wasm), answers
     /// its client and starts applying it.
-    pub(super) fn reload_compiled(&mut self, draft: ReloadDraft, outcomes: Vec<Outcome>) {
-        self.reloading = false;
+    pub(crate) fn reload_compiled(&mut self, draft: ReloadDraft, outcomes: Vec<Outcome>) {
+        self.reload = self.reload.applied();
         let ReloadDraft {
             mut plan,
             mut rejected,
@@ -323,7 +385,7 @@ impl Supervisor {
         let summary = self.describe_plan(&plan, &rejected);
         say!("reload: {summary}");
         let asked: Vec<usize> = plan.removed.iter().chain(&plan.restart).copied().collect();
-        self.reloading = true;
+        self.reload = self.reload.applying();
         self.snapshot_then(asked, Some(AfterRound::Reload(Box::new(plan))));
         if let Some(client) = client {
             let response = if rejected.is_empty() {
@@ -346,7 +408,7 @@ impl Supervisor {
             .map(|i| {
                 self.slots
                     .get(i)
-                    .filter(|s| s.state != State::Removed && !s.removing)
+                    .filter(|s| s.state != State::Removed && !s.state.being_removed())
                     .and_then(|s| s.policy.as_ref())
             })
             .collect();
@@ -417,8 +479,8 @@ impl Supervisor {
     }
 
     /// Applies a reload once its final snapshots are durable.
-    pub(super) fn apply_reload(&mut self, plan: ReloadPlan) {
-        self.reloading = false;
+    pub(crate) fn apply_reload(&mut self, plan: ReloadPlan) {
+        self.reload = self.reload.applied();
         if self.shutdown_deadline.is_some() {
             return;
         }
@@ -429,6 +491,7 @@ impl Supervisor {
             restart,
         } = plan;
         let mut start = Vec::new();
+        let mut idle_changed = Vec::new();
         let mut adopted = Vec::new();
         for (i, added) in added {
             let slot = match added {
@@ -466,20 +529,22 @@ impl Supervisor {
             self.follow_upgrade_record(i);
             let slot = &mut self.slots[i];
             slot.last_error = None;
-            slot.removing = false;
             if slot.worker.is_none() {
-                start.push(i);
+                idle_changed.push(i);
             }
         }
         for &i in &removed {
             self.drop_spare(i);
-            self.slots[i].removing = true;
         }
+        // Removed modules' policies no longer count, even while their
+        // workers stop.
+        let gone = |i: usize, s: &Slot| removed.contains(&i) || s.state.being_removed();
         let wiring_errors = {
             let policies: Vec<Option<&Policy>> = self
                 .slots
                 .iter()
-                .map(|s| s.policy.as_ref().filter(|_| !s.removing))
+                .enumerate()
+                .map(|(i, s)| s.policy.as_ref().filter(|_| !gone(i, s)))
                 .collect();
             self.wiring.rewire(&policies)
         };
@@ -492,39 +557,36 @@ impl Supervisor {
             slot.artifact = None;
         }
         let now = std::time::Instant::now();
-        for slot in &self.slots {
+        for (i, slot) in self.slots.iter().enumerate() {
             let interval = slot.policy.as_ref().map_or(0, |p| p.snapshot_interval_ms);
-            if interval > 0 && !slot.removing {
+            if interval > 0 && !gone(i, slot) {
                 self.snapshots
                     .next
                     .entry(interval)
                     .or_insert(now + Duration::from_millis(interval));
             }
         }
-        for i in restart.iter().copied().chain(removed.iter().copied()) {
-            let removing = self.slots[i].removing;
-            match self.slots[i].worker.as_mut() {
-                Some(worker) => {
-                    worker.restart_requested = !removing;
-                    super::requests::stop_worker(worker, self.options.stop_timeout);
-                }
-                None if removing => self.forget_removed(i),
-                None => start.push(i),
-            }
+        // Stopped in the reverse of the start order (`order.rs`); those
+        // restarted start again once the modules they start after are
+        // ready, like the added ones.
+        let stops = restart
+            .iter()
+            .map(|&i| (i, Then::Restart))
+            .chain(removed.iter().map(|&i| (i, Then::Remove)))
+            .collect();
+        self.queue_stops(stops);
+        for i in idle_changed {
+            self.stop_module(i, Then::Restart);
         }
         for i in start {
-            let slot = &mut self.slots[i];
-            if slot.worker.is_none() && slot.artifact.is_some() {
-                slot.restart_at = None;
-                self.spawn(i);
-            }
+            self.spawn(i);
         }
         self.run_deferred_reload();
     }
 
     /// Reloads (SIGHUP, or a reload deferred), with the outcome in the log
     /// (the plan and its rejections are logged when it is made).
-    pub(super) fn reload_and_log(&mut self) {
+    pub(crate) fn reload_and_log(&mut self) {
         if let Reply::Now(response) = self.reload(None, false) {
             if !response.ok {
                 say!("reload: {}", response.error.unwrap_or_default());
@@ -534,8 +596,10 @@ impl Supervisor {
 
     /// Runs the reload asked for while another reload or an upgrade was
     /// being applied, if one was.
-    pub(super) fn run_deferred_reload(&mut self) {
-        if std::mem::take(&mut self.reload_again) {
+    pub(crate) fn run_deferred_reload(&mut self) {
+        let (progress, deferred) = self.reload.take_deferred();
+        self.reload = progress;
+        if deferred {
             self.reload_and_log();
         }
     }
@@ -544,7 +608,8 @@ impl Supervisor {
     /// same policy wasm stays in force (its artifact, compiled with the
     /// reload's, replaces the policy's); one made under another is dropped.
     fn follow_upgrade_record(&mut self, i: usize) {
-        let Some((sha, _)) = super::upgrade::adopt_record(&self.upgrades, &mut self.slots[i])
+        let Some((sha, _)) =
+            crate::upgrade::runbook::adopt_record(&self.upgrades, &mut self.slots[i])
         else {
             return;
         };
@@ -564,7 +629,7 @@ impl Supervisor {
     /// Slot `i`'s module was removed by a reload and has no worker left:
     /// its cgroup goes, its slot stays for a module of that name added
     /// later (same uid; its snapshots stay in the store).
-    pub(super) fn forget_removed(&mut self, i: usize) {
+    pub(crate) fn forget_removed(&mut self, i: usize) {
         self.drop_spare(i);
         self.release_rw_dirs(i);
         self.slots[i].preparing = None;
@@ -572,17 +637,15 @@ impl Supervisor {
         if let Some(cgroup) = slot.cgroup.take() {
             self.sandbox.remove_cgroup(&cgroup);
         }
-        slot.removing = false;
-        slot.state = State::Removed;
+        debug_assert_eq!(slot.state, State::Removed);
         slot.policy = None;
         slot.artifact = None;
         slot.tracker = None;
-        slot.restart_at = None;
         say!("module {}: removed", slot.name);
     }
 
     /// The slot of the module called `name`, unless it was removed.
-    pub(super) fn slot_named(&self, name: &str) -> Option<usize> {
+    pub(crate) fn slot_named(&self, name: &str) -> Option<usize> {
         self.slots
             .iter()
             .position(|s| s.name == name && s.state != State::Removed)
@@ -596,4 +659,41 @@ fn join_errors(errors: &[policy::PolicyError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReloadProgress as P;
+
+    #[test]
+    fn one_reload_at_a_time_and_one_asked_meanwhile_runs_after() {
+        // Idle: starts now, unless an upgrade runs.
+        assert_eq!(P::Idle.asked(false), (P::Idle, true));
+        assert_eq!(P::Idle.asked(true), (P::Deferred, false));
+        assert_eq!(P::Deferred.asked(false), (P::Deferred, true));
+        assert_eq!(P::Deferred.asked(true), (P::Deferred, false));
+        // While one is applied, another waits for it.
+        assert_eq!(P::Applying.asked(false), (P::ApplyingThenAgain, false));
+        assert_eq!(
+            P::ApplyingThenAgain.asked(true),
+            (P::ApplyingThenAgain, false)
+        );
+        assert_eq!(P::Idle.applying(), P::Applying);
+        assert_eq!(P::Deferred.applying(), P::ApplyingThenAgain);
+        assert_eq!(P::Applying.applying(), P::Applying);
+        assert_eq!(P::ApplyingThenAgain.applying(), P::ApplyingThenAgain);
+        assert_eq!(P::Applying.applied(), P::Idle);
+        assert_eq!(P::ApplyingThenAgain.applied(), P::Deferred);
+        assert_eq!(P::Idle.applied(), P::Idle);
+        assert_eq!(P::Deferred.applied(), P::Deferred);
+        for p in [P::Applying, P::ApplyingThenAgain] {
+            assert!(p.busy());
+            assert_eq!(p.take_deferred(), (p, false));
+        }
+        for p in [P::Idle, P::Deferred] {
+            assert!(!p.busy());
+        }
+        assert_eq!(P::Deferred.take_deferred(), (P::Idle, true));
+        assert_eq!(P::Idle.take_deferred(), (P::Idle, false));
+    }
 }

@@ -6,15 +6,13 @@
 use super::background::{AfterJob, Output};
 use super::{say, Supervisor};
 use crate::compile_cache::Outcome;
-use crate::restart::Ending;
 use crate::rw_dirs::{PreparedDirs, RwGrant};
-use crate::slot::State;
 
 impl Supervisor {
     /// Whether slot `i`'s rw dirs are ready for a worker. If not, starts
     /// preparing them on a job thread and returns `false`: the start goes
     /// on once they are ([`Supervisor::dirs_prepared`]).
-    pub(super) fn rw_dirs_ready(&mut self, i: usize) -> bool {
+    pub(crate) fn rw_dirs_ready(&mut self, i: usize) -> bool {
         let identity = self.sandbox.identity(i);
         let slot = &mut self.slots[i];
         let Some(policy) = &slot.policy else {
@@ -63,22 +61,15 @@ impl Supervisor {
         );
         let slot = &mut self.slots[i];
         match started {
-            Ok(id) => {
-                slot.preparing = Some(id);
-                slot.state = State::Starting;
-            }
-            Err(e) => {
-                let reason = format!("cannot prepare its rw dirs: no thread: {e}");
-                say!("module {}: {reason}", slot.name);
-                slot.last_error = Some(reason);
-                self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
-            }
+            // The module stays `waiting` until they are ready.
+            Ok(id) => slot.preparing = Some(id),
+            Err(e) => self.start_failed(i, format!("cannot prepare its rw dirs: no thread: {e}")),
         }
         false
     }
 
     /// Slot `i`'s rw dirs were prepared (by job `id`), or could not be.
-    pub(super) fn dirs_prepared(
+    pub(crate) fn dirs_prepared(
         &mut self,
         i: usize,
         id: crate::jobs::JobId,
@@ -105,25 +96,15 @@ impl Supervisor {
                     );
                 }
                 slot.rw_dirs = Some(dirs);
-                if self.shutdown_deadline.is_none() && !slot.removing {
-                    self.spawn(i);
-                }
+                self.spawn(i);
             }
-            Err(reason) => {
-                say!("module {}: {reason}", slot.name);
-                slot.last_error = Some(reason);
-                if self.shutdown_deadline.is_some() {
-                    slot.state = State::Stopped;
-                } else {
-                    self.after_end(i, Ending::Failure, std::time::Duration::ZERO);
-                }
-            }
+            Err(reason) => self.start_failed(i, reason),
         }
     }
 
     /// Closes slot `i`'s prepared rw dirs and unmounts their volumes (the
     /// module is removed, its grants changed, or edgeward stops).
-    pub(super) fn release_rw_dirs(&mut self, i: usize) {
+    pub(crate) fn release_rw_dirs(&mut self, i: usize) {
         if let Some(dirs) = self.slots[i].rw_dirs.take() {
             let PreparedDirs { fds, volumes, .. } = dirs;
             drop(fds);
@@ -136,7 +117,7 @@ impl Supervisor {
     /// Slot `i`'s worker could not load its artifact: it is deleted and
     /// compiled again (a power cut or a full disk can leave a damaged one);
     /// the module starts once that is done.
-    pub(super) fn artifact_failed(&mut self, i: usize) {
+    pub(crate) fn artifact_failed(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         let (Some(sha), Some(policy)) = (slot.running_sha().map(str::to_string), &slot.policy)
         else {
@@ -165,24 +146,15 @@ impl Supervisor {
     }
 
     /// Slot `i`'s artifact was compiled again.
-    pub(super) fn recompiled(&mut self, i: usize, outcome: Outcome) {
+    pub(crate) fn recompiled(&mut self, i: usize, outcome: Outcome) {
         let slot = &mut self.slots[i];
         match outcome {
             Outcome::Hit(path) | Outcome::Compiled(path, _) => {
                 slot.artifact = Some(path);
-                if slot.worker.is_none()
-                    && slot.restart_at.is_none()
-                    && !matches!(slot.state, State::Failed | State::Stopped | State::Removed)
-                    && self.shutdown_deadline.is_none()
-                {
-                    self.spawn(i);
-                }
+                // Starts it if it is waiting for its artifact.
+                self.spawn(i);
             }
-            Outcome::Failed(reason) => {
-                say!("module {}: {reason}", slot.name);
-                slot.state = State::Failed;
-                slot.last_error = Some(format!("wasm {reason}"));
-            }
+            Outcome::Failed(reason) => self.unstartable(i, format!("wasm {reason}")),
         }
     }
 }

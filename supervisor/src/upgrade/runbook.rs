@@ -1,33 +1,5 @@
-//! `edgeward upgrade MODULE FILE.wasm`: a new version of a running module,
-//! switched to with its state, health-checked, and rolled back on failure.
-//!
-//! The runbook, one step per phase:
-//!
-//! 1. **Prepare** ([`Supervisor::upgrade`], [`Phase::Compile`]): read the
-//!    file, keep a durable copy as the module's other slot, compile it off
-//!    the event loop (a wasm that does not validate is refused here;
-//!    nothing changed), and record it as `pending` (`upgrade_record.rs`).
-//! 2. **Snapshot**: a snapshot round for the module ([`Phase::Snapshot`]);
-//!    the upgrade goes on once it is durable, and is refused if the commit
-//!    failed.
-//! 3. **Switch** ([`Phase::Switch`]): the old worker stops; the new wasm
-//!    starts and is handed the snapshot just taken (the one explicit
-//!    crossing of a snapshot from one wasm to another).
-//! 4. **Probation** ([`Phase::Probation`]): once the new worker is ready it
-//!    must run for the health window without ending, then answer `Health`
-//!    with 0 ([`Phase::Health`]; `ew_health`, 0 when not exported).
-//! 5. **Commit** ([`Phase::Commit`]): the new version's first snapshot is
-//!    made durable (so a crash after the switch restores the new version
-//!    from its own state), then the record names the new wasm active,
-//!    durably, and the client is told. Any failure from step 3 on rolls
-//!    back: the new worker is killed, the old wasm starts again from the
-//!    same pre-upgrade snapshot, the record drops `pending`, and the client
-//!    gets the reason.
-//!
-//! A supervisor crash anywhere leaves a record whose `pending` the next
-//! start discards: the old version runs, from its newest snapshot, which the
-//! store keeps however many snapshots the new version took (`store.rs`,
-//! `prune`).
+//! The upgrade runbook (see `mod.rs` for its steps): each step is a
+//! method of the event loop's `Supervisor`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,70 +8,17 @@ use edgeward_ipc::control::ToWorker;
 use edgeward_ipc::frame;
 use sha2::{Digest, Sha256};
 
-use super::snapshots::AfterRound;
-use super::{say, Supervisor};
 use crate::compile_cache::Outcome;
 use crate::control::clients::ClientId;
 use crate::control::protocol::{Reply, Response};
+use crate::event_loop::Supervisor;
+use crate::lifecycle::{Event, Then};
+use crate::log_sink::say;
 use crate::slot::Slot;
 use crate::slot::State;
-use crate::upgrade_record::{UpgradeDir, UpgradeRecord};
-
-/// Longest wait for the `Health` answer, beyond the call budget.
-const HEALTH_ANSWER_GRACE: Duration = Duration::from_secs(1);
-
-/// An upgrade in progress.
-pub(crate) struct Upgrade {
-    /// sha256 and artifact of the version that ran before.
-    from: (String, PathBuf),
-    /// sha256 and artifact of the version being tried.
-    to: (String, PathBuf),
-    /// How long the new version must run before its health check.
-    window: Duration,
-    /// The `edgeward upgrade` client, answered at the end.
-    client: Option<ClientId>,
-    /// Where the upgrade is.
-    pub(crate) phase: Phase,
-    /// The snapshot epoch handed to the new version, if any.
-    handed: Option<u64>,
-    /// The file the operator named (for messages).
-    file: PathBuf,
-}
-
-/// The phases of an upgrade (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// The new wasm is being compiled (off the event loop).
-    Compile,
-    /// Waiting for the pre-upgrade snapshot round.
-    Snapshot,
-    /// The old worker is stopping, or the new one is starting.
-    Switch,
-    /// The new worker is ready; it must run until then.
-    Probation(Instant),
-    /// `Health` was asked; the answer is due by then.
-    Health(Instant),
-    /// Healthy; waiting for the new version's first snapshot round.
-    Commit,
-}
-
-impl Upgrade {
-    /// The instant the supervisor must look at this upgrade again.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Probation(t) | Phase::Health(t) => Some(t),
-            Phase::Compile | Phase::Snapshot | Phase::Switch | Phase::Commit => None,
-        }
-    }
-}
-
-impl Phase {
-    /// Whether the old worker was (or is being) replaced: from here on a
-    /// failure rolls back, before it nothing has changed.
-    pub(crate) fn switched(self) -> bool {
-        !matches!(self, Phase::Compile | Phase::Snapshot)
-    }
-}
+use crate::snapshot::rounds::AfterRound;
+use crate::upgrade::record::{UpgradeDir, UpgradeRecord};
+use crate::upgrade::{Phase, Upgrade, HEALTH_ANSWER_GRACE};
 
 /// The sha256 of `bytes`, hex.
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -109,7 +28,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl Supervisor {
     /// Starts upgrading `module` to the wasm in `file`; the client is
     /// answered once the upgrade committed or rolled back.
-    pub(super) fn upgrade(
+    pub(crate) fn upgrade(
         &mut self,
         module: &str,
         file: &Path,
@@ -133,7 +52,7 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             return Err("edgeward is stopping".into());
         }
-        if self.reloading {
+        if self.reload.busy() {
             return Err("a reload is being applied; try again once it is done".into());
         }
         let Some(i) = self.slot_named(module) else {
@@ -177,7 +96,7 @@ impl Supervisor {
         let to_artifact = self.cache.path_for(&to_sha);
         self.compile_in_background(
             vec![(to_sha.clone(), copy)],
-            super::background::AfterJob::UpgradeCompiled(i),
+            crate::event_loop::background::AfterJob::UpgradeCompiled(i),
         )
         .map_err(|e| {
             format!(
@@ -199,7 +118,7 @@ impl Supervisor {
 
     /// Step 1, once the new wasm is compiled (or not): records the upgrade
     /// as pending and starts the pre-upgrade snapshot round.
-    pub(super) fn upgrade_compiled(&mut self, i: usize, outcome: Outcome) {
+    pub(crate) fn upgrade_compiled(&mut self, i: usize, outcome: Outcome) {
         let slot = &self.slots[i];
         let Some(upgrade) = slot.upgrade.as_ref().filter(|u| u.phase == Phase::Compile) else {
             return;
@@ -259,13 +178,9 @@ impl Supervisor {
 
     /// Step 3, once the pre-upgrade round is committed (`failure`: why it
     /// was not).
-    pub(super) fn upgrade_switch(&mut self, i: usize, failure: Option<String>) {
+    pub(crate) fn upgrade_switch(&mut self, i: usize, failure: Option<String>) {
         let capable = self.slots[i].worker.as_ref().is_some_and(|w| w.snapshots);
-        let running = self.slots[i].state == State::Running
-            && self.slots[i]
-                .worker
-                .as_ref()
-                .is_some_and(|w| w.kill_at.is_none());
+        let running = self.slots[i].state == State::Running;
         let refusal = if self.shutdown_deadline.is_some() {
             Some("edgeward is stopping".to_string())
         } else if !running {
@@ -282,7 +197,6 @@ impl Supervisor {
         }
         let handed = self.acknowledged_epoch(&self.slots[i].name.clone());
         self.drop_spare(i);
-        let timeout = self.options.stop_timeout;
         let slot = &mut self.slots[i];
         let Some(upgrade) = slot.upgrade.as_mut() else {
             return;
@@ -293,14 +207,11 @@ impl Supervisor {
         slot.artifact = Some(upgrade.to.1.clone());
         let to_sha = upgrade.to.0.clone();
         slot.set_running_sha(&to_sha);
-        if let Some(worker) = slot.worker.as_mut() {
-            worker.restart_requested = true;
-            super::requests::stop_worker(worker, timeout);
-        }
+        self.stop_module(i, Then::Restart);
     }
 
     /// Step 4: the new worker is ready; its probation starts.
-    pub(super) fn upgrade_ready(&mut self, i: usize) {
+    pub(crate) fn upgrade_ready(&mut self, i: usize) {
         if let Some(upgrade) = self.slots[i].upgrade.as_mut() {
             if upgrade.phase == Phase::Switch {
                 upgrade.phase = Phase::Probation(Instant::now() + upgrade.window);
@@ -310,7 +221,7 @@ impl Supervisor {
 
     /// Moves slot `i`'s upgrade on at its deadline: asks for health after
     /// the probation, rolls back when the answer is late.
-    pub(super) fn upgrade_deadline(&mut self, i: usize, now: Instant) {
+    pub(crate) fn upgrade_deadline(&mut self, i: usize, now: Instant) {
         let budget = self.slots[i]
             .policy
             .as_ref()
@@ -344,7 +255,7 @@ impl Supervisor {
     }
 
     /// The new worker answered `Health`.
-    pub(super) fn upgrade_health(&mut self, i: usize, code: i32) {
+    pub(crate) fn upgrade_health(&mut self, i: usize, code: i32) {
         let asked = self.slots[i]
             .upgrade
             .as_ref()
@@ -367,7 +278,7 @@ impl Supervisor {
     /// Step 5, once the new version's first snapshot round is committed
     /// (`failure`: why it was not): the new version becomes the active
     /// slot, durably.
-    pub(super) fn commit_upgrade(&mut self, i: usize, failure: Option<String>) {
+    pub(crate) fn commit_upgrade(&mut self, i: usize, failure: Option<String>) {
         let slot = &self.slots[i];
         let capable = slot.worker.as_ref().is_some_and(|w| w.snapshots);
         if !slot
@@ -410,7 +321,7 @@ impl Supervisor {
 
     /// Rolls slot `i`'s upgrade back: the old version runs again from the
     /// pre-upgrade snapshot.
-    pub(super) fn roll_back(&mut self, i: usize, reason: String) {
+    pub(crate) fn roll_back(&mut self, i: usize, reason: String) {
         let Some(upgrade) = self.slots[i].upgrade.as_ref() else {
             return;
         };
@@ -424,16 +335,21 @@ impl Supervisor {
         let respawn = match slot.worker.as_mut() {
             Some(worker) => {
                 worker.killed_because = Some(message.clone());
-                worker.restart_requested = true;
-                worker.kill();
                 false
             }
             None => {
-                slot.restart_at = None;
                 slot.last_error = Some(message.clone());
                 true
             }
         };
+        if !respawn {
+            self.transition(
+                i,
+                Event::Kill {
+                    then: Then::Restart,
+                },
+            );
+        }
         let name = self.slots[i].name.clone();
         self.end_upgrade(
             i,
@@ -443,14 +359,14 @@ impl Supervisor {
             )),
         );
         if respawn {
-            self.spawn(i);
+            self.stop_module(i, Then::Restart);
         }
     }
 
     /// edgeward is stopping during slot `i`'s upgrade: the client is told;
     /// the record keeps `pending` once the switch began, so the next start
     /// runs the previous version.
-    pub(super) fn abandon_upgrade(&mut self, i: usize) {
+    pub(crate) fn abandon_upgrade(&mut self, i: usize) {
         let switched = self.slots[i]
             .upgrade
             .as_ref()
@@ -510,7 +426,7 @@ fn short(sha: &str) -> &str {
 /// the active slot of its upgrade record, discarding an upgrade a crash
 /// cut short, or drops a record its policy overrode. Returns the
 /// (sha256, wasm) to compile for it when that is not the policy's wasm.
-pub(super) fn adopt_record(upgrades: &UpgradeDir, slot: &mut Slot) -> Option<(String, PathBuf)> {
+pub(crate) fn adopt_record(upgrades: &UpgradeDir, slot: &mut Slot) -> Option<(String, PathBuf)> {
     let policy_sha = slot.policy.as_ref()?.wasm_sha256.clone();
     let name = slot.name.clone();
     let record = match upgrades.read(&name) {
@@ -557,7 +473,7 @@ pub(super) fn adopt_record(upgrades: &UpgradeDir, slot: &mut Slot) -> Option<(St
 /// The (sha256, wasm) of the upgraded version `module` runs under a policy
 /// whose wasm is `policy_sha`, if its record says so (read only; see
 /// [`adopt_record`] for the changes).
-pub(super) fn upgraded_wasm(
+pub(crate) fn upgraded_wasm(
     upgrades: &UpgradeDir,
     module: &str,
     policy_sha: &str,

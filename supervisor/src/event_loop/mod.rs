@@ -2,8 +2,15 @@
 //! (signalfd, control socket, each worker's control socket and output pipe)
 //! and a set of deadlines (restarts, stop timeouts, readiness timeouts).
 //!
-//! - `mod.rs`: start-up and the loop;
-//! - `workers.rs`: spawning, worker messages, exits and restart decisions;
+//! - `mod.rs`: the loop, its tokens and deadlines;
+//! - `startup.rs`: `edgeward run`'s start-up, up to the first spawns;
+//! - `spawn.rs`, `init.rs`: starting a worker and its Init message;
+//! - `messages.rs`: what workers say; `ring_reports.rs`: corrupt rings;
+//! - `exits.rs`: reaping, and a worker's end fed to the module's lifecycle
+//!   (`lifecycle.rs` decides; this folder carries the decision out);
+//! - `fork_server.rs`: the fork server's replies;
+//! - `spares.rs`, `prepare.rs`: spare workers, read-write dir preparation;
+//! - `reload.rs`: SIGHUP and `edgeward reload`;
 //! - `requests.rs`: control-socket requests and shutdown;
 //! - `background.rs`: what happens when slow work done off the loop
 //!   (`jobs.rs`: compiles, read-write dir preparation) finished.
@@ -12,30 +19,39 @@
 //! wake-up, output goes to a bounded queue (`log_sink.rs`), and slow work
 //! runs on job threads.
 
-mod background;
+pub(crate) mod background;
+mod exits;
+mod fork_server;
+mod groups;
+mod init;
+mod lifecycle_actions;
+mod messages;
+mod order;
 mod prepare;
-mod reload;
-mod requests;
-mod snapshots;
+pub(crate) mod reload;
+pub(crate) mod requests;
+mod ring_reports;
 mod spares;
-pub(crate) mod upgrade;
-mod workers;
-pub(crate) use workers::init_message;
+mod spawn;
+mod startup;
+mod watchdog;
+pub(crate) use init::init_message;
+pub use startup::run;
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
-use crate::compile_cache::{CompileCache, Outcome};
+use crate::compile_cache::CompileCache;
 use crate::control::clients::{ClientId, Clients};
 use crate::control::server::ControlServer;
-use crate::launcher::{Launcher, ProcessModel};
-use crate::policy;
+use crate::launcher::Launcher;
+use crate::lifecycle::Event;
 use crate::slot::{Slot, State};
 
 /// Messages read from one worker per wake-up; the rest wait for the next
@@ -79,7 +95,7 @@ pub struct Options {
 
 /// epoll token layout: kind in bits 0..8, slot index in 8..32, generation in 32..64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
+pub(crate) enum Token {
     Signal,
     Control,
     Zygote,
@@ -162,290 +178,59 @@ impl Token {
 
 /// The running supervisor.
 pub struct Supervisor {
-    options: Options,
-    epoll: Epoll,
-    signals: SignalFd,
+    pub(crate) options: Options,
+    pub(crate) epoll: Epoll,
+    pub(crate) signals: SignalFd,
     /// The control socket's listener; `None` once stopping.
-    control: Option<ControlServer>,
+    pub(crate) control: Option<ControlServer>,
     /// Connected control clients.
-    clients: Clients,
+    pub(crate) clients: Clients,
     /// Slow work running off the loop, and what to do with each result.
-    jobs: crate::jobs::Jobs<background::Output>,
-    after_jobs: std::collections::HashMap<crate::jobs::JobId, background::AfterJob>,
-    launcher: Launcher,
-    slots: Vec<Slot>,
-    started: Instant,
+    pub(crate) jobs: crate::jobs::Jobs<background::Output>,
+    pub(crate) after_jobs: std::collections::HashMap<crate::jobs::JobId, background::AfterJob>,
+    pub(crate) launcher: Launcher,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) started: Instant,
     /// Set once SIGTERM/SIGINT/stop arrived: the instant to SIGKILL stragglers.
-    shutdown_deadline: Option<Instant>,
+    pub(crate) shutdown_deadline: Option<Instant>,
     /// Children that are not workers (the fork server) still to be reaped.
-    other_children: Vec<Pid>,
+    pub(crate) other_children: Vec<Pid>,
+    /// When the fork server last answered anything (`watchdog.rs`).
+    pub(crate) fork_server_heard: Instant,
+    /// It was pinged since.
+    pub(crate) fork_server_pinged: bool,
+    /// Signals with no meaning: when each was last logged, and how many
+    /// came since.
+    pub(crate) ignored_signals: std::collections::HashMap<i32, (Option<Instant>, u64)>,
+    /// Modules to stop, in the reverse of the start order (`order.rs`).
+    pub(crate) stop_queue: Vec<(usize, crate::lifecycle::Then)>,
     /// Spawn requests the fork server has not answered yet, oldest first:
     /// (slot, generation, for a spare).
-    pending_spawns: std::collections::VecDeque<(usize, u32, bool)>,
+    pub(crate) pending_spawns: std::collections::VecDeque<(usize, u32, bool)>,
     /// Exit statuses of children reaped before the fork server told us
     /// which module they belong to.
-    unclaimed_exits: std::collections::HashMap<Pid, nix::sys::wait::WaitStatus>,
-    all_ready_logged: bool,
+    pub(crate) unclaimed_exits: std::collections::HashMap<Pid, nix::sys::wait::WaitStatus>,
+    pub(crate) all_ready_logged: bool,
     /// How workers are confined on this host.
-    sandbox: crate::sandbox_plan::HostSandbox,
+    pub(crate) sandbox: crate::sandbox_plan::HostSandbox,
     /// The data-plane rings between modules.
-    wiring: crate::channels::Wiring,
+    pub(crate) wiring: crate::channels::Wiring,
     /// The snapshot store and rounds.
-    snapshots: snapshots::Snapshots,
+    pub(crate) snapshots: crate::snapshot::rounds::Snapshots,
     /// Precompiled artifacts (used again by reloads).
-    cache: CompileCache,
-    /// A reload waits for its final snapshot round.
-    reloading: bool,
-    /// Another reload was asked for meanwhile: run it after this one.
-    reload_again: bool,
+    pub(crate) cache: CompileCache,
+    /// Where reloading stands (`reload.rs`).
+    pub(crate) reload: reload::ReloadProgress,
     /// Upgrade records and the wasm of upgraded modules.
-    upgrades: crate::upgrade_record::UpgradeDir,
+    pub(crate) upgrades: crate::upgrade::record::UpgradeDir,
     /// Whether quota volumes can be made on this host (why not).
-    quota: Result<(), String>,
+    pub(crate) quota: Result<(), String>,
 }
 
-/// Prints a supervisor message on stderr (through the log writer: never blocks).
-macro_rules! say {
-    ($($arg:tt)*) => { crate::log_sink::err(format!("edgeward: {}", format_args!($($arg)*))) };
-}
-pub(crate) use say;
-
-/// Runs the supervisor until it is stopped. Returns the exit code.
-///
-/// # Errors
-/// Start-up failures: unreadable policy dir, unusable state dir, control
-/// socket in use, worker binary missing.
-pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
-    let signals = crate::signals::install()?;
-    let loaded = policy::load_dir(&options.policies).with_context(|| {
-        format!(
-            "cannot read policy directory {} (set --policies or EDGEWARD_POLICIES)",
-            options.policies.display()
-        )
-    })?;
-    // An existing directory this user cannot write fails here too, with the
-    // flag to pass, not later at its compile cache.
-    crate::durable::create_dir_all(&options.state)
-        .and_then(|()| {
-            use nix::unistd::{access, AccessFlags};
-            access(&options.state, AccessFlags::W_OK | AccessFlags::X_OK).map_err(Into::into)
-        })
-        .with_context(|| {
-            format!(
-                "cannot create or write state directory {} (set --state or EDGEWARD_STATE to a directory this user can write)",
-                options.state.display()
-            )
-        })?;
-    // Before anything touches the state or the cgroups; held until we exit.
-    let _state_lock = crate::state_lock::StateLock::acquire(&options.state)?;
-    let loaded = policy::check_across(loaded, &options.state, &[]);
-    let control = ControlServer::bind(&options.control)?;
-    let model = ProcessModel::from_env()?;
-    if !options.worker_bin.is_file() {
-        anyhow::bail!(
-            "worker binary {} not found (install it beside edgeward or set EDGEWARD_WORKER)",
-            options.worker_bin.display()
-        );
-    }
-    let mut launcher = Launcher::new(model, options.worker_bin.clone());
-    // The fork server initialises its engine while we prepare the cgroups.
-    launcher.prestart()?;
-    let mut sandbox = crate::sandbox_plan::HostSandbox::detect(
-        options.uid_base,
-        options.runtime_overhead_mib,
-        &options.state,
-    );
-    // Before the first worker migrates (cgroup v1 only).
-    sandbox.favor_migrations();
-    let prepared_cgroups: Vec<(String, Result<Option<crate::cgroup::ModuleCgroup>, String>)> =
-        loaded
-            .iter()
-            .filter_map(|l| l.result.as_ref().ok())
-            .map(|p| (p.name.clone(), sandbox.cgroup(p).map_err(|e| e.to_string())))
-            .collect();
-    let fingerprint = launcher.fingerprint()?;
-
-    let cache = CompileCache::open(&options.state, fingerprint)?;
-
-    let mut slots: Vec<Slot> = loaded
-        .into_iter()
-        .map(|l| match l.result {
-            Ok(policy) => Slot::new(policy),
-            Err(errors) => {
-                for e in &errors {
-                    say!("module {}: invalid policy: {e}", l.name);
-                }
-                let reason = errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                Slot::failed(l.name, format!("invalid policy: {reason}"))
-            }
-        })
-        .collect();
-    if slots.is_empty() {
-        say!(
-            "no policies (*.toml) in {}; running with no modules",
-            options.policies.display()
-        );
-    }
-
-    // An upgraded module runs its upgrade's active slot, not its policy's wasm.
-    let upgrades = crate::upgrade_record::UpgradeDir::new(&options.state);
-    let wanted: Vec<(usize, (String, PathBuf))> = slots
-        .iter_mut()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            let upgraded = upgrade::adopt_record(&upgrades, s);
-            let policy = s.policy.as_ref()?;
-            Some((
-                i,
-                upgraded.unwrap_or_else(|| (policy.wasm_sha256.clone(), policy.wasm.clone())),
-            ))
-        })
-        .collect();
-    let pairs: Vec<(String, PathBuf)> = wanted.iter().map(|(_, w)| w.clone()).collect();
-    for ((i, (sha, _)), outcome) in wanted.iter().zip(cache.ensure(&options.worker_bin, &pairs)) {
-        let slot = &mut slots[*i];
-        match outcome {
-            Outcome::Hit(path) => {
-                say!("module {}: compile cache hit ({})", slot.name, &sha[..12]);
-                slot.artifact = Some(path);
-            }
-            Outcome::Compiled(path, ms) => {
-                say!("module {}: compiled {} in {ms} ms", slot.name, &sha[..12]);
-                slot.artifact = Some(path);
-            }
-            Outcome::Failed(reason) => {
-                let wasm = slot.policy.as_ref().map(|p| p.wasm.display().to_string());
-                say!("module {}: {reason}", slot.name);
-                slot.state = State::Failed;
-                slot.last_error = Some(format!("wasm {} {reason}", wasm.unwrap_or_default()));
-            }
-        }
-    }
-
-    let (wiring, wiring_errors) = {
-        let policies: Vec<Option<&policy::Policy>> =
-            slots.iter().map(|s| s.policy.as_ref()).collect();
-        crate::channels::Wiring::build(&policies)
-    };
-    for error in wiring_errors {
-        let slot = &mut slots[error.slot];
-        say!("module {}: {}", slot.name, error.reason);
-        slot.state = State::Failed;
-        slot.artifact = None;
-        slot.last_error = Some(error.reason);
-    }
-    if !wiring.rings.is_empty() {
-        say!("data plane: {} ring(s)", wiring.rings.len());
-    }
-
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
-    epoll.add(
-        signals.as_fd(),
-        EpollEvent::new(EpollFlags::EPOLLIN, Token::Signal.encode()),
-    )?;
-    let jobs = crate::jobs::Jobs::new().context("eventfd for background jobs")?;
-    epoll.add(
-        jobs.fd(),
-        EpollEvent::new(EpollFlags::EPOLLIN, Token::Jobs.encode()),
-    )?;
-    epoll.add(
-        control.fd(),
-        EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
-    )?;
-
-    for (name, cgroup) in prepared_cgroups {
-        if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
-            match cgroup {
-                Ok(cgroup) => {
-                    let (stale, waited) = cgroup.as_ref().map_or((0, Duration::ZERO), |c| {
-                        c.evict_stale(Duration::from_secs(2))
-                    });
-                    if stale > 0 || waited > Duration::from_millis(5) {
-                        say!(
-                            "module {name}: an earlier run left tasks in its cgroup: killed {stale}, waited {} ms for them to be reaped",
-                            waited.as_millis()
-                        );
-                    }
-                    slot.cgroup = cgroup;
-                }
-                Err(e) => say!("module {name}: cannot set up its cgroup yet: {e}"),
-            }
-        }
-    }
-    say!(
-        "sandbox: {}; module uids from {}",
-        sandbox.cgroup_description(),
-        sandbox.identity(0).map_or_else(
-            || "(none: not root)".to_string(),
-            |(uid, _)| uid.to_string()
-        )
-    );
-    let mut sandbox = sandbox;
-    let quota = crate::volume::available();
-    if let Err(why) = &quota {
-        let quota_wanted = slots
-            .iter()
-            .filter_map(|s| s.policy.as_ref())
-            .any(|p| p.rw_dirs().any(|d| d.quota_mib > 0));
-        if quota_wanted {
-            sandbox.warnings.push(format!(
-                "disk quotas unavailable ({why}): rw dirs with quota_mib are plain directories, a module can fill their filesystem"
-            ));
-        }
-    }
-    for warning in &sandbox.warnings {
-        say!("WARNING: {warning}");
-    }
-    let mut supervisor = Supervisor {
-        options,
-        epoll,
-        signals,
-        control: Some(control),
-        clients: Clients::new(),
-        jobs,
-        after_jobs: std::collections::HashMap::new(),
-        launcher,
-        slots,
-        started,
-        shutdown_deadline: None,
-        other_children: Vec::new(),
-        pending_spawns: std::collections::VecDeque::new(),
-        unclaimed_exits: std::collections::HashMap::new(),
-        all_ready_logged: false,
-        sandbox,
-        wiring,
-        snapshots: snapshots::Snapshots::default(),
-        cache,
-        reloading: false,
-        reload_again: false,
-        upgrades,
-        quota,
-    };
-    supervisor.open_snapshots();
-    say!(
-        "supervising {} module(s) from {} ({} workers)",
-        supervisor.slots.len(),
-        supervisor.options.policies.display(),
-        match model {
-            ProcessModel::Zygote => "fork-server",
-            ProcessModel::Exec => "exec-per",
-        }
-    );
-    for i in 0..supervisor.slots.len() {
-        if supervisor.slots[i].artifact.is_some() {
-            supervisor.spawn(i);
-        }
-    }
-
-    supervisor.event_loop()
-}
+pub(crate) use crate::log_sink::say;
 
 impl Supervisor {
-    fn event_loop(&mut self) -> anyhow::Result<i32> {
+    pub(crate) fn event_loop(&mut self) -> anyhow::Result<i32> {
         let mut events = [EpollEvent::empty(); 64];
         loop {
             if self.shutdown_deadline.is_some() && self.nothing_left() {
@@ -536,11 +321,11 @@ impl Supervisor {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
+        consider(self.next_watchdog_deadline());
         for slot in &self.slots {
-            consider(slot.restart_at);
+            consider(slot.state.deadline());
             consider(slot.upgrade.as_ref().and_then(|u| u.deadline()));
             if let Some(w) = &slot.worker {
-                consider(w.kill_at);
                 consider(w.closed_at.map(|t| t + self.options.stop_timeout));
                 if w.ready_at.is_none() && w.killed_because.is_none() {
                     consider(Some(w.spawned_at + self.options.ready_timeout));
@@ -560,22 +345,20 @@ impl Supervisor {
                 self.shutdown_deadline = Some(now + Duration::from_millis(100));
             }
         }
+        self.watchdog(now);
         for i in 0..self.slots.len() {
             self.upgrade_deadline(i, now);
-            let slot = &mut self.slots[i];
-            if slot.restart_at.is_some_and(|t| now >= t) {
-                slot.restart_at = None;
-                slot.restarts += 1;
-                self.spawn(i);
-                continue;
+            if self.slots[i].state.deadline().is_some_and(|t| now >= t) {
+                let event = match self.slots[i].state {
+                    State::Backoff { .. } => Event::BackoffOver,
+                    _ => Event::StopTimeout,
+                };
+                self.transition(i, event);
             }
+            let slot = &mut self.slots[i];
             let Some(worker) = &mut slot.worker else {
                 continue;
             };
-            if worker.kill_at.is_some_and(|t| now >= t) {
-                worker.kill_at = None;
-                worker.kill();
-            }
             if worker
                 .closed_at
                 .is_some_and(|t| now >= t + self.options.stop_timeout)
@@ -602,20 +385,40 @@ impl Supervisor {
     }
 
     fn on_signals(&mut self) {
+        use crate::signals::Meaning;
         while let Ok(Some(info)) = self.signals.read_signal() {
-            match nix::sys::signal::Signal::try_from(info.ssi_signo as i32) {
-                Ok(nix::sys::signal::Signal::SIGCHLD) => self.reap(),
-                Ok(
-                    sig @ (nix::sys::signal::Signal::SIGTERM | nix::sys::signal::Signal::SIGINT),
-                ) => {
-                    say!("{sig}: stopping all modules");
+            let signo = info.ssi_signo as i32;
+            match crate::signals::meaning(signo) {
+                Meaning::Reap => self.reap(),
+                Meaning::Stop => {
+                    say!("{}: stopping all modules", crate::signals::name(signo));
                     self.begin_shutdown();
                 }
-                Ok(nix::sys::signal::Signal::SIGHUP) => {
-                    say!("SIGHUP: reloading policies");
+                Meaning::Reload => {
+                    say!("{}: reloading policies", crate::signals::name(signo));
                     self.reload_and_log();
                 }
-                _ => {}
+                // Said, not silently dropped (as PID 1's default would
+                // be); once per signal number per minute, with a count.
+                Meaning::Ignore(why) => {
+                    let now = Instant::now();
+                    let (last, count) = self.ignored_signals.entry(signo).or_insert((None, 0));
+                    *count += 1;
+                    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                        let times = if *count > 1 {
+                            format!(" ({count} times since the last line)")
+                        } else {
+                            String::new()
+                        };
+                        say!(
+                            "{}: {why}; ignored (sent by pid {}){times}",
+                            crate::signals::name(signo),
+                            info.ssi_pid
+                        );
+                        *last = Some(now);
+                        *count = 0;
+                    }
+                }
             }
         }
         // Children may have ended between signals being coalesced.
@@ -648,7 +451,7 @@ impl Supervisor {
     }
 
     /// Answers a control client (now, or one that waited).
-    pub(super) fn answer(&mut self, id: ClientId, response: &crate::control::protocol::Response) {
+    pub(crate) fn answer(&mut self, id: ClientId, response: &crate::control::protocol::Response) {
         self.clients
             .answer(id, response, &self.epoll, Instant::now());
     }

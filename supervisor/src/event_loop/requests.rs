@@ -2,20 +2,19 @@
 
 use std::time::Instant;
 
-use edgeward_ipc::control::ToWorker;
-use edgeward_ipc::frame;
 use nix::sys::signal::{kill, Signal};
 
 use super::{say, Supervisor};
 use crate::control::clients::ClientId;
 use crate::control::protocol::{Reply, Request, Response};
+use crate::lifecycle::{Event, Then};
 use crate::slot::State;
 use crate::status::StatusReport;
 
 impl Supervisor {
     /// Handles one request of client `client`: answered now, or later by
     /// the part of the supervisor that keeps the client's id.
-    pub(super) fn handle_request(&mut self, request: Request, client: ClientId) -> Reply {
+    pub(crate) fn handle_request(&mut self, request: Request, client: ClientId) -> Reply {
         match request {
             Request::Snapshot { module } => match self.snapshot_now(&module) {
                 Ok(slot) => {
@@ -46,10 +45,20 @@ impl Supervisor {
                         modules: self
                             .slots
                             .iter()
-                            .filter(|s| s.state != State::Removed)
-                            .map(|s| {
+                            .enumerate()
+                            .filter(|(_, s)| s.state != State::Removed)
+                            .map(|(i, s)| {
                                 let mut row = s.status(now);
                                 row.snapshot_epoch = self.acknowledged_epoch(&s.name);
+                                // A waiting module says what for.
+                                let waiting = self.waiting_for(i);
+                                if s.state == State::Waiting
+                                    && !waiting.is_empty()
+                                    && row.last_error.is_none()
+                                {
+                                    row.last_error =
+                                        Some(format!("waiting for {} (after)", waiting.join(", ")));
+                                }
                                 row
                             })
                             .collect(),
@@ -137,6 +146,9 @@ impl Supervisor {
                 "an upgrade of {module} is in progress; it restarts the module itself"
             ));
         }
+        if slot.state.being_removed() {
+            return Response::refused(format!("module \"{module}\" is being removed by a reload"));
+        }
         if slot.artifact.is_none() {
             return Response::refused(format!(
                 "module \"{module}\" cannot start: {}",
@@ -146,34 +158,22 @@ impl Supervisor {
         if let Some(tracker) = slot.tracker.as_mut() {
             tracker.reset();
         }
-        match slot.worker.as_mut() {
-            Some(worker) => {
-                worker.restart_requested = true;
-                stop_worker(worker, self.options.stop_timeout);
-            }
-            None => {
-                slot.restart_at = None;
-                slot.restarts += 1;
-                self.spawn(i);
-            }
-        }
         say!("module {module}: restart requested");
+        self.stop_module(i, Then::Restart);
         Response::done(format!("restarting {module}"))
     }
 
     /// Stops everything: a final snapshot round for every module, then
     /// Stop to every worker; SIGKILL follows at the stop timeout.
-    pub(super) fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        // No restart from now on; the deadline is pushed back when Stop goes out.
+        // No restart from now on. One deadline for everything: the final
+        // snapshot round, Stop, and the modules' ends; SIGKILL at it.
         self.shutdown_deadline = Some(Instant::now() + self.options.stop_timeout);
-        for slot in &mut self.slots {
-            slot.restart_at = None;
-            if slot.state == State::Backoff {
-                slot.state = State::Stopped;
-            }
+        for i in 0..self.slots.len() {
+            self.transition(i, Event::Shutdown);
         }
         for i in 0..self.slots.len() {
             if self.slots[i].upgrade.is_some() {
@@ -181,18 +181,16 @@ impl Supervisor {
             }
         }
         let all = (0..self.slots.len()).collect();
-        self.snapshot_then(all, Some(super::snapshots::AfterRound::StopAll));
+        self.snapshot_then(all, Some(crate::snapshot::rounds::AfterRound::StopAll));
     }
 
-    /// Sends Stop to every worker (after the final snapshot round).
-    pub(super) fn stop_all_workers(&mut self) {
-        self.shutdown_deadline = Some(Instant::now() + self.options.stop_timeout);
+    /// Sends Stop to the workers (after the final snapshot round), in the
+    /// reverse of the start order: a module is told once every module that
+    /// starts after it has ended (`groups.rs`). SIGKILL for all at the
+    /// shutdown deadline.
+    pub(crate) fn stop_all_workers(&mut self) {
         self.drop_all_spares();
-        for slot in &mut self.slots {
-            if let Some(worker) = slot.worker.as_mut() {
-                stop_worker(worker, self.options.stop_timeout);
-            }
-        }
+        self.stop_in_reverse_order();
         // Closing its socket ends the fork server, once it has answered every
         // spawn request (so no worker is left without a known pid).
         self.close_zygote_when_idle();
@@ -202,7 +200,7 @@ impl Supervisor {
     }
 
     /// Closes the fork server once no spawn request is outstanding.
-    pub(super) fn close_zygote_when_idle(&mut self) {
+    pub(crate) fn close_zygote_when_idle(&mut self) {
         if !self.pending_spawns.is_empty() {
             return;
         }
@@ -212,29 +210,21 @@ impl Supervisor {
         self.launcher.shutdown();
     }
 
-    pub(super) fn kill_everything(&mut self, why: &str) {
+    pub(crate) fn kill_everything(&mut self, why: &str) {
         self.drop_all_spares();
-        for slot in &mut self.slots {
-            if let Some(worker) = slot.worker.as_mut() {
-                say!("module {}: {why}; SIGKILL", slot.name);
-                worker.kill();
+        for i in 0..self.slots.len() {
+            if self.slots[i].worker.is_some() {
+                say!("module {}: {why}; SIGKILL", self.slots[i].name);
+                self.transition(
+                    i,
+                    Event::Kill {
+                        then: Then::Shutdown,
+                    },
+                );
             }
         }
         for pid in &self.other_children {
             let _ = kill(*pid, Signal::SIGKILL);
         }
     }
-}
-
-/// Sends Stop and arms the SIGKILL deadline.
-pub(super) fn stop_worker(worker: &mut crate::slot::Worker, timeout: std::time::Duration) {
-    let sent = worker
-        .control
-        .as_ref()
-        .is_some_and(|c| frame::send(c, &ToWorker::Stop, &[]).is_ok());
-    worker.kill_at = Some(if sent {
-        Instant::now() + timeout
-    } else {
-        Instant::now()
-    });
 }

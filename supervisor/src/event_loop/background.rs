@@ -9,7 +9,7 @@ use crate::compile_cache::Outcome;
 use crate::rw_dirs::PreparedDirs;
 
 /// What a job produced.
-pub(super) enum Output {
+pub(crate) enum Output {
     /// Compile outcomes, one per wasm asked for, in order.
     Compiled(Vec<Outcome>),
     /// A module's read-write dirs, ready to hand to its workers, or why not.
@@ -17,7 +17,7 @@ pub(super) enum Output {
 }
 
 /// What to do with a job's result.
-pub(super) enum AfterJob {
+pub(crate) enum AfterJob {
     /// Finish this reload's plan.
     Reload(Box<super::reload::ReloadDraft>),
     /// Go on with slot `.0`'s upgrade.
@@ -34,7 +34,7 @@ impl Supervisor {
     ///
     /// # Errors
     /// No thread could be started.
-    pub(super) fn compile_in_background(
+    pub(crate) fn compile_in_background(
         &mut self,
         wanted: Vec<(String, PathBuf)>,
         then: AfterJob,
@@ -52,7 +52,7 @@ impl Supervisor {
     ///
     /// # Errors
     /// No thread could be started.
-    pub(super) fn in_background(
+    pub(crate) fn in_background(
         &mut self,
         name: &str,
         work: impl FnOnce() -> Output + Send + 'static,
@@ -64,7 +64,7 @@ impl Supervisor {
     }
 
     /// Jobs finished: carries on with what each was for.
-    pub(super) fn on_jobs(&mut self) {
+    pub(crate) fn on_jobs(&mut self) {
         for (id, output) in self.jobs.finished() {
             let Some(then) = self.after_jobs.remove(&id) else {
                 continue;
