@@ -96,7 +96,8 @@ pub enum Event {
         ending: Ending,
         /// How long it ran after Ready.
         ran_for: Duration,
-        /// An upgrade's new version ended on trial: the upgrade rolls back.
+        /// An upgrade's new version ended (or could not start) on trial:
+        /// the upgrade rolls back.
         on_trial: bool,
         /// edgeward is stopping: nothing restarts.
         shutting_down: bool,
@@ -240,10 +241,15 @@ pub fn next(
         ) => {
             if shutting_down {
                 (S::Stopped, A::Nothing)
-            } else if on_trial && state != S::Waiting {
+            } else if on_trial {
                 (S::Waiting, A::RollBack)
             } else {
                 match decide(ending, ran_for) {
+                    // Its restart group restarts with a module that ran,
+                    // not with one that could not even be started.
+                    Decision::RestartAfter(delay) if state == S::Waiting => {
+                        (S::Backoff { until: now + delay }, A::Nothing)
+                    }
                     Decision::RestartAfter(delay) => {
                         (S::Backoff { until: now + delay }, A::Restarting)
                     }

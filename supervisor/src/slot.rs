@@ -59,8 +59,9 @@ pub struct Worker {
     pub generation: u32,
     /// When it last sent anything (the watchdog's sign of life).
     pub last_heard: Instant,
-    /// The watchdog pinged it since (`event_loop/watchdog.rs`).
-    pub pinged: bool,
+    /// When the watchdog pinged it, if it has been silent since
+    /// (`event_loop/watchdog.rs`).
+    pub pinged_at: Option<Instant>,
 }
 
 impl Worker {

@@ -149,7 +149,7 @@ fn a_stopped_worker_is_killed_by_the_watchdog_and_replaced_within_its_bound() {
 fn a_module_busy_for_most_of_its_call_budget_is_never_killed_by_the_watchdog() {
     let g = GatewayDir::new();
     // Every tick spins 45 of its 50 ms budget, back to back (1 ms period);
-    // the watchdog is the shortest allowed, twice the budget. A full core
+    // the watchdog is the shortest allowed, three budgets. A full core
     // so that the CPU quota never stretches a call past its budget.
     g.add_policy(
         "busy",
@@ -157,7 +157,7 @@ fn a_module_busy_for_most_of_its_call_budget_is_never_killed_by_the_watchdog() {
             "busy",
             "[wasi]\nargs = [\"--spin-ms\", \"45\", \"--every\", \"20\"]\n\
              [resources]\ncall_budget_ms = 50\ncpu_percent = 200\n\
-             [schedule]\ntick_us = 1000\n[restart]\nwatchdog_ms = 100",
+             [schedule]\ntick_us = 1000\n[restart]\nwatchdog_ms = 150",
         ),
     );
     let gateway = g.start();
@@ -457,13 +457,13 @@ fn an_unknown_name_in_after_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_watchdog_shorter_than_twice_the_call_budget_is_refused() {
+fn a_watchdog_shorter_than_three_call_budgets_is_refused() {
     let g = GatewayDir::new();
     g.add_policy(
         "tight",
         &policy(
             "counter",
-            "[resources]\ncall_budget_ms = 100\n[restart]\nwatchdog_ms = 150",
+            "[resources]\ncall_budget_ms = 100\n[restart]\nwatchdog_ms = 250",
         ),
     );
     let (code, out) = check(&g.policies());

@@ -41,7 +41,7 @@ impl Supervisor {
         };
         let restart: Vec<usize> = others
             .into_iter()
-            .filter(|&j| matches!(self.slots[j].state, State::Starting | State::Running))
+            .filter(|&j| self.restartable_member(j))
             .collect();
         if restart.is_empty() {
             return;
@@ -67,10 +67,21 @@ impl Supervisor {
         }
         let stops = members
             .into_iter()
-            .filter(|&j| matches!(self.slots[j].state, State::Starting | State::Running))
+            .filter(|&j| self.restartable_member(j))
             .map(|j| (j, Then::Restart))
             .collect();
         self.queue_stops(stops);
+    }
+
+    /// Whether group member `j` is restarted with the others: it runs (or
+    /// starts), is not being removed, and no upgrade of it is in progress
+    /// (the upgrade restarts it itself, and rolls back if it ends).
+    fn restartable_member(&self, j: usize) -> bool {
+        let slot = &self.slots[j];
+        matches!(slot.state, State::Starting | State::Running)
+            && slot.upgrade.is_none()
+            && !self.being_removed(j)
+            && self.queued_stop(j).is_none()
     }
 
     /// The members of group `name`, in start order.
@@ -78,11 +89,7 @@ impl Supervisor {
         let policies: Vec<Option<&Policy>> = self
             .slots
             .iter()
-            .map(|s| {
-                s.policy
-                    .as_ref()
-                    .filter(|_| s.state != State::Removed && !s.state.being_removed())
-            })
+            .map(|s| s.policy.as_ref().filter(|_| s.state != State::Removed))
             .collect();
         crate::policy::start_order(&policies)
             .into_iter()

@@ -89,6 +89,8 @@ impl Supervisor {
     /// Asks slot `i`'s worker to stop (Stop, SIGKILL at the stop timeout),
     /// then `then`; a module without a worker does `then` now.
     pub(crate) fn stop_module(&mut self, i: usize, then: Then) {
+        // Told now: no longer queued.
+        self.stop_queue.retain(|(j, _)| *j != i);
         let kill_at = Instant::now() + self.options.stop_timeout;
         self.transition(i, Event::Stop { then, kill_at });
     }

@@ -33,7 +33,7 @@ impl Supervisor {
             match frame::recv::<FromWorker>(control) {
                 Ok((message, _fds)) => {
                     worker.last_heard = Instant::now();
-                    worker.pinged = false;
+                    worker.pinged_at = None;
                     let transfer = matches!(
                         message,
                         FromWorker::SnapshotPart(_) | FromWorker::SnapshotData(_)

@@ -14,20 +14,43 @@
 //! it is told. edgeward's shutdown deadline (`--stop-timeout-ms`) covers
 //! the whole chain; what is left at it is SIGKILLed.
 
-use super::Supervisor;
+use super::{say, Supervisor};
 use crate::lifecycle::Then;
 use crate::slot::State;
 
 impl Supervisor {
-    /// Whether the modules slot `i` starts after are ready.
-    pub(super) fn predecessors_ready(&self, i: usize) -> bool {
-        let Some(policy) = &self.slots[i].policy else {
-            return true;
-        };
-        policy.after.iter().all(|name| match self.slot_named(name) {
-            None => true,
-            Some(j) => matches!(self.slots[j].state, State::Running | State::Stopped),
-        })
+    /// Whether the modules slot `i` starts after are ready. One queued
+    /// to stop is not: it is about to go.
+    pub(crate) fn predecessors_ready(&self, i: usize) -> bool {
+        self.waiting_for(i).is_empty()
+    }
+
+    /// Whether slot `j` counts as ready for the modules that start after it.
+    fn ready_for_successors(&self, j: usize) -> bool {
+        matches!(self.slots[j].state, State::Running | State::Stopped)
+            && self.queued_stop(j).is_none()
+    }
+
+    /// What slot `i` is queued to stop for, if it is.
+    pub(crate) fn queued_stop(&self, i: usize) -> Option<Then> {
+        self.stop_queue
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, then)| *then)
+    }
+
+    /// Takes slot `i` out of the stop queue; returns what it was queued
+    /// for.
+    pub(crate) fn unqueue_stop(&mut self, i: usize) -> Option<Then> {
+        let then = self.queued_stop(i);
+        self.stop_queue.retain(|(j, _)| *j != i);
+        then
+    }
+
+    /// Whether slot `i` is on its way out: stopping for removal, or queued
+    /// to.
+    pub(crate) fn being_removed(&self, i: usize) -> bool {
+        self.slots[i].state.being_removed() || self.queued_stop(i) == Some(Then::Remove)
     }
 
     /// The names slot `i` still waits for (for `status`).
@@ -39,9 +62,8 @@ impl Supervisor {
             .after
             .iter()
             .filter(|name| {
-                self.slot_named(name).is_some_and(|j| {
-                    !matches!(self.slots[j].state, State::Running | State::Stopped)
-                })
+                self.slot_named(name)
+                    .is_some_and(|j| !self.ready_for_successors(j))
             })
             .cloned()
             .collect()
@@ -63,10 +85,20 @@ impl Supervisor {
     }
 
     /// Queues these modules to stop, each then its `Then`, in the reverse of
-    /// the start order. A module queued again takes the later `Then`.
+    /// the start order. A module without a worker does its `Then` now. A
+    /// module queued again keeps a removal or a shutdown over a restart
+    /// (a re-added module is taken out of the queue by the reload first).
     pub(crate) fn queue_stops(&mut self, stops: Vec<(usize, Then)>) {
         for (i, then) in stops {
-            self.stop_queue.retain(|(j, _)| *j != i);
+            if self.slots[i].worker.is_none() {
+                self.unqueue_stop(i);
+                self.stop_module(i, then);
+                continue;
+            }
+            let then = match self.unqueue_stop(i) {
+                Some(queued @ (Then::Remove | Then::Shutdown)) if then == Then::Restart => queued,
+                _ => then,
+            };
             self.stop_queue.push((i, then));
         }
         self.advance_stop_queue();
@@ -82,22 +114,47 @@ impl Supervisor {
         self.queue_stops(all);
     }
 
-    /// A worker is gone: the queued modules it held back may stop now.
-    pub(super) fn after_worker_gone(&mut self, _i: usize) {
+    /// Slot `i`'s worker is gone. If it was queued to stop (it ended on
+    /// its own while held back), what it was queued for happens now, after
+    /// its end went through its lifecycle; and the queued modules it held
+    /// back may stop now.
+    pub(super) fn after_worker_gone(&mut self, i: usize) {
+        if let Some(then) = self.unqueue_stop(i) {
+            self.stop_module(i, then);
+        }
         self.advance_stop_queue();
     }
 
     /// Tells each queued module that nothing holds back any more to stop.
     fn advance_stop_queue(&mut self) {
         loop {
-            let free: Vec<(usize, Then)> = self
+            let mut free: Vec<(usize, Then)> = self
                 .stop_queue
                 .iter()
                 .copied()
                 .filter(|&(i, _)| !self.stop_held_back(i))
                 .collect();
             if free.is_empty() {
-                return;
+                let Some(&(first, then)) = self.stop_queue.first() else {
+                    return;
+                };
+                if self
+                    .slots
+                    .iter()
+                    .any(|s| s.worker.is_some() && matches!(s.state, State::Stopping { .. }))
+                {
+                    // Something is on its way down: its end moves the queue.
+                    return;
+                }
+                // Queued modules hold each other back and nothing is
+                // stopping: a cycle through `after` (possible only through
+                // a policy a reload kept after rejecting its new file).
+                // Break it at the first queued.
+                say!(
+                    "module {}: stop order: the modules queued to stop wait for each other (an `after` cycle); stopping it first",
+                    self.slots[first].name
+                );
+                free.push((first, then));
             }
             self.stop_queue
                 .retain(|(i, _)| !free.iter().any(|(j, _)| j == i));

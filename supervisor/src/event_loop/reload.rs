@@ -191,7 +191,7 @@ impl Supervisor {
                         .policy
                         .as_ref()
                         .is_some_and(|old| old.same_as(&policy));
-                    if !unchanged || self.slots[i].state.being_removed() {
+                    if !unchanged || self.being_removed(i) {
                         to_compile.push((i, policy));
                     } else if self.slots[i]
                         .last_error
@@ -243,9 +243,7 @@ impl Supervisor {
             }
         }
         for (i, slot) in self.slots.iter().enumerate() {
-            if slot.state != State::Removed
-                && !slot.state.being_removed()
-                && !seen.contains(&slot.name)
+            if slot.state != State::Removed && !self.being_removed(i) && !seen.contains(&slot.name)
             {
                 plan.removed.push(i);
             }
@@ -408,7 +406,7 @@ impl Supervisor {
             .map(|i| {
                 self.slots
                     .get(i)
-                    .filter(|s| s.state != State::Removed && !s.state.being_removed())
+                    .filter(|s| s.state != State::Removed && !self.being_removed(i))
                     .and_then(|s| s.policy.as_ref())
             })
             .collect();
@@ -517,6 +515,22 @@ impl Supervisor {
             self.follow_upgrade_record(i);
         }
         for (i, policy, artifact) in changed {
+            if self.slots[i].state == State::Removed {
+                // Removed by an earlier reload, and its worker ended while
+                // this one was prepared: it comes back as a new module.
+                let generation = self.slots[i].generation;
+                let mut slot = Slot::new(policy);
+                slot.artifact = Some(artifact);
+                self.slots[i] = Slot { generation, ..slot };
+                self.follow_upgrade_record(i);
+                start.push(i);
+                continue;
+            }
+            if self.being_removed(i) {
+                // Removed by an earlier reload and back now: it restarts
+                // instead (its worker may still be stopping).
+                self.stop_module(i, Then::Restart);
+            }
             self.drop_spare(i);
             let slot = &mut self.slots[i];
             slot.limits_changed = slot.policy.as_ref().is_none_or(|old| {
@@ -538,7 +552,10 @@ impl Supervisor {
         }
         // Removed modules' policies no longer count, even while their
         // workers stop.
-        let gone = |i: usize, s: &Slot| removed.contains(&i) || s.state.being_removed();
+        let gone: Vec<bool> = (0..self.slots.len())
+            .map(|i| removed.contains(&i) || self.being_removed(i))
+            .collect();
+        let gone = |i: usize, _: &Slot| gone[i];
         let wiring_errors = {
             let policies: Vec<Option<&Policy>> = self
                 .slots

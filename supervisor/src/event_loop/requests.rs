@@ -140,14 +140,14 @@ impl Supervisor {
                 known.join(", ")
             ));
         };
+        if self.being_removed(i) {
+            return Response::refused(format!("module \"{module}\" is being removed by a reload"));
+        }
         let slot = &mut self.slots[i];
         if slot.upgrade.is_some() {
             return Response::refused(format!(
                 "an upgrade of {module} is in progress; it restarts the module itself"
             ));
-        }
-        if slot.state.being_removed() {
-            return Response::refused(format!("module \"{module}\" is being removed by a reload"));
         }
         if slot.artifact.is_none() {
             return Response::refused(format!(

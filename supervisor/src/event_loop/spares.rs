@@ -69,7 +69,7 @@ impl Supervisor {
         worker.generation = generation;
         worker.spawned_at = Instant::now();
         worker.last_heard = worker.spawned_at;
-        worker.pinged = false;
+        worker.pinged_at = None;
         worker.oom_kills_at_start = slot
             .cgroup
             .as_ref()

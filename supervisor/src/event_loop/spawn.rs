@@ -128,7 +128,7 @@ impl Supervisor {
             ),
             generation,
             last_heard: Instant::now(),
-            pinged: false,
+            pinged_at: None,
         })
     }
 

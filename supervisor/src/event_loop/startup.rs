@@ -158,6 +158,14 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         control.fd(),
         EpollEvent::new(EpollFlags::EPOLLIN, Token::Control.encode()),
     )?;
+    // The fork server (handshaken by `fingerprint` above) is read from the
+    // start: its watchdog's Pongs come before any worker is launched.
+    if let Some(fd) = launcher.take_new_zygote_socket() {
+        epoll.add(
+            fd,
+            EpollEvent::new(EpollFlags::EPOLLIN, Token::Zygote.encode()),
+        )?;
+    }
 
     for (name, cgroup) in prepared_cgroups {
         if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
@@ -215,6 +223,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         started,
         shutdown_deadline: None,
         other_children: Vec::new(),
+        // Its watchdog starts with the loop.
         fork_server_heard: Instant::now(),
         fork_server_pinged: false,
         stop_queue: Vec::new(),

@@ -9,8 +9,11 @@
 //! host call, deadlocked — is killed, `last_error` says
 //! `watchdog: no heartbeat for N ms`, and its restart policy (backoff,
 //! intensity) decides the rest. A module busy within its call budget
-//! answers in time: the policy keeps `watchdog_ms` at least twice the
-//! call budget (`policy/validate.rs`).
+//! answers in time: the policy keeps `watchdog_ms` at least three call
+//! budgets (`policy/validate.rs`). And a worker is killed only once a ping
+//! went unanswered for the rest of the period: if the supervisor itself was
+//! held up (a slow disk under a snapshot commit), its workers' silence is
+//! not theirs, and they get their ping first.
 //!
 //! The fork server is watched the same way, with
 //! [`FORK_SERVER_WATCHDOG`]: one that does not answer is killed, the
@@ -26,15 +29,18 @@ use super::{say, Supervisor};
 use crate::slot::State;
 
 /// When a silent worker is pinged: at half its watchdog period, but early
-/// enough that a reactor in the middle of a call that uses its whole budget
-/// still answers in time. A reactor answers between guest calls, so a
-/// ping that arrives just after a call began waits for that call (at most
-/// one budget) plus the start of the next loop round: 1.5 budgets before
-/// the deadline leaves it half a budget of slack even at the smallest
-/// watchdog the policy allows (twice the budget: pinged after half a
-/// budget).
+/// enough that a reactor in the middle of a call still answers in time. A
+/// reactor answers between guest calls, so a ping that arrives just after
+/// a call began waits for that call and, at worst, one more (a message
+/// delivered before the loop looks at its control socket): 2.5 budgets
+/// before the deadline leave it half a budget of slack at the smallest
+/// watchdog the policy allows (`WATCHDOG_BUDGETS`, three budgets). Never
+/// sooner than a tenth of the period, so a busy module is not pinged after
+/// every message.
 pub(crate) fn ping_after(period: Duration, budget: Duration) -> Duration {
-    (period / 2).min(period.saturating_sub(budget * 3 / 2))
+    (period / 2)
+        .min(period.saturating_sub(budget * 5 / 2))
+        .max(period / 10)
 }
 
 /// How long the fork server may stay silent (pinged at half of it).
@@ -60,10 +66,9 @@ impl Supervisor {
         let modules = (0..self.slots.len()).filter_map(|i| {
             let (period, ping) = self.watched(i)?;
             let worker = self.slots[i].worker.as_ref()?;
-            Some(if worker.pinged {
-                worker.last_heard + period
-            } else {
-                worker.last_heard + ping
+            Some(match worker.pinged_at {
+                Some(at) => (worker.last_heard + period).max(at + (period - ping)),
+                None => worker.last_heard + ping,
             })
         });
         let fork_server = self.launcher.zygote_pid().map(|_| {
@@ -82,18 +87,33 @@ impl Supervisor {
             let Some((period, ping)) = self.watched(i) else {
                 continue;
             };
+            let due = self.slots[i].worker.as_ref().is_some_and(|w| {
+                now.saturating_duration_since(w.last_heard) >= period
+                    && w.pinged_at.is_some_and(|at| now >= at + (period - ping))
+            });
+            if due {
+                // What it sent may still wait in its socket (this loop had
+                // more than one round's worth to read): look first.
+                self.read_worker_messages(i, super::FRAMES_PER_WAKE);
+            }
             let slot = &mut self.slots[i];
             let Some(worker) = slot.worker.as_mut() else {
                 continue;
             };
+            if worker.killed_because.is_some() {
+                continue;
+            }
             let silent = now.saturating_duration_since(worker.last_heard);
-            if silent >= period {
+            let unanswered = worker
+                .pinged_at
+                .is_some_and(|at| now >= at + (period - ping));
+            if silent >= period && unanswered {
                 let reason = format!("watchdog: no heartbeat for {} ms", silent.as_millis());
                 say!("module {}: {reason}; worker killed", slot.name);
                 worker.killed_because = Some(reason);
                 worker.kill();
-            } else if silent >= ping && !worker.pinged {
-                worker.pinged = true;
+            } else if silent >= ping && worker.pinged_at.is_none() {
+                worker.pinged_at = Some(now);
                 if let Some(control) = &worker.control {
                     // A full socket means the worker is not reading: the
                     // kill follows at the deadline anyway.
@@ -124,7 +144,12 @@ impl Supervisor {
                 // Not handshaken yet: its start-up is watched by the
                 // spawns waiting for it, not here.
                 Ok(false) => self.fork_server_answered(),
-                Err(e) => say!("fork server: cannot ping it: {e:#}"),
+                Err(e) => {
+                    // Broken: its end is read from the socket; no retry
+                    // until then (the deadline would be in the past).
+                    self.fork_server_pinged = true;
+                    say!("fork server: cannot ping it: {e:#}");
+                }
             }
         }
     }
@@ -149,17 +174,14 @@ mod tests {
     fn a_worker_is_pinged_early_enough_to_answer_after_a_whole_call() {
         // The default: half the period; the budget is far away.
         assert_eq!(ping_after(ms(1000), ms(20)), ms(500));
-        // The smallest watchdog the policy allows (twice the budget):
-        // pinged after half a budget, so a call that began just before
-        // the ping ends by 1.5 budgets, half a budget before the kill.
-        assert_eq!(ping_after(ms(100), ms(50)), ms(25));
-        for (period, budget) in [(100, 50), (150, 50), (1000, 400), (2000, 20)] {
+        // The smallest watchdog the policy allows (three budgets): pinged
+        // after half a budget, so the call under way and one more end by
+        // 2.5 budgets, half a budget before the kill.
+        assert_eq!(ping_after(ms(150), ms(50)), ms(25));
+        for (period, budget) in [(150, 50), (300, 50), (1200, 400), (2000, 20), (100, 1)] {
             let ping = ping_after(ms(period), ms(budget));
-            assert!(
-                ping + ms(budget) + ms(budget) / 2 <= ms(period),
-                "{period} {budget}"
-            );
-            assert!(ping <= ms(period) / 2);
+            assert!(ping + ms(budget) * 5 / 2 <= ms(period), "{period} {budget}");
+            assert!(ping <= ms(period) / 2 && ping >= ms(period) / 10);
         }
     }
 }

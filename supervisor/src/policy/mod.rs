@@ -96,9 +96,16 @@ pub const DEFAULT_QUOTA_MIB: u32 = 64;
 /// Largest `quota_mib` (1 TiB).
 pub const MAX_QUOTA_MIB: u32 = 1 << 20;
 
-/// Default `[restart] watchdog_ms` (raised to twice `call_budget_ms` when
-/// that is larger).
+/// Default `[restart] watchdog_ms` (raised to [`WATCHDOG_BUDGETS`] ×
+/// `call_budget_ms` when that is larger).
 pub const DEFAULT_WATCHDOG_MS: u64 = 1000;
+
+/// The smallest `watchdog_ms` is this many call budgets. A reactor answers
+/// a ping between guest calls: one that arrives just after a call began
+/// waits for that call and, at worst, one more (a message delivered before
+/// the loop looks at its control socket), so two budgets plus the ping's
+/// own lead (`event_loop/watchdog.rs`, `ping_after`) must fit.
+pub const WATCHDOG_BUDGETS: u64 = 3;
 
 /// Smallest `watchdog_ms` other than 0 (off).
 pub const MIN_WATCHDOG_MS: u64 = 100;
@@ -154,7 +161,7 @@ pub struct Restart {
     pub spare: bool,
     /// Liveness watchdog, ms: a worker that sends nothing and answers no
     /// ping for this long is killed and restarted; 0 turns it off. Never
-    /// below twice `call_budget_ms` (unless 0).
+    /// below [`WATCHDOG_BUDGETS`] × `call_budget_ms` (unless 0).
     pub watchdog_ms: u64,
 }
 

@@ -6,7 +6,7 @@
 //! `wait = "park"`; `memory_mib = 32`, `cpu_percent = 25`, `pids = 8`,
 //! `call_budget_ms = 20`; `tick_us = 0`; `policy = "on-failure"`,
 //! `backoff_ms = [5, 5000]`, `intensity = { max = 5, window_s = 60 }`,
-//! `watchdog_ms = max(1000, 2 × call_budget_ms)`; `interval_ms = 0`;
+//! `watchdog_ms = max(1000, 3 × call_budget_ms)`; `interval_ms = 0`;
 //! `after = []`; no `[group]` (a group of its own), and `strategy =
 //! "one_for_one"` in a `[group]` that does not give it.
 
@@ -20,7 +20,7 @@ use super::error::{did_you_mean, PolicyError};
 use super::schema::{self, WaitMode};
 use super::{
     Channels, Dir, Group, Policy, Resources, Restart, DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS,
-    MIN_WATCHDOG_MS,
+    MIN_WATCHDOG_MS, WATCHDOG_BUDGETS,
 };
 
 /// The fix for a name that breaks the module-name rules.
@@ -517,13 +517,13 @@ impl Validator<'_> {
             }
         };
         // A module busy within its call budget sends no heartbeat: the
-        // watchdog must wait at least two budgets before it kills.
+        // watchdog must wait at least WATCHDOG_BUDGETS budgets before it kills.
         let budget = u64::from(call_budget_ms);
         let budget_given = !self
             .errors
             .iter()
             .any(|e| e.key == "resources.call_budget_ms");
-        let default_watchdog = DEFAULT_WATCHDOG_MS.max(2 * budget);
+        let default_watchdog = DEFAULT_WATCHDOG_MS.max(WATCHDOG_BUDGETS * budget);
         let watchdog_ms = match raw.watchdog_ms {
             None => default_watchdog,
             Some(w) if *w.get_ref() == 0 => 0,
@@ -535,15 +535,15 @@ impl Validator<'_> {
                 self.error(&w, "restart.watchdog_ms", reason, &fix);
                 default_watchdog
             }
-            Some(w) if budget_given && *w.get_ref() < 2 * budget => {
+            Some(w) if budget_given && *w.get_ref() < WATCHDOG_BUDGETS * budget => {
                 let ms = *w.get_ref();
                 let reason = format!(
-                    "restart.watchdog_ms = {ms} is less than twice resources.call_budget_ms = {budget}: a module busy within its call budget would be killed"
+                    "restart.watchdog_ms = {ms} is less than {WATCHDOG_BUDGETS} × resources.call_budget_ms = {budget}: a module busy within its call budget would be killed"
                 );
                 let fix = format!(
                     "raise restart.watchdog_ms to at least {}, lower resources.call_budget_ms to at most {}, or set watchdog_ms = 0 (no watchdog)",
-                    2 * budget,
-                    ms / 2
+                    WATCHDOG_BUDGETS * budget,
+                    ms / WATCHDOG_BUDGETS
                 );
                 self.error(&w, "restart.watchdog_ms", reason, &fix);
                 default_watchdog

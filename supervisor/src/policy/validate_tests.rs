@@ -356,12 +356,12 @@ fn start_order_group_and_watchdog_defaults() {
     assert_eq!(group.name, "line-1");
     assert_eq!(group.strategy, GroupStrategy::OneForOne);
     assert_eq!(group.location, (4, 8));
-    // The default watchdog leaves room for two call budgets.
+    // The default watchdog leaves room for three call budgets.
     let p = f.ok(
         "c.toml",
         "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 800\n",
     );
-    assert_eq!(p.restart.watchdog_ms, 1600);
+    assert_eq!(p.restart.watchdog_ms, 2400);
 }
 
 #[test]
@@ -378,7 +378,7 @@ strategy = "rest_for_one"
 [resources]
 call_budget_ms = 50
 [restart]
-watchdog_ms = 100
+watchdog_ms = 150
 "#,
     );
     assert_eq!(p.after, vec!["modbus-poller", "clock_1"]);
@@ -388,7 +388,7 @@ watchdog_ms = 100
     assert_eq!(group.strategy, GroupStrategy::RestForOne);
     assert_eq!(group.location, (6, 12));
     assert_eq!(p.strategy(), GroupStrategy::RestForOne);
-    assert_eq!(p.restart.watchdog_ms, 100);
+    assert_eq!(p.restart.watchdog_ms, 150);
     let off = f.ok(
         "b.toml",
         "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 60000\n[restart]\nwatchdog_ms = 0\n",
@@ -457,18 +457,18 @@ fn watchdog_bounds_are_errors_with_the_fix() {
     assert_eq!(
         budget[0].to_string(),
         format!(
-            "{}:6:15: restart.watchdog_ms = 500 is less than twice resources.call_budget_ms = 300: \
+            "{}:6:15: restart.watchdog_ms = 500 is less than 3 × resources.call_budget_ms = 300: \
              a module busy within its call budget would be killed; raise restart.watchdog_ms to at \
-             least 600, lower resources.call_budget_ms to at most 250, or set watchdog_ms = 0 (no watchdog)",
+             least 900, lower resources.call_budget_ms to at most 166, or set watchdog_ms = 0 (no watchdog)",
             path.display()
         )
     );
-    // Exactly two budgets is enough.
+    // Exactly three budgets is enough.
     let p = f.ok(
         "b.toml",
-        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 300\n[restart]\nwatchdog_ms = 600\n",
+        "[module]\nwasm = \"m.wasm\"\n[resources]\ncall_budget_ms = 300\n[restart]\nwatchdog_ms = 900\n",
     );
-    assert_eq!(p.restart.watchdog_ms, 600);
+    assert_eq!(p.restart.watchdog_ms, 900);
     // A bad budget is reported once, not again through the watchdog.
     let bad_budget = f.errors(
         "a.toml",
@@ -597,14 +597,14 @@ fn a_missing_key_names_its_table() {
 
 #[test]
 fn watchdog_limits_are_documented() {
-    use crate::policy::{DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS, MIN_WATCHDOG_MS};
+    use crate::policy::{DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS, MIN_WATCHDOG_MS, WATCHDOG_BUDGETS};
     let doc = include_str!("../../../docs/policy.md");
     let flat: String = doc.split_whitespace().collect::<Vec<_>>().join(" ");
     for phrase in [
         format!(
-            "| `watchdog_ms` | 0 or {MIN_WATCHDOG_MS}..={MAX_WATCHDOG_MS} | `{DEFAULT_WATCHDOG_MS}`, or twice `call_budget_ms` if that is more |"
+            "| `watchdog_ms` | 0 or {MIN_WATCHDOG_MS}..={MAX_WATCHDOG_MS} | `{DEFAULT_WATCHDOG_MS}`, or {WATCHDOG_BUDGETS} × `call_budget_ms` if that is more |"
         ),
-        format!("the default is {DEFAULT_WATCHDOG_MS} ms or twice `call_budget_ms`"),
+        format!("the default is {DEFAULT_WATCHDOG_MS} ms or {WATCHDOG_BUDGETS} × `call_budget_ms`"),
         "`watchdog: no heartbeat for N ms`".to_string(),
     ] {
         assert!(flat.contains(&phrase), "policy.md lacks {phrase:?}");

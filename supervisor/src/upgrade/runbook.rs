@@ -58,6 +58,11 @@ impl Supervisor {
         let Some(i) = self.slot_named(module) else {
             return Err(format!("no module named \"{module}\""));
         };
+        if self.being_removed(i) {
+            return Err(format!(
+                "module \"{module}\" is being removed by a reload; nothing changed"
+            ));
+        }
         let slot = &self.slots[i];
         if slot.upgrade.is_some() {
             return Err(format!("an upgrade of {module} is in progress"));
@@ -185,6 +190,12 @@ impl Supervisor {
             Some("edgeward is stopping".to_string())
         } else if !running {
             Some("the module stopped during the pre-upgrade snapshot".to_string())
+        } else if !self.predecessors_ready(i) {
+            // The new version would wait for them, with no deadline.
+            Some(format!(
+                "a module it starts after is not ready ({})",
+                self.waiting_for(i).join(", ")
+            ))
         } else if let (true, Some(failure)) = (capable, failure) {
             Some(format!(
                 "the pre-upgrade snapshot is not durable: {failure}"

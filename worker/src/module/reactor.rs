@@ -66,6 +66,14 @@ struct Delivery {
     /// The ring the next round starts with: after one whose batch the
     /// supervisor cut short, so that the rings after it get their turn.
     first: usize,
+    /// The budget timer's tick at which the control socket was last looked
+    /// at while delivering. Kept across rounds, so a busy loop looks once
+    /// per tick however its rounds fall, and a round's first message is
+    /// not always delivered before the first look.
+    looked: u64,
+    /// The last round stopped because the supervisor spoke: the loop reads
+    /// the control socket before it delivers again.
+    yielded: bool,
 }
 
 /// Initialises the reactor, reports Ready, then serves messages, ticks and
@@ -192,7 +200,8 @@ pub fn run(loaded: Loaded, init: &Init, reporter: &Reporter, degraded: Vec<Strin
             }
             last_heartbeat = Instant::now();
         }
-        let timeout = if delivered > 0 {
+        let yielded = delivery.as_ref().is_some_and(|d| d.yielded);
+        let timeout = if delivered > 0 || yielded {
             EpollTimeout::ZERO
         } else {
             if !spin.is_zero() && spin_for_messages(&store, spin) {
@@ -391,6 +400,8 @@ fn delivery(
         buffer,
         warned_code: false,
         first: 0,
+        looked: 0,
+        yielded: false,
     }))
 }
 
@@ -407,7 +418,12 @@ fn deliver(
 ) -> Result<usize, i32> {
     let mut delivered = 0;
     let rings = store.data().channels.inbox.len();
-    let mut looked = budget::ticks();
+    // The supervisor first, if it spoke since the last look (a Ping that
+    // came during the previous call is answered before another call).
+    delivery.yielded = rings > 0 && supervisor_waiting(reporter, &mut delivery.looked);
+    if delivery.yielded {
+        return Ok(0);
+    }
     for step in 0..rings {
         let index = (delivery.first + step) % rings;
         for _ in 0..BATCH {
@@ -466,7 +482,8 @@ fn deliver(
                     ))
                 }
             }
-            if supervisor_waiting(reporter, &mut looked) {
+            if supervisor_waiting(reporter, &mut delivery.looked) {
+                delivery.yielded = true;
                 delivery.first = (index + 1) % rings;
                 return Ok(delivered);
             }
