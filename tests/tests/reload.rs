@@ -231,3 +231,60 @@ fn a_reload_rewires_rings_and_restarts_only_their_ends() {
     assert_eq!(status["rings"].as_array().map(Vec::len), Some(0));
     assert_eq!(pid(&status, "bystander"), pid(&before, "bystander"));
 }
+
+#[test]
+fn a_module_removed_and_added_back_while_it_still_stops_comes_back_with_its_rings() {
+    // A rogue worker that ignores Stop: it stays `stopping` until the stop
+    // timeout's SIGKILL, long enough to add its policy back meanwhile.
+    let g = GatewayDir::new();
+    g.add_policy(
+        "sensor",
+        &policy(
+            "sensor",
+            "[channels]\npublish = [\"readings\"]\n[schedule]\ntick_us = 1000",
+        ),
+    );
+    let stubborn = policy(
+        "counter",
+        "[wasi]\nargs = [\"ignore-stop\"]\n[channels]\nsubscribe = [\"readings\"]",
+    );
+    g.add_policy("rogue-filter", &stubborn);
+    let rogue = edgeward_tests::bin("rogue-worker");
+    let gateway = g.start_with(&[
+        ("EDGEWARD_PROCESS_MODEL", "exec"),
+        ("EDGEWARD_WORKER", rogue.to_str().expect("utf-8 path")),
+        ("EDGEWARD_STOP_TIMEOUT_MS", "3000"),
+    ]);
+    let before = gateway.wait_running(&["sensor", "rogue-filter"], WAIT);
+
+    std::fs::remove_file(g.policies().join("rogue-filter.toml")).unwrap();
+    let (code, out, err) = gateway.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "removed rogue-filter; restarting sensor");
+    gateway.wait_for(WAIT, "rogue-filter stopping", |s| {
+        module(s, "rogue-filter")["state"] == "stopping"
+    });
+
+    g.add_policy("rogue-filter", &stubborn);
+    let (code, out, err) = gateway.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rogue-filter"), "{out}");
+    // It comes back (after the SIGKILL of the old worker), with its ring.
+    let after = gateway.wait_for(WAIT, "rogue-filter back", |s| {
+        listed(s, "rogue-filter")
+            && module(s, "rogue-filter")["state"] == "running"
+            && module(s, "rogue-filter")["pid"] != module(&before, "rogue-filter")["pid"]
+    });
+    let rings: Vec<String> = after["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}>{}", r["channel"], r["from"], r["to"]).replace('"', ""))
+        .collect();
+    assert_eq!(rings, ["readings sensor>rogue-filter"], "{after}");
+    assert!(
+        !gateway.log().contains("module rogue-filter: removed"),
+        "{}",
+        gateway.log()
+    );
+}
