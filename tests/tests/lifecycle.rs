@@ -598,3 +598,55 @@ fn a_stopped_fork_server_is_killed_by_the_watchdog_and_the_next_start_makes_a_ne
     let new_server = fork_server_of(gateway.pid()).expect("a new fork server");
     assert_ne!(new_server, fork_server);
 }
+
+#[test]
+fn a_reload_that_removes_a_chain_stops_it_in_the_reverse_of_its_start_order() {
+    let g = GatewayDir::new();
+    g.add_policy("a", &counter("", ""));
+    g.add_policy("b", &counter("after = [\"a\"]", ""));
+    g.add_policy("c", &counter("after = [\"b\"]", "watchdog_ms = 0"));
+    g.add_policy("keep", &counter("", ""));
+    let gateway = g.start_with(&[("EDGEWARD_STOP_TIMEOUT_MS", "20000")]);
+    let status = gateway.wait_running(&["a", "b", "c", "keep"], STARTUP);
+    let pids = ["a", "b", "c"].map(|n| pid_of(&status, n));
+    let keep = pid_of(&status, "keep");
+
+    // A frozen c cannot end, so b and a must not be told to stop yet.
+    signal(pids[2], Signal::SIGSTOP);
+    for name in ["a", "b", "c"] {
+        std::fs::remove_file(g.policies().join(format!("{name}.toml"))).unwrap();
+    }
+    let (code, out, err) = gateway.cli(&["reload"]);
+    assert_eq!((code, out.trim()), (0, "removed a, b, c"), "{err}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        alive(pids[0]) && alive(pids[1]),
+        "a or b stopped while c, started after them, was still there; log:\n{}",
+        gateway.log()
+    );
+
+    signal(pids[2], Signal::SIGCONT);
+    let resumed = Instant::now();
+    let mut gone: [Option<Duration>; 3] = [None; 3];
+    while gone.iter().any(Option::is_none) {
+        for (k, &pid) in pids.iter().enumerate() {
+            if gone[k].is_none() && !alive(pid) {
+                gone[k] = Some(resumed.elapsed());
+            }
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "workers left 10 s after SIGCONT: {gone:?}; log:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(
+        gone[2] <= gone[1] && gone[1] <= gone[0],
+        "ended in the wrong order (a, b, c): {gone:?}"
+    );
+    let after = gateway.wait_for(STARTUP, "the chain removed", |s| {
+        s["modules"].as_array().is_some_and(|ms| ms.len() == 1)
+    });
+    assert_eq!(pid_of(&after, "keep"), keep, "the bystander was restarted");
+}
