@@ -1,14 +1,20 @@
 //! The supervisor: a single-threaded event loop over one epoll set
 //! (signalfd, control socket, each worker's control socket and output pipe)
-//! and a set of deadlines (restarts, stop timeouts, readiness timeouts).
+//! and a set of deadlines (backoffs, stop timeouts, readiness timeouts,
+//! watchdogs, upgrade phases, snapshot rounds, clients).
 //!
 //! - `mod.rs`: the loop, its tokens and deadlines;
 //! - `startup.rs`: `edgeward run`'s start-up, up to the first spawns;
 //! - `spawn.rs`, `init.rs`: starting a worker and its Init message;
 //! - `messages.rs`: what workers say; `ring_reports.rs`: corrupt rings;
 //! - `exits.rs`: reaping, and a worker's end fed to the module's lifecycle
-//!   (`lifecycle.rs` decides; this folder carries the decision out);
+//!   (`lifecycle.rs` decides; `lifecycle_actions.rs` is the one place a
+//!   module's state changes and the decision is carried out);
 //! - `fork_server.rs`: the fork server's replies;
+//! - `watchdog.rs`: pings for silent workers and the fork server, kills for
+//!   the dead;
+//! - `groups.rs`: restart groups; `order.rs`: start order (`after`) and the
+//!   stop queue that stops modules in reverse;
 //! - `spares.rs`, `prepare.rs`: spare workers, read-write dir preparation;
 //! - `reload.rs`: SIGHUP and `edgeward reload`;
 //! - `requests.rs`: control-socket requests and shutdown;
