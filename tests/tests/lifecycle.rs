@@ -479,6 +479,31 @@ fn a_watchdog_shorter_than_three_call_budgets_is_refused() {
     );
 }
 
+/// Polls `pids` every 200 µs until all have ended (at most 10 s after
+/// `since`). Returns, for each, the poll in which it was first seen gone
+/// and when. Two ends seen in the same poll happened in an order the test
+/// cannot know (its thread may oversleep under load), so orders are
+/// compared by poll, not by time.
+fn watch_ends(pids: &[i32; 3], since: Instant, gateway: &Gateway) -> [(u64, Duration); 3] {
+    let mut gone: [Option<(u64, Duration)>; 3] = [None; 3];
+    let mut poll = 0;
+    while gone.iter().any(Option::is_none) {
+        poll += 1;
+        for (k, &pid) in pids.iter().enumerate() {
+            if gone[k].is_none() && !alive(pid) {
+                gone[k] = Some((poll, since.elapsed()));
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "workers left 10 s later: {gone:?}; log:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    gone.map(|g| g.expect("all gone"))
+}
+
 #[test]
 fn sigterm_stops_modules_in_the_reverse_of_their_start_order() {
     let g = GatewayDir::new();
@@ -506,26 +531,13 @@ fn sigterm_stops_modules_in_the_reverse_of_their_start_order() {
     // Once c goes on, it ends, then b, then a.
     signal(pids[2], Signal::SIGCONT);
     let resumed = Instant::now();
-    let mut gone: [Option<Duration>; 3] = [None; 3];
-    while gone.iter().any(Option::is_none) {
-        for (k, &pid) in pids.iter().enumerate() {
-            if gone[k].is_none() && !alive(pid) {
-                gone[k] = Some(resumed.elapsed());
-            }
-        }
-        assert!(
-            resumed.elapsed() < Duration::from_secs(10),
-            "workers left 10 s after SIGCONT: {gone:?}; log:\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let gone = watch_ends(&pids, resumed, &gateway);
     eprintln!(
-        "stop order: gone after SIGCONT c {:?}, b {:?}, a {:?}",
+        "stop order: (poll, time) gone after SIGCONT c {:?}, b {:?}, a {:?}",
         gone[2], gone[1], gone[0]
     );
     assert!(
-        gone[2] <= gone[1] && gone[1] <= gone[0],
+        gone[2].0 <= gone[1].0 && gone[1].0 <= gone[0].0,
         "ended in the wrong order (a, b, c): {gone:?}"
     );
     let exit = gateway.wait_exit(Duration::from_secs(10));
@@ -627,22 +639,9 @@ fn a_reload_that_removes_a_chain_stops_it_in_the_reverse_of_its_start_order() {
 
     signal(pids[2], Signal::SIGCONT);
     let resumed = Instant::now();
-    let mut gone: [Option<Duration>; 3] = [None; 3];
-    while gone.iter().any(Option::is_none) {
-        for (k, &pid) in pids.iter().enumerate() {
-            if gone[k].is_none() && !alive(pid) {
-                gone[k] = Some(resumed.elapsed());
-            }
-        }
-        assert!(
-            resumed.elapsed() < Duration::from_secs(10),
-            "workers left 10 s after SIGCONT: {gone:?}; log:\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let gone = watch_ends(&pids, resumed, &gateway);
     assert!(
-        gone[2] <= gone[1] && gone[1] <= gone[0],
+        gone[2].0 <= gone[1].0 && gone[1].0 <= gone[0].0,
         "ended in the wrong order (a, b, c): {gone:?}"
     );
     let after = gateway.wait_for(STARTUP, "the chain removed", |s| {
