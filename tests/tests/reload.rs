@@ -30,6 +30,26 @@ fn ticks(status: &Value, name: &str) -> u64 {
     module(status, name)["ticks"].as_u64().unwrap_or(0)
 }
 
+/// The sensor example publishing `readings` every millisecond.
+fn sensor() -> String {
+    policy(
+        "sensor",
+        "[channels]\npublish = [\"readings\"]\n[schedule]\ntick_us = 1000",
+    )
+}
+
+/// The rings in `status` as `channel from>to`, sorted.
+fn rings(status: &Value) -> Vec<String> {
+    let mut rings: Vec<String> = status["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}>{}", r["channel"], r["from"], r["to"]).replace('"', ""))
+        .collect();
+    rings.sort();
+    rings
+}
+
 fn listed(status: &Value, name: &str) -> bool {
     status["modules"]
         .as_array()
@@ -170,13 +190,7 @@ fn a_rejected_policy_leaves_its_running_module_untouched() {
 #[test]
 fn a_reload_rewires_rings_and_restarts_only_their_ends() {
     let g = GatewayDir::new();
-    g.add_policy(
-        "sensor",
-        &policy(
-            "sensor",
-            "[channels]\npublish = [\"readings\"]\n[schedule]\ntick_us = 1000",
-        ),
-    );
+    g.add_policy("sensor", &sensor());
     g.add_policy("bystander", &counter(100));
     let gateway = g.start();
     let before = gateway.wait_running(&["sensor", "bystander"], WAIT);
@@ -204,14 +218,10 @@ fn a_reload_rewires_rings_and_restarts_only_their_ends() {
     let status = gateway.wait_running(&["sensor", "filter", "alarm", "bystander"], WAIT);
     assert_ne!(pid(&status, "sensor"), pid(&before, "sensor"));
     assert_eq!(pid(&status, "bystander"), pid(&before, "bystander"));
-    let mut rings: Vec<String> = status["rings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| format!("{} {}>{}", r["channel"], r["from"], r["to"]).replace('"', ""))
-        .collect();
-    rings.sort();
-    assert_eq!(rings, ["alarms filter>alarm", "readings sensor>filter"]);
+    assert_eq!(
+        rings(&status),
+        ["alarms filter>alarm", "readings sensor>filter"]
+    );
 
     // The filter goes: both its ends restart, the bystander does not.
     let with_filter = status;
@@ -237,13 +247,7 @@ fn a_module_removed_and_added_back_while_it_still_stops_comes_back_with_its_ring
     // A rogue worker that ignores Stop: it stays `stopping` until the stop
     // timeout's SIGKILL, long enough to add its policy back meanwhile.
     let g = GatewayDir::new();
-    g.add_policy(
-        "sensor",
-        &policy(
-            "sensor",
-            "[channels]\npublish = [\"readings\"]\n[schedule]\ntick_us = 1000",
-        ),
-    );
+    g.add_policy("sensor", &sensor());
     let stubborn = policy(
         "counter",
         "[wasi]\nargs = [\"ignore-stop\"]\n[channels]\nsubscribe = [\"readings\"]",
@@ -275,13 +279,7 @@ fn a_module_removed_and_added_back_while_it_still_stops_comes_back_with_its_ring
             && module(s, "rogue-filter")["state"] == "running"
             && module(s, "rogue-filter")["pid"] != module(&before, "rogue-filter")["pid"]
     });
-    let rings: Vec<String> = after["rings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| format!("{} {}>{}", r["channel"], r["from"], r["to"]).replace('"', ""))
-        .collect();
-    assert_eq!(rings, ["readings sensor>rogue-filter"], "{after}");
+    assert_eq!(rings(&after), ["readings sensor>rogue-filter"], "{after}");
     assert!(
         !gateway.log().contains("module rogue-filter: removed"),
         "{}",

@@ -91,7 +91,7 @@ impl Supervisor {
     pub(crate) fn queue_stops(&mut self, stops: Vec<(usize, Then)>) {
         for (i, then) in stops {
             if self.slots[i].worker.is_none() {
-                self.unqueue_stop(i);
+                // Told now (which also takes it out of the queue).
                 self.stop_module(i, then);
                 continue;
             }
@@ -119,7 +119,7 @@ impl Supervisor {
     /// its end went through its lifecycle; and the queued modules it held
     /// back may stop now.
     pub(super) fn after_worker_gone(&mut self, i: usize) {
-        if let Some(then) = self.unqueue_stop(i) {
+        if let Some(then) = self.queued_stop(i) {
             self.stop_module(i, then);
         }
         self.advance_stop_queue();
@@ -156,8 +156,7 @@ impl Supervisor {
                 );
                 free.push((first, then));
             }
-            self.stop_queue
-                .retain(|(i, _)| !free.iter().any(|(j, _)| j == i));
+            // Each is taken out of the queue as it is told.
             for (i, then) in free {
                 self.stop_module(i, then);
             }
@@ -171,8 +170,7 @@ impl Supervisor {
         self.slots.iter().enumerate().any(|(j, s)| {
             j != i
                 && s.worker.is_some()
-                && (matches!(s.state, State::Stopping { .. })
-                    || self.stop_queue.iter().any(|(k, _)| *k == j))
+                && (matches!(s.state, State::Stopping { .. }) || self.queued_stop(j).is_some())
                 && s.policy.as_ref().is_some_and(|p| p.after.contains(name))
         })
     }

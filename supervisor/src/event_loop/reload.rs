@@ -555,13 +555,12 @@ impl Supervisor {
         let gone: Vec<bool> = (0..self.slots.len())
             .map(|i| removed.contains(&i) || self.being_removed(i))
             .collect();
-        let gone = |i: usize, _: &Slot| gone[i];
         let wiring_errors = {
             let policies: Vec<Option<&Policy>> = self
                 .slots
                 .iter()
                 .enumerate()
-                .map(|(i, s)| s.policy.as_ref().filter(|_| !gone(i, s)))
+                .map(|(i, s)| s.policy.as_ref().filter(|_| !gone[i]))
                 .collect();
             self.wiring.rewire(&policies)
         };
@@ -576,7 +575,7 @@ impl Supervisor {
         let now = std::time::Instant::now();
         for (i, slot) in self.slots.iter().enumerate() {
             let interval = slot.policy.as_ref().map_or(0, |p| p.snapshot_interval_ms);
-            if interval > 0 && !gone(i, slot) {
+            if interval > 0 && !gone[i] {
                 self.snapshots
                     .next
                     .entry(interval)
