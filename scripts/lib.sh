@@ -10,6 +10,9 @@ export EDGEWARD_GUESTS_OUT="$ROOT/guests/out"
 export PATH="$EDGEWARD_TOOLS/bin:$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 export EDGEWARD_CACHE=${EDGEWARD_CACHE:-$HOME/.cache/edgeward}
+# The connector tests' peers from PyPI (pymodbus, asyncua, paho-mqtt);
+# tests/src/peers/mod.rs looks here too.
+export EDGEWARD_PEERS_VENV=${EDGEWARD_PEERS_VENV:-$EDGEWARD_CACHE/peers-venv}
 die() { printf '\033[1;31merror: %s\033[0m\n' "$*" >&2; exit 1; }
 # zig (PyPI's ziglang) for C guests, as $EDGEWARD_TOOLS/bin/zig; its cache
 # (wasi-libc is built once, about 40 s) lives with the other caches.

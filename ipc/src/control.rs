@@ -94,6 +94,9 @@ pub struct Init {
     /// inherits the user's terminal or pipe). Otherwise it has none: a
     /// supervised module's stdin is `/dev/null` and is not granted.
     pub stdin: bool,
+    /// Set for a connector worker (`edgeward-connector`): `artifact`,
+    /// `args`, `env`, `dirs`, `tick_us` and `restore` are then unused.
+    pub connector: Option<ConnectorInit>,
 }
 
 /// A durable snapshot handed back to a (re)starting module.
@@ -208,6 +211,8 @@ pub enum ModuleKind {
     Reactor,
     /// A plain WASI program (`_start`) running as a long-lived service.
     Command,
+    /// A native connector (`edgeward-connector`): MQTT, Modbus TCP or OPC UA.
+    Connector,
 }
 
 /// The longest text a `Log` message may carry, in bytes. A worker sends at
@@ -274,6 +279,58 @@ pub enum FromWorker {
     SnapshotFailed(String),
     /// The answer to [`ToWorker::Health`]: 0 healthy, anything else not.
     Health(i32),
+    /// A connector's seccomp listener for its `connect` calls comes with
+    /// this message (one fd, SCM_RIGHTS), sent after its sandbox runbook
+    /// and before its first connect (and before `Ready`). The supervisor answers each notification: it
+    /// connects a socket of its own to the address if `[network] connect`
+    /// grants it and installs it in the connector, or refuses with `EACCES`
+    /// and counts the denial (`supervisor/src/net_grant/`).
+    ConnectGuard,
+    /// A connector's counters, sent beside each heartbeat.
+    Connector(ConnectorCounters),
+}
+
+/// What a connector counts (see `connector/src/driver.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorCounters {
+    /// Connected to every peer right now.
+    pub connected: bool,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    /// Peer errors: failed connects, timeouts, exceptions, disconnects.
+    pub errors: u64,
+    /// Messages delivered to peers.
+    pub delivered: u64,
+    /// Messages received from peers and sent on a channel.
+    pub received: u64,
+    /// Messages in the durable queue now.
+    pub queued: u64,
+    /// Messages the durable queue dropped (full or too old).
+    pub queue_dropped: u64,
+    /// Writes refused by the policy, or messages that were not a valid write.
+    pub refused: u64,
+}
+
+/// What a connector worker runs (sent in [`Init::connector`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorInit {
+    /// `mqtt`, `modbus` or `opcua`.
+    pub kind: String,
+    /// The policy's `[connector]` table without `kind`, as TOML text (the
+    /// connector's drivers own its schema: `edgeward-connector check`).
+    pub config_toml: String,
+    /// `[network] connect`, as written (`host:port`).
+    pub endpoints: Vec<String>,
+    /// The connector's `/etc/hosts`: each granted name with the addresses
+    /// the supervisor resolved and allows. Bind-mounted over `/etc/hosts`
+    /// in the connector's own mount namespace.
+    pub hosts_file: String,
+    /// Its durable state directory (read-write, owned by its uid).
+    pub state_dir: String,
+    /// Files the config names (keys ending in `_file`): readable.
+    pub read_files: Vec<String>,
+    /// TCP ports of the granted endpoints (Landlock's second wall).
+    pub ports: Vec<u16>,
 }
 
 /// Severity of a guest log line; the guest passes it as an `i32`.

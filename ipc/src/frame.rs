@@ -282,6 +282,7 @@ mod tests {
             spin_us: 0,
             restore: None,
             stdin: false,
+            connector: None,
         }
     }
 

@@ -92,7 +92,12 @@ impl CompileCache {
         let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut results: Vec<Option<Outcome>> = wanted.iter().map(|_| None).collect();
         let mut todo: Vec<usize> = Vec::new();
-        for (i, (sha, _)) in wanted.iter().enumerate() {
+        for (i, (sha, wasm)) in wanted.iter().enumerate() {
+            if wasm.as_os_str() == crate::policy::CONNECTOR_WASM {
+                // A connector runs the native connector binary: nothing to compile.
+                results[i] = Some(Outcome::Hit(crate::cli::connector_bin()));
+                continue;
+            }
             if wanted[..i].iter().any(|(s, _)| s == sha) {
                 continue; // a copy: shares the first one's outcome below
             }

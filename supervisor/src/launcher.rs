@@ -247,22 +247,40 @@ impl Launcher {
                 }
                 None
             }
-            ProcessModel::Exec => {
-                // The module's name before its Init, for diagnostics (ps,
-                // /proc/PID/environ) and for test workers that act by module
-                // (tests/src/bin/rogue-worker.rs). The real worker ignores it.
-                let child = self
-                    .command("serve", theirs.as_raw_fd())
-                    .env("EDGEWARD_MODULE", module)
-                    .stdout(Stdio::from(output_write.try_clone()?))
-                    .stderr(Stdio::from(output_write.try_clone()?))
-                    .spawn()
-                    .with_context(|| format!("cannot start {}", self.worker_bin.display()))?;
-                Some(Pid::from_raw(child.id() as i32))
-            }
+            ProcessModel::Exec => Some(exec_serve(
+                &self.worker_bin,
+                module,
+                &theirs,
+                &output_write,
+            )?),
         };
         Ok(Spawned {
             pid,
+            control: ours,
+            output,
+        })
+    }
+
+    /// Starts a connector: `edgeward-connector serve`, exec'd (a native
+    /// program: nothing for a fork server to share). It joins its cgroups
+    /// itself, as the first step of its sandbox.
+    ///
+    /// # Errors
+    /// If no socketpair, pipe or process can be made.
+    pub fn spawn_connector(
+        &mut self,
+        module: &str,
+        connector_bin: &Path,
+    ) -> anyhow::Result<Spawned> {
+        let (ours, theirs) = frame::seqpacket_pair().context("socketpair")?;
+        let (output, output_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+        for fd in [&output, &ours] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .context("fcntl(O_NONBLOCK)")?;
+        }
+        let pid = exec_serve(connector_bin, module, &theirs, &output_write)?;
+        Ok(Spawned {
+            pid: Some(pid),
             control: ours,
             output,
         })
@@ -340,6 +358,26 @@ impl Launcher {
     fn command(&self, mode: &str, fd: i32) -> Command {
         worker_command(&self.worker_bin, mode, fd)
     }
+}
+
+/// Execs `BIN serve` for `module` with `control` as its fd 3 and its
+/// stdout and stderr on `output`.
+fn exec_serve(
+    bin: &Path,
+    module: &str,
+    control: &OwnedFd,
+    output: &OwnedFd,
+) -> anyhow::Result<Pid> {
+    // The module's name before its Init, for diagnostics (ps,
+    // /proc/PID/environ) and for test workers that act by module
+    // (tests/src/bin/rogue-worker.rs). The real worker ignores it.
+    let child = worker_command(bin, "serve", control.as_raw_fd())
+        .env("EDGEWARD_MODULE", module)
+        .stdout(Stdio::from(output.try_clone()?))
+        .stderr(Stdio::from(output.try_clone()?))
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    Ok(Pid::from_raw(child.id() as i32))
 }
 
 /// `WORKER MODE` with `fd` as its fd 3, no signal blocked and no stdin (a

@@ -18,6 +18,7 @@ mod jobs;
 mod launcher;
 mod lifecycle;
 mod log_sink;
+mod net_grant;
 mod output;
 mod policy;
 mod restart;

@@ -62,6 +62,9 @@ pub struct Worker {
     /// When the watchdog pinged it, if it has been silent since
     /// (`event_loop/watchdog.rs`).
     pub pinged_at: Option<Instant>,
+    /// A connector's connect guard: the seccomp listener of its `connect`
+    /// calls, answered by `event_loop/connect_guard.rs`.
+    pub guard: Option<crate::net_grant::ConnectGuard>,
 }
 
 impl Worker {
@@ -175,6 +178,29 @@ pub struct Slot {
     /// When its recent corruption reports that the supervisor could not
     /// confirm were made.
     pub false_reports: std::collections::VecDeque<Instant>,
+    /// A connector's counters from its last report (`null` for a module).
+    pub connector: Option<edgeward_ipc::control::ConnectorCounters>,
+    /// A connector's `[network] connect` and its addresses, resolved on a
+    /// job thread before its first worker (and again after a reload
+    /// changed the list): what its connect guard allows.
+    pub net_grants: Option<(Vec<String>, crate::net_grant::resolve::ResolvedGrants)>,
+    /// The job resolving them, while it runs.
+    pub resolving: Option<crate::jobs::JobId>,
+    /// A connector's network: connections the sandbox granted and denied,
+    /// over all its workers.
+    pub network: NetworkCounts,
+    /// When a denial was last logged, and the denial count then (one line
+    /// a second at most: `event_loop/connector.rs`).
+    pub denial_logged: Option<(Instant, u64)>,
+}
+
+/// Connections a connector's guard answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkCounts {
+    /// Connects to a granted endpoint, made by the supervisor.
+    pub granted: u64,
+    /// Connects refused (`EACCES`): an endpoint not in `[network] connect`.
+    pub denied: u64,
 }
 
 impl Slot {
@@ -203,6 +229,11 @@ impl Slot {
             rw_dirs: None,
             preparing: None,
             false_reports: std::collections::VecDeque::new(),
+            connector: None,
+            net_grants: None,
+            resolving: None,
+            network: NetworkCounts::default(),
+            denial_logged: None,
         }
     }
 
@@ -272,6 +303,7 @@ impl Slot {
             kind: self.kind.map(|k| match k {
                 ModuleKind::Reactor => "reactor".to_string(),
                 ModuleKind::Command => "command".to_string(),
+                ModuleKind::Connector => "connector".to_string(),
             }),
             ticks: self.stats.ticks,
             degraded: self.degraded.clone(),
@@ -282,6 +314,14 @@ impl Slot {
             tick_lateness_p50_us: self.stats.tick_lateness.map(|l| l.p50_us),
             tick_lateness_p99_us: self.stats.tick_lateness.map(|l| l.p99_us),
             tick_lateness_max_us: self.stats.tick_lateness.map(|l| l.max_us),
+            connector: self
+                .policy
+                .as_ref()
+                .and_then(|p| p.connector.as_ref())
+                .map(|_| crate::status::ConnectorStatus {
+                    counters: self.connector.unwrap_or_default(),
+                    network: self.network,
+                }),
         }
     }
 

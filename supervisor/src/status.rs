@@ -108,6 +108,20 @@ pub struct ModuleStatus {
     /// Largest of the same, µs.
     #[serde(default)]
     pub tick_lateness_max_us: Option<u64>,
+    /// A connector's own counters and its network; `null` for a wasm
+    /// module (`docs/connectors.md`).
+    #[serde(default)]
+    pub connector: Option<ConnectorStatus>,
+}
+
+/// What `status` shows of a connector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectorStatus {
+    /// Its counters as of its last report (totals over its workers, kept
+    /// in its snapshots), `connected` and `queued` live.
+    pub counters: edgeward_ipc::control::ConnectorCounters,
+    /// Connections its sandbox granted and denied.
+    pub network: crate::slot::NetworkCounts,
 }
 
 /// Renders the report as an aligned table.
@@ -300,6 +314,7 @@ mod tests {
                 tick_lateness_p50_us: Some(40),
                 tick_lateness_p99_us: Some(180),
                 tick_lateness_max_us: Some(900),
+                connector: None,
             }],
             warnings: vec![],
             rings: vec![],

@@ -9,6 +9,7 @@
 pub mod attack;
 pub mod floor;
 pub mod orphans;
+pub mod peers;
 pub mod power_cut;
 
 use std::os::unix::process::CommandExt as _;

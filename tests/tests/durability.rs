@@ -278,6 +278,7 @@ fn init_for(artifact: &Path) -> Init {
         spin_us: 0,
         restore: None,
         stdin: false,
+        connector: None,
     }
 }
 

@@ -803,8 +803,25 @@ fn the_demo_runs_alerts_and_cleans_up_after_ctrl_c() {
         || running_in_last_frame("gw-temp-alert") && running_in_last_frame("gw-manual-entry"),
     );
 
-    // An operator's reading reaches the Go AlertOnHighTemp (the simulated
-    // line's own overheats peak below 90).
+    // The line's alarm events go to the demo's local broker over MQTT
+    // (policies/connectors/mqtt-north.toml): listen before the alarm.
+    let mqtt = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "1883",
+            "-t",
+            "plant1/line1/alarm-events",
+        ])
+        .args(["-q", "1", "-C", "1", "-W", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (scripts/setup installs mosquitto-clients)");
+    std::thread::sleep(Duration::from_millis(500)); // subscribed
+                                                    // An operator's reading reaches the Go AlertOnHighTemp (the simulated
+                                                    // line's own overheats peak below 90).
     std::fs::write(&inject_file, "91.5\n").unwrap();
     let log = cache.path().join("demo.log");
     wait_until(
@@ -816,6 +833,14 @@ fn the_demo_runs_alerts_and_cleans_up_after_ctrl_c() {
                 .unwrap_or_default()
                 .contains("[gw-temp-alert] warn: ALERT: temperature 91.5 > 85.0")
         },
+    );
+
+    let mqtt = mqtt.wait_with_output().expect("mosquitto_sub");
+    let event = String::from_utf8_lossy(&mqtt.stdout);
+    assert!(
+        mqtt.status.success() && event.contains("\"channel\":\"alarm-events\""),
+        "an alarm event over MQTT: {event} {}",
+        String::from_utf8_lossy(&mqtt.stderr)
     );
 
     // Ctrl-C: the terminal signals the whole foreground group.

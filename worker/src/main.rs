@@ -21,7 +21,7 @@ mod fault;
 mod host;
 mod module;
 mod report;
-mod sandbox;
+
 mod tools;
 mod zygote;
 

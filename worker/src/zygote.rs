@@ -43,12 +43,12 @@ pub fn run(socket: OwnedFd) -> i32 {
     };
     // Fresh, empty namespaces once for every worker (see sandbox/namespaces.rs).
     let mut degraded = Vec::new();
-    if let Err(e) = crate::sandbox::namespaces::unshare(&mut degraded) {
+    if let Err(e) = edgeward_sandbox::namespaces::unshare(&mut degraded) {
         eprintln!("edgeward-worker zygote: {e}");
         return exit_code::LOAD_FAILED;
     }
     prepared.namespaces = Some(degraded);
-    if let Err(e) = crate::sandbox::zygote_guard::apply() {
+    if let Err(e) = edgeward_sandbox::zygote_guard::apply() {
         eprintln!("edgeward-worker zygote: cannot harden the fork server: {e}");
         return exit_code::LOAD_FAILED;
     }
@@ -233,7 +233,7 @@ fn become_worker(
         return exit_code::SUPERVISOR_GONE;
     }
     // Sandbox step 1 ahead of time (it reports a failure itself, later).
-    crate::sandbox::join_cgroups_early(target.cgroup_procs);
+    edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
     module::serve(prepared, control)
 }
 

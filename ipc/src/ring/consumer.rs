@@ -141,8 +141,62 @@ impl Consumer {
     /// # Errors
     /// [`RingError::Corrupt`]: the ring must stop.
     pub fn next_frame(&self) -> Result<Option<Pending>, RingError> {
-        let mut pos = self.read;
-        let mut available = self.available()?;
+        self.next_frame_at(
+            self.read,
+            self.available()?,
+            self.expected_seq,
+            self.resuming,
+        )
+    }
+
+    /// The frame after `previous` (peeked, not yet committed), or the first
+    /// uncommitted one when `previous` is `None`. Reading ahead lets a
+    /// caller handle several frames and then release them all with one
+    /// [`Consumer::commit`] of the last (a connector persists a batch with
+    /// one `fsync`). Frames the producer published after the batch started
+    /// may be seen only after that commit.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`], as [`Consumer::peek`].
+    pub fn peek_after(&self, previous: Option<&Frame>) -> Result<Option<Frame>, RingError> {
+        let Some(previous) = previous else {
+            return self.peek();
+        };
+        let ahead = previous.next.wrapping_sub(self.read);
+        let available = self.available()?;
+        if ahead > available {
+            return Err(self.corrupt(format!(
+                "read-ahead position {} is past the write position",
+                previous.next
+            )));
+        }
+        let Some(pending) = self.next_frame_at(
+            previous.next,
+            available - ahead,
+            previous.seq.wrapping_add(1),
+            false,
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut payload = vec![0u8; pending.len];
+        self.read_payload(&pending, &mut payload)?;
+        Ok(Some(Frame {
+            seq: pending.seq,
+            payload,
+            next: pending.next,
+        }))
+    }
+
+    /// [`Consumer::next_frame`] from read position `pos` with `available`
+    /// bytes published after it, expecting `expected_seq`.
+    fn next_frame_at(
+        &self,
+        mut pos: u64,
+        mut available: u64,
+        expected_seq: u64,
+        resuming: bool,
+    ) -> Result<Option<Pending>, RingError> {
         loop {
             if available == 0 {
                 return Ok(None);
@@ -196,8 +250,8 @@ impl Consumer {
             }
             let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
             let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-            let redelivery = self.resuming && seq.checked_add(1) == Some(self.expected_seq);
-            if seq != self.expected_seq && !redelivery {
+            let redelivery = resuming && seq.checked_add(1) == Some(expected_seq);
+            if seq != expected_seq && !redelivery {
                 return Err(self.corrupt(format!("frame carries seq {seq}")));
             }
             return Ok(Some(Pending {

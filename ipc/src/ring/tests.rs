@@ -119,6 +119,49 @@ fn an_uncommitted_frame_is_redelivered_to_a_restarted_consumer() {
 }
 
 #[test]
+fn a_batch_read_ahead_is_released_by_one_commit_and_redelivered_whole_if_not() {
+    let fd = ring(4096, 1024);
+    let mut producer = Producer::attach(&fd).unwrap();
+    for i in 0..40u8 {
+        producer.try_send(&[i; 50]).unwrap();
+    }
+    let read_batch = |consumer: &Consumer, max: usize| {
+        let mut batch: Vec<Frame> = Vec::new();
+        while batch.len() < max {
+            match consumer.peek_after(batch.last()).unwrap() {
+                Some(frame) => batch.push(frame),
+                None => break,
+            }
+        }
+        batch
+    };
+    let consumer = Consumer::attach(&fd).unwrap();
+    let batch = read_batch(&consumer, 10);
+    assert_eq!(
+        batch.iter().map(|f| f.seq).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(batch[9].payload, vec![9u8; 50]);
+    drop(consumer); // died before committing: the whole batch comes again
+    let mut restarted = Consumer::attach(&fd).unwrap();
+    let again = read_batch(&restarted, 10);
+    assert_eq!(again, batch);
+    restarted.commit(again.last().unwrap());
+    let rest = drain(&mut restarted);
+    assert_eq!(rest.first().map(|(s, _)| *s), Some(10));
+    assert_eq!(rest.len(), 30);
+    // Room came back for the producer: the ring wraps under read-ahead too.
+    for round in 0..200u32 {
+        producer.try_send(&round.to_le_bytes()).unwrap();
+        if round % 7 == 6 {
+            let batch = read_batch(&restarted, 100);
+            assert_eq!(batch.len(), 7);
+            restarted.commit(batch.last().unwrap());
+        }
+    }
+}
+
+#[test]
 fn a_restarted_producer_continues_the_sequence() {
     let fd = ring(4096, 1024);
     let mut consumer = Consumer::attach(&fd).unwrap();

@@ -42,7 +42,9 @@ pub fn run(policies: &Path, state: &Path, worker_bin: &Path) -> anyhow::Result<i
     }
     let wasm_files: Vec<PathBuf> = loaded
         .iter()
-        .filter_map(|l| l.result.as_ref().ok().map(|p| p.wasm.clone()))
+        .filter_map(|l| l.result.as_ref().ok())
+        .filter(|p| p.connector.is_none())
+        .map(|p| p.wasm.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -71,6 +73,17 @@ pub fn run(policies: &Path, state: &Path, worker_bin: &Path) -> anyhow::Result<i
                     .map(ToString::to_string),
             );
         }
+        if let Some(connector) = &p.connector {
+            errors.extend(check_connector(&l.file, connector)?);
+            report(
+                &l.name,
+                &errors,
+                &format!("{} connector", connector.kind),
+                &p.wasm_sha256,
+            );
+            failures += usize::from(!errors.is_empty());
+            continue;
+        }
         let inspection = inspections.get(&p.wasm.to_string_lossy().into_owned());
         match inspection {
             Some(i)
@@ -98,21 +111,13 @@ pub fn run(policies: &Path, state: &Path, worker_bin: &Path) -> anyhow::Result<i
                 ));
             }
         }
-        if errors.is_empty() {
-            println!(
-                "{:<20} ok       {} ({}, sha256 {})",
-                l.name,
-                p.wasm.display(),
-                inspection.and_then(|i| i.kind.as_deref()).unwrap_or("?"),
-                &p.wasm_sha256[..12]
-            );
-        } else {
-            failures += 1;
-            println!("{:<20} INVALID  {} error(s)", l.name, errors.len());
-            for e in &errors {
-                println!("    {e}");
-            }
-        }
+        let what = format!(
+            "{} ({})",
+            p.wasm.display(),
+            inspection.and_then(|i| i.kind.as_deref()).unwrap_or("?")
+        );
+        report(&l.name, &errors, &what, &p.wasm_sha256);
+        failures += usize::from(!errors.is_empty());
     }
     for warning in unwired_channels(&loaded) {
         println!("warning: {warning}");
@@ -123,6 +128,65 @@ pub fn run(policies: &Path, state: &Path, worker_bin: &Path) -> anyhow::Result<i
         loaded.len() - failures
     );
     Ok(if failures == 0 { 0 } else { 1 })
+}
+
+/// Prints a module's line: ok with what it runs, or its errors.
+fn report(name: &str, errors: &[String], what: &str, sha256: &str) {
+    if errors.is_empty() {
+        println!("{name:<20} ok       {what}, sha256 {}", &sha256[..12]);
+    } else {
+        println!("{name:<20} INVALID  {} error(s)", errors.len());
+        for e in errors {
+            println!("    {e}");
+        }
+    }
+}
+
+/// A connector's driver keys, checked by `edgeward-connector check` (which
+/// owns their schema): one line per problem, naming the file and key.
+///
+/// # Errors
+/// If the connector binary cannot be run or answers nonsense.
+fn check_connector(
+    file: &Path,
+    connector: &policy::ConnectorPolicy,
+) -> anyhow::Result<Vec<String>> {
+    use std::io::Write as _;
+    let bin = super::connector_bin();
+    let mut child = Command::new(&bin)
+        .arg("check")
+        .arg(connector.kind)
+        .args(&connector.connect)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run {} (install it beside edgeward or set EDGEWARD_CONNECTOR)",
+                bin.display()
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(connector.config_toml.as_bytes())
+            .context("cannot write to edgeward-connector check")?;
+    }
+    let output = child
+        .wait_with_output()
+        .context("edgeward-connector check")?;
+    #[derive(serde::Deserialize)]
+    struct Problem {
+        key: String,
+        message: String,
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let problems: Vec<Problem> = serde_json::from_str(text.trim())
+        .with_context(|| format!("unexpected output from edgeward-connector check: {text}"))?;
+    Ok(problems
+        .into_iter()
+        .map(|p| format!("{}: connector.{}: {}", file.display(), p.key, p.message))
+        .collect())
 }
 
 /// Channels that are published but read by no one, or subscribed to but

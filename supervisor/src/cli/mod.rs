@@ -200,3 +200,15 @@ pub fn worker_bin() -> PathBuf {
         .and_then(|exe| exe.parent().map(|d| d.join("edgeward-worker")))
         .unwrap_or_else(|| PathBuf::from("edgeward-worker"))
 }
+
+/// The `edgeward-connector` binary: `EDGEWARD_CONNECTOR`, else beside this
+/// binary.
+pub fn connector_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("EDGEWARD_CONNECTOR") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("edgeward-connector")))
+        .unwrap_or_else(|| PathBuf::from("edgeward-connector"))
+}

@@ -14,6 +14,12 @@ pub(crate) enum Output {
     Compiled(Vec<Outcome>),
     /// A module's read-write dirs, ready to hand to its workers, or why not.
     Dirs(Result<PreparedDirs, String>),
+    /// A connector's `[network] connect` (as resolved) and its addresses,
+    /// or why a name did not resolve.
+    Grants(
+        Vec<String>,
+        Result<crate::net_grant::resolve::ResolvedGrants, String>,
+    ),
 }
 
 /// What to do with a job's result.
@@ -26,6 +32,8 @@ pub(crate) enum AfterJob {
     StartWithDirs(usize),
     /// Slot `.0`'s artifact failed to load and was compiled again.
     Recompiled(usize),
+    /// Start slot `.0`'s connector, its grants being resolved.
+    StartWithGrants(usize),
 }
 
 impl Supervisor {
@@ -87,6 +95,9 @@ impl Supervisor {
                 }
                 (AfterJob::StartWithDirs(i), Output::Dirs(result)) => {
                     self.dirs_prepared(i, id, result);
+                }
+                (AfterJob::StartWithGrants(i), Output::Grants(connect, result)) => {
+                    self.grants_resolved(i, id, connect, result);
                 }
                 (_, _) => say!("internal: a background job returned an unexpected result"),
             }

@@ -12,6 +12,21 @@ use crate::policy::{DirMode, Policy};
 impl Supervisor {
     /// Sends slot `i`'s worker its Init, with the fds of its ring ends.
     pub(crate) fn send_init(&mut self, i: usize) {
+        // A connector's state dir and resolved grants (`connector.rs`).
+        let is_connector = (self.slots[i].policy.as_ref()).is_some_and(|p| p.connector.is_some());
+        let connector = match is_connector.then(|| self.connector_init(i)) {
+            None => None,
+            Some(Ok(connector)) => Some(connector),
+            Some(Err(reason)) => {
+                let slot = &mut self.slots[i];
+                say!("module {}: {reason}", slot.name);
+                if let Some(worker) = slot.worker.as_mut() {
+                    worker.killed_because = Some(reason);
+                    worker.kill();
+                }
+                return;
+            }
+        };
         let restore = self.restore_for(i);
         let slot = &self.slots[i];
         let (Some(policy), Some(artifact)) = (&slot.policy, &slot.artifact) else {
@@ -19,6 +34,7 @@ impl Supervisor {
         };
         let plan = self.sandbox.plan(policy, i, slot.cgroup.as_ref());
         let mut init = init_message(policy, &artifact.to_string_lossy(), plan);
+        init.connector = connector;
         // Every granted dir travels as an fd opened here (`DirGrant::passed`):
         // the module's uid then needs access to the dir itself, not to the
         // dirs above it, which it owns none of (`grant_access.rs`).
@@ -133,5 +149,6 @@ pub(crate) fn init_message(policy: &Policy, artifact: &str, sandbox: SandboxPlan
         },
         restore: None,
         stdin: false,
+        connector: None,
     }
 }

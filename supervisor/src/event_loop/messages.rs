@@ -31,7 +31,7 @@ impl Supervisor {
                 return;
             };
             match frame::recv::<FromWorker>(control) {
-                Ok((message, _fds)) => {
+                Ok((message, fds)) => {
                     worker.last_heard = Instant::now();
                     worker.pinged_at = None;
                     let transfer = matches!(
@@ -49,7 +49,10 @@ impl Supervisor {
                             ),
                         );
                     }
-                    self.on_message(i, message);
+                    match message {
+                        FromWorker::ConnectGuard => self.connect_guard_arrived(i, fds),
+                        message => self.on_message(i, message),
+                    }
                 }
                 Err(FrameError::WouldBlock) => return,
                 Err(FrameError::Closed) => {
@@ -191,6 +194,9 @@ impl Supervisor {
                 self.snapshot_answered(i, Some(bytes));
             }
             FromWorker::Health(code) => self.upgrade_health(i, code),
+            FromWorker::Connector(counters) => self.connector_counters(i, counters),
+            // Read with its fd in `read_worker_messages`.
+            FromWorker::ConnectGuard => {}
             FromWorker::SnapshotFailed(reason) => {
                 if worker.snapshots_asked == 0 {
                     return self.violation(i, "a snapshot answer nobody asked for".into());

@@ -16,6 +16,8 @@
 //! - `groups.rs`: restart groups; `order.rs`: start order (`after`) and the
 //!   stop queue that stops modules in reverse;
 //! - `spares.rs`, `prepare.rs`: spare workers, read-write dir preparation;
+//! - `connector.rs`: connectors' Init extras, their connect guards (each
+//!   denial logged and counted) and counters;
 //! - `reload.rs`: SIGHUP and `edgeward reload`;
 //! - `requests.rs`: control-socket requests and shutdown;
 //! - `background.rs`: what happens when slow work done off the loop
@@ -26,6 +28,7 @@
 //! runs on job threads.
 
 pub(crate) mod background;
+mod connector;
 mod exits;
 mod fork_server;
 mod groups;
@@ -125,6 +128,11 @@ pub(crate) enum Token {
     Client(ClientId),
     /// A background job finished.
     Jobs,
+    /// A connector's connect guard (seccomp listener) has notifications.
+    Guard {
+        slot: usize,
+        generation: u32,
+    },
 }
 
 impl Token {
@@ -158,6 +166,7 @@ impl Token {
             Token::SpareOutput { slot, generation } => pack(6, slot, generation),
             Token::Client(id) => pack(7, id.index as usize, id.serial),
             Token::Jobs => 8,
+            Token::Guard { slot, generation } => pack(9, slot, generation),
         }
     }
 
@@ -177,6 +186,7 @@ impl Token {
                 serial: generation,
             })),
             8 => Some(Token::Jobs),
+            9 => Some(Token::Guard { slot, generation }),
             _ => None,
         }
     }
@@ -284,6 +294,11 @@ impl Supervisor {
                         if self.is_spare(slot, generation) =>
                     {
                         self.on_spare_output(slot);
+                    }
+                    Some(Token::Guard { slot, generation })
+                        if self.is_current(slot, generation) =>
+                    {
+                        self.on_connect_guard(slot, generation);
                     }
                     _ => {}
                 }

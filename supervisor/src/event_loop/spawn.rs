@@ -11,8 +11,9 @@ use crate::slot::{State, Worker};
 impl Supervisor {
     /// Starts a worker for slot `i`, a `waiting` module: its spare if one
     /// is waiting, else a new process. It stays `waiting` while its
-    /// artifact is compiled or its rw dirs are prepared (`prepare.rs`;
-    /// each calls this again when done), and until the modules it starts
+    /// artifact is compiled, its rw dirs are prepared (`prepare.rs`) or a
+    /// connector's grants resolved (`connector.rs`; each calls this again
+    /// when done), and until the modules it starts
     /// `after` are ready (`groups.rs` calls this again then).
     pub(crate) fn spawn(&mut self, i: usize) {
         if self.slots[i].state != State::Waiting
@@ -20,6 +21,7 @@ impl Supervisor {
             || self.slots[i].artifact.is_none()
             || !self.predecessors_ready(i)
             || !self.rw_dirs_ready(i)
+            || !self.grants_ready(i)
         {
             return;
         }
@@ -84,7 +86,11 @@ impl Supervisor {
             .cgroup
             .as_ref()
             .map_or(0, |c| self.sandbox.oom_kills(c));
-        let spawned = self.launcher.spawn(&slot.name, &artifact, procs)?;
+        let spawned = if slot.policy.as_ref().is_some_and(|p| p.connector.is_some()) {
+            self.launcher.spawn_connector(&slot.name, &artifact)?
+        } else {
+            self.launcher.spawn(&slot.name, &artifact, procs)?
+        };
         if spawned.pid.is_none() {
             self.pending_spawns.push_back((i, generation, spare));
         }
@@ -129,6 +135,7 @@ impl Supervisor {
             generation,
             last_heard: Instant::now(),
             pinged_at: None,
+            guard: None,
         })
     }
 
@@ -139,6 +146,9 @@ impl Supervisor {
         }
         if let Some(output) = &worker.output {
             super::unwatch(&self.epoll, &output.fd);
+        }
+        if let Some(guard) = &worker.guard {
+            super::unwatch(&self.epoll, &guard.fd());
         }
     }
 

@@ -119,6 +119,9 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
     for ((i, (sha, _)), outcome) in wanted.iter().zip(cache.ensure(&options.worker_bin, &pairs)) {
         let slot = &mut slots[*i];
         match outcome {
+            Outcome::Hit(path) if slot.policy.as_ref().is_some_and(|p| p.connector.is_some()) => {
+                slot.artifact = Some(path); // the connector binary: nothing compiled
+            }
             Outcome::Hit(path) => {
                 say!("module {}: compile cache hit ({})", slot.name, &sha[..12]);
                 slot.artifact = Some(path);

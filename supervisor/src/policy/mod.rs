@@ -60,7 +60,34 @@ pub struct Policy {
     pub after_locations: Vec<(usize, usize)>,
     /// `[group]`; `None` is a group of the module alone (`one_for_one`).
     pub group: Option<Group>,
+    /// `[connector]` and `[network]`: set for a native connector, whose
+    /// `wasm` is then the connector binary's name, `wasm_sha256` the hash
+    /// of its configuration and `wasm_language` its kind.
+    pub connector: Option<ConnectorPolicy>,
 }
+
+/// A connector's policy after validation (`docs/connectors.md`). Its
+/// driver's keys are checked by `edgeward-connector check`, which owns
+/// their schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorPolicy {
+    /// `mqtt`, `modbus` or `opcua`.
+    pub kind: &'static str,
+    /// The `[connector]` table without `kind`, as TOML text.
+    pub config_toml: String,
+    /// `[network] connect`, as written, each a valid `host:port`.
+    pub connect: Vec<String>,
+    /// Files the table names (string values of keys ending in `_file`):
+    /// the connector may read them, and nothing else outside its state dir.
+    pub read_files: Vec<String>,
+}
+
+/// A connector policy's `wasm`: not a path (every module's is absolute),
+/// the name of the binary that runs it (`crate::cli::connector_bin`).
+pub const CONNECTOR_WASM: &str = "edgeward-connector";
+
+/// The connector kinds (`[connector] kind`).
+pub const CONNECTOR_KINDS: [&str; 3] = ["mqtt", "modbus", "opcua"];
 
 /// `[group]` after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]

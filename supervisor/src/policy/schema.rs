@@ -11,7 +11,13 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct File {
-    pub module: Spanned<ModuleSection>,
+    /// Optional for a connector (which has no wasm but may have `after`).
+    pub module: Option<Spanned<ModuleSection>>,
+    /// A native connector instead of a wasm module (`docs/connectors.md`):
+    /// `kind` plus the driver's own keys, checked by `edgeward-connector check`.
+    pub connector: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub network: NetworkSection,
     #[serde(default)]
     pub wasi: WasiSection,
     #[serde(default)]
@@ -27,14 +33,22 @@ pub(super) struct File {
     pub group: Option<GroupSection>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ModuleSection {
-    pub wasm: Spanned<String>,
+    pub wasm: Option<Spanned<String>>,
     pub sha256: Option<Spanned<String>>,
     /// Modules this one starts after.
     #[serde(default)]
     pub after: Vec<Spanned<String>>,
+}
+
+/// `[network]`: the endpoints a connector may reach.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkSection {
+    #[serde(default)]
+    pub connect: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,8 +19,8 @@ use toml::Spanned;
 use super::error::{did_you_mean, PolicyError};
 use super::schema::{self, WaitMode};
 use super::{
-    Channels, Dir, Group, Policy, Resources, Restart, DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS,
-    MIN_WATCHDOG_MS, WATCHDOG_BUDGETS,
+    Channels, ConnectorPolicy, Dir, Group, Policy, Resources, Restart, CONNECTOR_KINDS,
+    CONNECTOR_WASM, DEFAULT_WATCHDOG_MS, MAX_WATCHDOG_MS, MIN_WATCHDOG_MS, WATCHDOG_BUDGETS,
 };
 
 /// The fix for a name that breaks the module-name rules.
@@ -100,9 +100,84 @@ impl Validator<'_> {
     }
 
     fn policy(&mut self, name: &str, raw: schema::File) -> Policy {
-        let module = raw.module.into_inner();
-        let (wasm, wasm_sha256, wasm_language) = self.wasm(&module);
-        let wasm_location = super::error::line_col(self.text, module.wasm.span().start);
+        let module_at = raw.module.as_ref().map(|m| m.span().start);
+        let module = raw.module.map(Spanned::into_inner).unwrap_or_default();
+        let connector = match raw.connector {
+            Some(table) => self.connector(table, raw.network.connect),
+            None => {
+                if let Some(first) = raw.network.connect.first() {
+                    self.error(
+                        first,
+                        "network.connect",
+                        "[network] connect is for connectors: a wasm module has no network".into(),
+                        "remove it, and reach the network through a connector's channels (docs/connectors.md)",
+                    );
+                }
+                None
+            }
+        };
+        let ((wasm, wasm_sha256, wasm_language), wasm_location) = match (&module.wasm, &connector) {
+            (Some(path), None) => (
+                self.wasm(path, module.sha256.as_ref()),
+                super::error::line_col(self.text, path.span().start),
+            ),
+            (None, Some((c, at))) => (
+                (
+                    PathBuf::from(CONNECTOR_WASM),
+                    connector_sha256(c),
+                    Some(c.kind),
+                ),
+                *at,
+            ),
+            (Some(path), Some(_)) => {
+                self.error(
+                    path,
+                    "module.wasm",
+                    "a policy has either [module] wasm or a [connector], not both".into(),
+                    "remove module.wasm (a connector is a native worker), or put the connector in a policy file of its own",
+                );
+                ((PathBuf::new(), String::new(), None), (0, 0))
+            }
+            (None, None) => {
+                const FIX: &str = "add wasm = \"path/to/module.wasm\" to [module], or a [connector] table (docs/connectors.md)";
+                self.errors.push(match module_at {
+                    Some(at) => PolicyError::at(
+                        self.file,
+                        self.text,
+                        at,
+                        "module.wasm",
+                        "missing key \"wasm\" in [module]",
+                        FIX,
+                    ),
+                    None => PolicyError::whole_file(
+                        self.file,
+                        "no [module] table (a wasm module) and no [connector] table",
+                        FIX,
+                    ),
+                });
+                ((PathBuf::new(), String::new(), None), (0, 0))
+            }
+        };
+        let connector = connector.map(|(c, _)| c);
+        if connector.is_some() {
+            let wasm_only = [
+                ("wasi.args", !raw.wasi.args.is_empty()),
+                ("wasi.env", !raw.wasi.env.is_empty()),
+                ("wasi.dirs", !raw.wasi.dirs.is_empty()),
+                ("schedule.tick_us", raw.schedule.tick_us.is_some()),
+                ("restart.spare", raw.restart.spare == Some(true)),
+                ("module.sha256", module.sha256.is_some()),
+            ];
+            for (key, given) in wasm_only {
+                if given {
+                    self.errors.push(PolicyError::whole_file(
+                        self.file,
+                        format!("{key} is for wasm modules, not connectors"),
+                        format!("remove {key}: a connector's keys are in [connector] (docs/connectors.md)"),
+                    ));
+                }
+            }
+        }
         let (after, after_locations) = self.after(name, module.after);
         let group = raw.group.and_then(|g| self.group(g));
         let env = self.env(raw.wasi.env);
@@ -156,7 +231,73 @@ impl Validator<'_> {
             after,
             after_locations,
             group,
+            connector,
         }
+    }
+
+    /// `[connector]` with `[network] connect`: a known kind, valid
+    /// endpoints; the rest of the table is the driver's (checked by
+    /// `edgeward-connector check` in `edgeward check` and when it starts).
+    /// Returns the policy part and the location of `kind`.
+    fn connector(
+        &mut self,
+        table: Spanned<toml::Table>,
+        connect: Vec<Spanned<String>>,
+    ) -> Option<(ConnectorPolicy, (usize, usize))> {
+        let at = super::error::line_col(self.text, table.span().start);
+        let mut table = table.into_inner();
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(kind)) => CONNECTOR_KINDS.iter().copied().find(|k| *k == kind),
+            _ => None,
+        };
+        let Some(kind) = kind else {
+            self.errors.push(PolicyError::at(
+                self.file,
+                self.text,
+                self.text.find("[connector]").unwrap_or(0),
+                "connector.kind",
+                "[connector] needs kind = one of the connector kinds".to_string(),
+                format!(
+                    "add kind = \"{}\" (see docs/connectors.md)",
+                    CONNECTOR_KINDS.join("\", \"")
+                ),
+            ));
+            return None;
+        };
+        let mut endpoints = Vec::new();
+        for entry in connect {
+            match crate::net_grant::resolve::parse_endpoint(entry.get_ref()) {
+                Ok(_) if endpoints.contains(entry.get_ref()) => {
+                    let reason = format!("network.connect lists \"{}\" twice", entry.get_ref());
+                    self.error(&entry, "network.connect", reason, "list each endpoint once");
+                }
+                Ok(_) => endpoints.push(entry.into_inner()),
+                Err(reason) => self.error(
+                    &entry,
+                    "network.connect",
+                    format!(
+                        "network.connect entry \"{}\" is not an endpoint",
+                        entry.get_ref()
+                    ),
+                    &reason,
+                ),
+            }
+        }
+        let mut read_files = Vec::new();
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        named_files(&mut table, base, &mut read_files);
+        read_files.sort();
+        read_files.dedup();
+        let config_toml = toml::to_string(&table).unwrap_or_default();
+        Some((
+            ConnectorPolicy {
+                kind,
+                config_toml,
+                connect: endpoints,
+                read_files,
+            },
+            at,
+        ))
     }
 
     /// `[module] after`: valid module names, none twice, not the module
@@ -212,9 +353,13 @@ impl Validator<'_> {
 
     /// The module's absolute path, sha256 and language (see
     /// `wasm_language.rs`).
-    fn wasm(&mut self, module: &schema::ModuleSection) -> (PathBuf, String, Option<&'static str>) {
+    fn wasm(
+        &mut self,
+        path: &Spanned<String>,
+        pin: Option<&Spanned<String>>,
+    ) -> (PathBuf, String, Option<&'static str>) {
         let base = self.file.parent().unwrap_or(Path::new("."));
-        let wasm = base.join(module.wasm.get_ref());
+        let wasm = base.join(path.get_ref());
         let wasm = std::fs::canonicalize(&wasm)
             .or_else(|_| std::path::absolute(&wasm))
             .unwrap_or(wasm);
@@ -223,7 +368,7 @@ impl Validator<'_> {
             Err(e) => {
                 let reason = format!("cannot read module file {}: {e}", wasm.display());
                 self.error(
-                    &module.wasm,
+                    path,
                     "module.wasm",
                     reason,
                     "build it (scripts/setup builds the examples) or fix the path; it is relative to the policy file",
@@ -232,7 +377,7 @@ impl Validator<'_> {
             }
         };
         let sha = hex::encode(Sha256::digest(&bytes));
-        if let Some(pin) = &module.sha256 {
+        if let Some(pin) = pin {
             let want = pin.get_ref().to_ascii_lowercase();
             if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
                 self.error(
@@ -563,6 +708,36 @@ impl Validator<'_> {
 }
 
 /// `park` or `spin:<µs>` with 1..=10000 µs.
+/// What identifies a connector's configuration, as a module's wasm hash
+/// does: a change makes a reload restart it.
+fn connector_sha256(c: &ConnectorPolicy) -> String {
+    let mut hash = Sha256::new();
+    for part in [c.kind, &c.config_toml, &c.connect.join("\n")] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// Collects the string values of keys ending in `_file`, at any depth,
+/// made absolute against `base` (the policy's directory) in the table too:
+/// the connector reads them as given, whatever its working directory.
+fn named_files(table: &mut toml::Table, base: &Path, out: &mut Vec<String>) {
+    fn walk(key: &str, value: &mut toml::Value, base: &Path, out: &mut Vec<String>) {
+        match value {
+            toml::Value::String(path) if key.ends_with("_file") => {
+                let absolute = base.join(&*path).to_string_lossy().into_owned();
+                *path = absolute.clone();
+                out.push(absolute);
+            }
+            toml::Value::Table(t) => t.iter_mut().for_each(|(k, v)| walk(k, v, base, out)),
+            toml::Value::Array(items) => items.iter_mut().for_each(|v| walk(key, v, base, out)),
+            _ => {}
+        }
+    }
+    table.iter_mut().for_each(|(k, v)| walk(k, v, base, out));
+}
+
 fn parse_wait(text: &str) -> Option<WaitMode> {
     if text == "park" {
         return Some(WaitMode::Park);

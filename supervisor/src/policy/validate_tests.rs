@@ -207,7 +207,7 @@ fn missing_module_table_says_what_to_add() {
     let f = Fixture::new();
     let errors = f.errors("a.toml", "[resources]\npids = 2\n");
     assert!(
-        errors[0].reason.contains("missing key \"module\""),
+        errors[0].reason.contains("no [module] table"),
         "{}",
         errors[0]
     );
@@ -608,5 +608,88 @@ fn watchdog_limits_are_documented() {
         "`watchdog: no heartbeat for N ms`".to_string(),
     ] {
         assert!(flat.contains(&phrase), "policy.md lacks {phrase:?}");
+    }
+}
+
+#[test]
+fn a_connector_policy_keeps_its_table_grants_and_named_files() {
+    let f = Fixture::new();
+    let p = f.ok(
+        "north.toml",
+        "[connector]\nkind = \"mqtt\"\nbroker = \"broker.local:8883\"\nca_file = \"certs/ca.pem\"\n\
+         [[connector.publish]]\nchannel = \"alarms\"\n\
+         [network]\nconnect = [\"broker.local:8883\", \"10.0.0.5:502\"]\n\
+         [channels]\nsubscribe = [\"alarms\"]\n",
+    );
+    let c = p.connector.as_ref().expect("a connector");
+    assert_eq!(c.kind, "mqtt");
+    assert_eq!(c.connect, vec!["broker.local:8883", "10.0.0.5:502"]);
+    let ca = f
+        .dir
+        .path()
+        .join("certs/ca.pem")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        c.read_files,
+        vec![ca.clone()],
+        "made absolute against the policy's dir"
+    );
+    let table: toml::Table = c.config_toml.parse().unwrap();
+    assert!(table.get("kind").is_none(), "kind is the supervisor's");
+    assert_eq!(table["ca_file"].as_str(), Some(ca.as_str()));
+    assert_eq!(p.wasm_language, Some("mqtt"));
+    assert_eq!(p.wasm.as_os_str(), crate::policy::CONNECTOR_WASM);
+    let changed = f.ok(
+        "north.toml",
+        "[connector]\nkind = \"mqtt\"\nbroker = \"broker.local:1883\"\n[network]\nconnect = [\"broker.local:8883\"]\n",
+    );
+    assert_ne!(
+        p.wasm_sha256, changed.wasm_sha256,
+        "a changed table restarts it on reload"
+    );
+}
+
+#[test]
+fn connector_mistakes_name_their_key_and_fix() {
+    let f = Fixture::new();
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "[connector]\nbroker = \"x:1\"\n",
+            "connector.kind",
+            "kind = \"mqtt\"",
+        ),
+        (
+            "[connector]\nkind = \"profibus\"\n",
+            "connector.kind",
+            "\"modbus\"",
+        ),
+        (
+            "[connector]\nkind = \"modbus\"\n[network]\nconnect = [\"10.0.0.5\"]\n",
+            "network.connect",
+            "host:port",
+        ),
+        (
+            "[module]\nwasm = \"m.wasm\"\n[network]\nconnect = [\"10.0.0.5:502\"]\n",
+            "network.connect",
+            "through a connector",
+        ),
+        (
+            "[module]\nwasm = \"m.wasm\"\n[connector]\nkind = \"mqtt\"\n",
+            "module.wasm",
+            "policy file of its own",
+        ),
+        (
+            "[connector]\nkind = \"mqtt\"\n[wasi]\nargs = [\"x\"]\n",
+            "",
+            "remove wasi.args",
+        ),
+    ];
+    for (text, key, fix) in cases {
+        let errors = f.errors("c.toml", text);
+        assert!(
+            errors.iter().any(|e| e.key == key && e.fix.contains(fix)),
+            "{text}: {errors:?}"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub struct Prepared {
     /// Artifacts already mapped, by path.
     pub artifacts: HashMap<String, Module>,
     /// The seccomp allowlist, compiled once.
-    pub seccomp: crate::sandbox::seccomp::CompiledFilter,
+    pub seccomp: edgeward_sandbox::seccomp::CompiledFilter,
     /// Set by the fork server once it entered fresh namespaces for all its
     /// workers: the layers it could not get.
     pub namespaces: Option<Vec<String>>,
@@ -47,7 +47,7 @@ impl Prepared {
         crate::budget::install(&engine);
         let linker = host::linker(&engine)?;
         let seccomp =
-            crate::sandbox::seccomp::compile().map_err(|e| wasmtime::format_err!("{e}"))?;
+            edgeward_sandbox::seccomp::compile().map_err(|e| wasmtime::format_err!("{e}"))?;
         Ok(Self {
             engine,
             linker,
@@ -88,7 +88,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         }
     };
     // Everything open now was inherited; the sandbox closes what is not ours.
-    let inherited_fds = crate::sandbox::fds::open_fds();
+    let inherited_fds = edgeward_sandbox::fds::open_fds();
     let hello = FromWorker::Hello {
         protocol_version: PROTOCOL_VERSION,
         pid: std::process::id(),
@@ -120,6 +120,13 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         );
         return exit_code::LOAD_FAILED;
     }
+    if init.connector.is_some() {
+        reporter.fault(
+            FaultKind::Protocol,
+            "protocol: a connector's Init sent to edgeward-worker (connectors run edgeward-connector)".into(),
+        );
+        return exit_code::LOAD_FAILED;
+    }
     // The prepared rw dirs come first among the fds; the worker opens them
     // through /proc/self/fd (as WASI and Landlock take paths), so they are
     // exactly the directories the supervisor prepared, whatever this mount
@@ -141,7 +148,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
     // Their fd numbers are free now, and the WASI dirs opened below may
     // take them: only what is still open counts as inherited, or step 6
     // would close a granted dir (seen in gateways of 23+ modules).
-    let open_now = crate::sandbox::fds::open_fds();
+    let open_now = edgeward_sandbox::fds::open_fds();
     let inherited_fds: Vec<_> = inherited_fds
         .into_iter()
         .filter(|fd| open_now.contains(fd))
@@ -172,11 +179,12 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
             return exit_code::LOAD_FAILED;
         }
     };
-    let mut keep_fds = vec![0, 1, 2, crate::sandbox::sigsys::CONTROL_FD];
+    let mut keep_fds = vec![0, 1, 2, edgeward_sandbox::sigsys::CONTROL_FD];
     keep_fds.extend(fds_open_on(&init.artifact, &inherited_fds));
     keep_fds.extend(channels.wake_fds().map(|(_, fd)| fd.as_raw_fd()));
-    let runbook = crate::sandbox::Runbook {
+    let runbook = edgeward_sandbox::Runbook {
         plan: &init.sandbox,
+        profile: edgeward_sandbox::Profile::Module,
         dirs: &init.dirs,
         inherited_fds: &inherited_fds,
         keep_fds: &keep_fds,
@@ -189,7 +197,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         slice::shorten();
     }
     let degraded = match runbook.apply() {
-        Ok(d) => d,
+        Ok(applied) => applied.degraded,
         Err(e) => {
             reporter.fault(FaultKind::Sandbox, e.to_string());
             return exit_code::LOAD_FAILED;
@@ -210,6 +218,9 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
         Ok(loaded) => match loaded.kind {
             ModuleKind::Reactor => reactor::run(loaded, &init, &reporter, degraded),
             ModuleKind::Command => command::run(loaded, &reporter, degraded),
+            // `instantiate` tells reactors from commands; a connector's Init
+            // was refused above.
+            ModuleKind::Connector => exit_code::LOAD_FAILED,
         },
         Err(fault) => {
             reporter.fault(fault.0, fault.1);
@@ -221,7 +232,7 @@ pub fn serve(prepared: &mut Prepared, control: OwnedFd) -> i32 {
 /// Moves the control socket to fd 3, where the SIGSYS handler writes.
 fn control_on_fd_3(control: OwnedFd) -> std::io::Result<OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
-    let target = crate::sandbox::sigsys::CONTROL_FD;
+    let target = edgeward_sandbox::sigsys::CONTROL_FD;
     if control.as_raw_fd() == target {
         return Ok(control);
     }

@@ -713,6 +713,7 @@ mod tests {
             spin_us: 0,
             restore: None,
             stdin: false,
+            connector: None,
         }
     }
 

@@ -7,7 +7,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use serde::Serialize;
 
-use crate::sandbox::seccomp_allowlist::ALLOWLIST;
+use edgeward_sandbox::seccomp_allowlist::ALLOWLIST;
 
 #[derive(Serialize)]
 struct Probe {
@@ -29,17 +29,17 @@ pub fn run() -> i32 {
     let probe = Probe {
         landlock_abi: abi.max(0),
         seccomp: in_child(|| {
-            let Ok(filter) = crate::sandbox::seccomp::compile() else {
+            let Ok(filter) = edgeward_sandbox::seccomp::compile() else {
                 return false;
             };
             // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) only sets a flag on this child.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-            crate::sandbox::seccomp::install(&filter).is_ok()
+            edgeward_sandbox::seccomp::install(&filter).is_ok()
         }),
         seccomp_allowed: ALLOWLIST.len(),
         namespaces: in_child(|| {
             let mut degraded = Vec::new();
-            crate::sandbox::namespaces::unshare(&mut degraded).is_ok() && degraded.is_empty()
+            edgeward_sandbox::namespaces::unshare(&mut degraded).is_ok() && degraded.is_empty()
         }),
     };
     match serde_json::to_string(&probe) {
@@ -69,23 +69,9 @@ fn in_child(test: impl FnOnce() -> bool) -> bool {
 
 /// `edgeward-worker seccomp-table`: the allowlist as a Markdown table.
 pub fn seccomp_table() -> i32 {
-    println!("| system call | allowed when | why |");
-    println!("| --- | --- | --- |");
-    for entry in ALLOWLIST {
-        let when = match entry.only {
-            crate::sandbox::seccomp_allowlist::Only::Always => "always".to_string(),
-            crate::sandbox::seccomp_allowlist::Only::ArgEq { arg, value } => {
-                format!("arg{arg} == {value:#x}")
-            }
-            crate::sandbox::seccomp_allowlist::Only::ArgMasked { arg, mask, value } => {
-                format!("arg{arg} & {mask:#x} == {value:#x}")
-            }
-            crate::sandbox::seccomp_allowlist::Only::SignalOtherThan { arg, signal } => format!(
-                "arg{arg} <= {} and != {signal} (all 64 bits compared)",
-                crate::sandbox::seccomp_allowlist::MAX_SIGNAL
-            ),
-        };
-        println!("| `{}` | {when} | {} |", entry.name, entry.why);
-    }
+    print!(
+        "{}",
+        edgeward_sandbox::seccomp_table(edgeward_sandbox::Allowlist::Module)
+    );
     0
 }

@@ -21,8 +21,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use serde::Serialize;
 
-use crate::sandbox::seccomp_allowlist::FORBIDDEN;
-use crate::sandbox::{fds, sigsys, Runbook};
+use edgeward_sandbox::seccomp_allowlist::FORBIDDEN;
+use edgeward_sandbox::{fds, sigsys, Profile, Runbook};
 
 #[derive(Serialize)]
 struct Check {
@@ -86,7 +86,7 @@ fn in_sandboxed_child(
             drop(theirs);
             let inherited = fds::open_fds();
             let plan = plan();
-            let seccomp = match crate::sandbox::seccomp::compile() {
+            let seccomp = match edgeward_sandbox::seccomp::compile() {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("self-test: {e}");
@@ -96,6 +96,7 @@ fn in_sandboxed_child(
             };
             let runbook = Runbook {
                 plan: &plan,
+                profile: Profile::Module,
                 dirs,
                 inherited_fds: &inherited,
                 keep_fds: &[0, 1, 2, sigsys::CONTROL_FD],

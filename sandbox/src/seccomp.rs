@@ -6,22 +6,44 @@
 //!
 //! The filter is the same for every worker, so it is compiled to BPF once
 //! per worker-side process ([`compile`]; in the fork server, before any
-//! fork) and each worker only loads the bytes ([`install`]).
+//! fork) and each worker only loads the bytes ([`install`]). A connector
+//! compiles the connector list ([`compile_for`]); its `socket` and
+//! `connect` are allowed here and decided by the network guard stacked on
+//! top (`connect_guard.rs`), which the runbook installs with it.
 
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
-use super::seccomp_allowlist::{Only, ALLOWLIST, MAX_SIGNAL};
+use super::seccomp_allowlist::{Allowlist, Only, MAX_SIGNAL};
 use super::SandboxError;
 
-/// The allowlist compiled to a classic BPF program (`struct sock_filter[]`).
-pub struct CompiledFilter(Vec<u8>);
+/// An allowlist compiled to a classic BPF program (`struct sock_filter[]`).
+pub struct CompiledFilter {
+    bpf: Vec<u8>,
+    list: Allowlist,
+}
 
-/// Compiles the filter.
+impl CompiledFilter {
+    /// The list it was compiled from (the runbook checks it matches the
+    /// profile).
+    pub fn allowlist(&self) -> Allowlist {
+        self.list
+    }
+}
+
+/// Compiles the module filter.
 ///
 /// # Errors
 /// If libseccomp rejects a rule or cannot export the program.
 pub fn compile() -> Result<CompiledFilter, SandboxError> {
-    let filter = build().map_err(|e| SandboxError::Seccomp(format!("{e:#}")))?;
+    compile_for(Allowlist::Module)
+}
+
+/// Compiles the filter for `list`.
+///
+/// # Errors
+/// If libseccomp rejects a rule or cannot export the program.
+pub fn compile_for(list: Allowlist) -> Result<CompiledFilter, SandboxError> {
+    let filter = build_for(list).map_err(|e| SandboxError::Seccomp(format!("{e:#}")))?;
     // libseccomp exports to an fd; a pipe holds the program (a few KiB).
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| SandboxError::Seccomp(format!("pipe: {e}")))?;
@@ -38,7 +60,7 @@ pub fn compile() -> Result<CompiledFilter, SandboxError> {
             bpf.len()
         )));
     }
-    Ok(CompiledFilter(bpf))
+    Ok(CompiledFilter { bpf, list })
 }
 
 /// Loads a compiled filter into this process, for all its threads.
@@ -47,10 +69,10 @@ pub fn compile() -> Result<CompiledFilter, SandboxError> {
 /// If the kernel refuses the program (no seccomp, or no no_new_privs).
 pub fn install(filter: &CompiledFilter) -> Result<(), SandboxError> {
     let program = libc::sock_fprog {
-        len: (filter.0.len() / std::mem::size_of::<libc::sock_filter>()) as u16,
-        filter: filter.0.as_ptr() as *mut libc::sock_filter,
+        len: (filter.bpf.len() / std::mem::size_of::<libc::sock_filter>()) as u16,
+        filter: filter.bpf.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: `program` points at `filter.0`, a whole number of sock_filter
+    // SAFETY: `program` points at `filter.bpf`, a whole number of sock_filter
     // records that outlive the call; the kernel copies the program.
     let rc = unsafe {
         libc::syscall(
@@ -69,18 +91,44 @@ pub fn install(filter: &CompiledFilter) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// The filter, not loaded.
+/// The module filter, not loaded.
 ///
 /// # Errors
 /// If libseccomp rejects a rule (an unknown name on this architecture).
 pub fn build() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+    build_for(Allowlist::Module)
+}
+
+/// The filter for `list`, not loaded.
+///
+/// # Errors
+/// If libseccomp rejects a rule (an unknown name on this architecture).
+pub fn build_for(list: Allowlist) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
     let mut filter = ScmpFilterContext::new(ScmpAction::Trap)?;
     filter.set_ctl_tsync(true)?;
-    for entry in ALLOWLIST {
+    for entry in list.entries() {
         let syscall = ScmpSyscall::from_name(entry.name)?;
         match entry.only {
-            Only::Always => {
+            // A guarded call is decided by the network guard, stacked on
+            // this filter: libseccomp cannot give one call conditional
+            // ALLOW rules and an ERRNO for the rest (an unconditional rule
+            // replaces the conditional ones), the guard's own program can.
+            Only::Always | Only::Guarded { .. } => {
                 filter.add_rule(ScmpAction::Allow, syscall)?;
+            }
+            Only::AllOf(tests) => {
+                let compares: Vec<ScmpArgCompare> = tests
+                    .iter()
+                    .map(|t| {
+                        let op = if t.mask == u64::MAX {
+                            ScmpCompareOp::Equal
+                        } else {
+                            ScmpCompareOp::MaskedEqual(t.mask)
+                        };
+                        ScmpArgCompare::new(t.arg, op, t.value)
+                    })
+                    .collect();
+                filter.add_rule_conditional(ScmpAction::Allow, syscall, &compares)?;
             }
             Only::ArgEq { arg, value } => {
                 filter.add_rule_conditional(
