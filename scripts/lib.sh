@@ -49,3 +49,16 @@ ensure_go() {
     fi
     [ "$(go telemetry)" = off ] || go telemetry off
 }
+
+# ensure_peers PKG==VERSION...: the connector tests' peers from PyPI, in
+# $EDGEWARD_PEERS_VENV (pinned: the tests know their behaviour).
+ensure_peers() {
+    local missing=()
+    for pin in "$@"; do
+        "$EDGEWARD_PEERS_VENV/bin/pip" show -q "${pin%%==*}" >/dev/null 2>&1 || missing+=("$pin")
+    done
+    ((${#missing[@]})) || return 0
+    say "installing from PyPI: ${missing[*]}"
+    [ -x "$EDGEWARD_PEERS_VENV/bin/pip" ] || python3 -m venv "$EDGEWARD_PEERS_VENV"
+    "$EDGEWARD_PEERS_VENV/bin/pip" install -q "${missing[@]}"
+}

@@ -174,10 +174,10 @@ pub struct Counters {
     /// Writes refused by the policy (an address or node not allowed) or
     /// malformed messages that could not be turned into a write.
     pub refused: AtomicU64,
-    /// How late recent scheduled polls started (µs after their due time;
-    /// Modbus). The core reports p50/p99/max of these as the worker's tick
-    /// lateness and clears them; a driver pushes one per poll (bounded: the
-    /// core drains it every heartbeat, push only while under 4096).
+    /// How late scheduled polls started (µs after their due time; Modbus).
+    /// A driver pushes one per poll (bounded: push only while under 4096);
+    /// the core takes them every heartbeat and reports p50/p99/max of the
+    /// last 1024 as the worker's tick lateness.
     pub poll_lateness_us: std::sync::Mutex<Vec<u32>>,
 }
 

@@ -326,7 +326,7 @@ fn control_loop(
     stop_reader: &OwnedFd,
 ) {
     let mut reported: Option<(Stats, ConnectorCounters)> = None;
-    let mut polls: u64 = 0;
+    let mut polls = Polls::default();
     loop {
         let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
         let ready = poll(&mut fds, PollTimeout::from(HEARTBEAT_MS)).unwrap_or(1);
@@ -397,32 +397,40 @@ fn beat(control: &OwnedFd, (stats, counters): &(Stats, ConnectorCounters)) -> bo
         && frame::try_send(control, &FromWorker::Connector(*counters), &[]).is_ok()
 }
 
+/// How many recent polls the lateness figures cover, as a worker's ticks.
+const LATENESS_WINDOW: usize = 1024;
+
+/// The polls seen so far, and the lateness of the most recent ones.
+#[derive(Default)]
+struct Polls {
+    count: u64,
+    recent: std::collections::VecDeque<u32>,
+}
+
 /// The counters now, as reported: ring traffic as the worker's `Stats`
-/// (polls as ticks, their lateness as tick lateness), the rest as
-/// [`ConnectorCounters`].
-fn current(counters: &Counters, ring: &RingStats, polls: &mut u64) -> (Stats, ConnectorCounters) {
-    let lateness = {
-        let mut samples = counters
+/// (polls as ticks, the lateness of the last [`LATENESS_WINDOW`] as tick
+/// lateness), the rest as [`ConnectorCounters`].
+fn current(counters: &Counters, ring: &RingStats, polls: &mut Polls) -> (Stats, ConnectorCounters) {
+    let fresh = std::mem::take(
+        &mut *counters
             .poll_lateness_us
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let taken = std::mem::take(&mut *samples);
-        drop(samples);
-        lateness_of(taken)
-    };
-    if let Some(l) = &lateness {
-        *polls += u64::from(l.ticks);
-    }
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    polls.count += fresh.len() as u64;
+    polls.recent.extend(fresh);
+    let excess = polls.recent.len().saturating_sub(LATENESS_WINDOW);
+    polls.recent.drain(..excess);
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let stats = Stats {
-        ticks: *polls,
+        ticks: polls.count,
         msgs_in: get(&ring.msgs_in),
         msgs_out: get(&ring.msgs_out),
         denials: get(&ring.denials),
         dropped: get(&ring.dropped),
         refused: get(&ring.refused),
         wakes: get(&ring.wakes),
-        tick_lateness: lateness,
+        tick_lateness: lateness_of(polls.recent.iter().copied().collect()),
     };
     (stats, counters.snapshot())
 }

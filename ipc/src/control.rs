@@ -95,7 +95,8 @@ pub struct Init {
     /// supervised module's stdin is `/dev/null` and is not granted.
     pub stdin: bool,
     /// Set for a connector worker (`edgeward-connector`): `artifact`,
-    /// `args`, `env`, `dirs`, `tick_us` and `restore` are then unused.
+    /// `args`, `env`, `dirs` and `tick_us` are then unused; `restore`
+    /// carries its counters (its snapshot).
     pub connector: Option<ConnectorInit>,
 }
 

@@ -156,7 +156,7 @@ pub(super) fn install(degraded: &mut Vec<String>) -> Result<Option<OwnedFd>, San
         Err(why) => why,
     };
     degraded.push(format!(
-        "connect guard: {missing}; connects are not sent to the supervisor, only Landlock's port rules apply"
+        "connect guard: {missing}; connects are not sent to the supervisor: they fail in the connector's own empty network namespace (unless that layer is missing too)"
     ));
     load_filter(&program(arch, false), 0)
         .map_err(|e| SandboxError::ConnectGuard(format!("cannot load the socket rules: {e}")))?;

@@ -325,8 +325,13 @@ impl Slot {
         }
     }
 
-    /// Folds the ended worker's counters into the totals.
+    /// Folds the ended worker's counters into the totals. A connector's
+    /// own counters are totals already (its next worker restores them from
+    /// its snapshot); only their live part ends with the worker.
     pub fn fold_stats(&mut self) {
+        if let Some(connector) = &mut self.connector {
+            connector.connected = false;
+        }
         let (a, b) = (&mut self.stats_before, std::mem::take(&mut self.stats));
         a.ticks += b.ticks;
         a.msgs_in += b.msgs_in;

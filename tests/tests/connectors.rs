@@ -96,6 +96,29 @@ fn alarms_reach_an_mqtt_subscriber_and_a_published_command_reaches_a_module() {
     let network = &module(&status, "north")["connector"]["network"];
     assert!(number(&network["granted"]) >= 1, "{network}");
     assert_eq!(number(&network["denied"]), 0, "{network}");
+
+    // A connector is not a wasm: an upgrade is refused, a restart works
+    // and its totals survive it (its snapshot carries them).
+    let counter = edgeward_tests::guest("counter");
+    let (code, out, err) = gateway.cli(&["upgrade", "north", counter.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        (out.clone() + &err).contains("is a connector"),
+        "{out}{err}"
+    );
+    let pid = module(&status, "north")["pid"].as_i64();
+    let delivered = number(&counters(&status, "north")["delivered"]);
+    let (code, out, err) = gateway.cli(&["snapshot", "north"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = gateway.cli(&["restart", "north"]);
+    assert_eq!(code, 0, "{out}{err}");
+    gateway.wait_for(PATIENCE, "north restarted with its totals", |s| {
+        let m = module(s, "north");
+        m["state"] == "running"
+            && m["pid"].as_i64() != pid
+            && number(&m["connector"]["counters"]["delivered"]) >= delivered
+            && m["connector"]["counters"]["connected"] == true
+    });
 }
 
 #[test]
@@ -449,5 +472,42 @@ fn a_connection_outside_the_grants_is_denied_by_the_sandbox_and_counted() {
     assert!(
         other.accept().is_err(),
         "the ungranted peer was never reached"
+    );
+}
+
+#[test]
+fn the_demos_plc_policies_feed_a_modbus_temperature_into_the_line() {
+    let mut plc = ModbusServer::start();
+    plc.set(edgeward_tests::peers::modbus::Table::Holding, 28, &[915]);
+    let connectors = edgeward_tests::repo_root().join("policies/connectors");
+    let read = |name: &str| std::fs::read_to_string(connectors.join(name)).expect("policy");
+    let gw = GatewayDir::new();
+    gw.add_policy(
+        "modbus-south",
+        &read("modbus-south.toml").replace("127.0.0.1:5020", &plc.address()),
+    )
+    .add_policy(
+        "plc-temperature",
+        &read("plc-temperature.toml").replace(
+            "../../guests/out/gw_manual_entry.wasm",
+            edgeward_tests::guest("gw_manual_entry").to_str().unwrap(),
+        ),
+    )
+    .add_policy(
+        "line",
+        &policy("echo_log", "[channels]\nsubscribe = [\"temp-filtered\"]"),
+    );
+    let gateway = gw.start();
+    gateway.wait_running(&["modbus-south", "plc-temperature", "line"], PATIENCE);
+    // Register 28 holds tenths of a degree: 915 is 91.5 C.
+    gateway.wait_log("[plc-temperature] info: first PLC reading 91.5 C", PATIENCE);
+    // The reading the line gets: (n u64, celsius f64, t_ns): 91.5 is
+    // 0x4056e00000000000, little-endian after the 8 bytes of n.
+    gateway.wait_log("len=24 hex=", PATIENCE);
+    let log = gateway.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("len=24 hex=") && l.contains("000000000000e05640")),
+        "a 91.5 C reading on temp-filtered:\n{log}"
     );
 }

@@ -255,6 +255,42 @@ fn seccomp_table_gives_a_reason_for_every_syscall_and_docs_list_them() {
     }
 }
 
+/// The connector's allowlist as the binary prints it is, row for row, the
+/// table of docs/security.md's "Connector seccomp allowlist" section: an
+/// operator reading the docs sees exactly what a connector may call.
+#[test]
+fn connector_seccomp_table_gives_a_reason_for_every_syscall_and_docs_show_it_exactly() {
+    let out = Command::new(bin("edgeward-connector"))
+        .arg("seccomp-table")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "edgeward-connector seccomp-table: {out:?}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in table.lines().skip(2) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[3].len() >= 8, "no reason in {row}");
+    }
+    let docs = std::fs::read_to_string(repo_root().join("docs/security.md")).unwrap();
+    let section = docs
+        .split("\n## Connector seccomp allowlist\n")
+        .nth(1)
+        .expect("docs/security.md has a section \"Connector seccomp allowlist\"");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let documented: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| system call |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let printed: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        documented, printed,
+        "docs/security.md's connector table differs from `edgeward-connector seccomp-table`: paste its output there"
+    );
+}
+
 #[test]
 fn a_cgroup_oom_kill_is_reported_and_touches_no_other_module() {
     let g = GatewayDir::new();

@@ -167,6 +167,10 @@ impl Validator<'_> {
                 ("schedule.tick_us", raw.schedule.tick_us.is_some()),
                 ("restart.spare", raw.restart.spare == Some(true)),
                 ("module.sha256", module.sha256.is_some()),
+                // A connector's sends never block: a full ring drops for
+                // that subscriber; its reader sleeps on the eventfds.
+                ("channels.on_full", raw.channels.on_full.is_some()),
+                ("channels.wait", raw.channels.wait.is_some()),
             ];
             for (key, given) in wasm_only {
                 if given {

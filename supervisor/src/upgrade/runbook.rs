@@ -73,11 +73,16 @@ impl Supervisor {
                 slot.state.as_str()
             ));
         }
-        let (Some(_), Some(from_sha), Some(from_artifact)) =
+        let (Some(policy), Some(from_sha), Some(from_artifact)) =
             (&slot.policy, slot.running_sha(), slot.artifact.clone())
         else {
             return Err(format!("module \"{module}\" has no valid policy"));
         };
+        if policy.connector.is_some() {
+            return Err(format!(
+                "\"{module}\" is a connector: it runs edgeward-connector, not a wasm; change its policy and reload instead"
+            ));
+        }
         let from_sha = from_sha.to_string();
         let bytes = std::fs::read(file)
             .map_err(|e| format!("cannot read {}: {e}; nothing changed", file.display()))?;

@@ -8,10 +8,14 @@
 //! Suites: `start` (start-up and memory of 32 modules), `ring` (the data
 //! plane), `state` (snapshots: recovery time, commit latency, device
 //! flushes), `gateway` (issue 13's figures for the 32-module demo,
-//! `tests/src/bench_gateway.rs`). With no suite, all run.
+//! `tests/src/bench_gateway.rs`), `connectors` (MQTT and Modbus connectors
+//! against real peers, `tests/src/bench_connectors.rs`). With no suite,
+//! all run.
 
 // Beside the library's files, not in src/bin/, where Cargo would take it
 // for a binary of its own.
+#[path = "../bench_connectors.rs"]
+mod connectors;
 #[path = "../bench_gateway.rs"]
 mod gateway;
 
@@ -85,9 +89,10 @@ fn main() {
     let all = suites.is_empty() || suites.contains(&"all");
     let mut figures = Vec::new();
     for suite in &suites {
-        if !["all", "start", "ring", "state", "gateway"].contains(suite) {
+        if !["all", "start", "ring", "state", "gateway", "connectors"].contains(suite) {
             eprintln!(
-                "unknown suite {suite:?}; suites: start, ring, state, gateway (default: all)"
+                "unknown suite {suite:?}; suites: start, ring, state, gateway, connectors \
+                 (default: all)"
             );
             std::process::exit(2);
         }
@@ -110,6 +115,9 @@ fn main() {
         if wants("gateway") {
             figures.extend(gateway::suite(json, starts));
         }
+    }
+    if wants("connectors") {
+        figures.extend(connectors::suite(json));
     }
     for f in &figures {
         if json {

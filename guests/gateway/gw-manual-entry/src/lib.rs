@@ -14,12 +14,18 @@
 //! judges it as it judges theirs (above 85.0: an ALERT). What the file
 //! holds when the module starts is taken as already entered.
 //!
+//! With `--source plc` it takes its readings from a PLC instead: each
+//! message on a subscribed channel that is one `f64` (what a Modbus
+//! connector publishes for a polled register, `docs/connectors.md`) is
+//! published on `temp-filtered` the same way, and the file is not read
+//! (`policies/connectors/plc-temperature.toml`, the demo's Modbus option).
+//!
 //! The number of readings entered survives restarts through a snapshot.
 
 use std::io::Read as _;
 use std::time::SystemTime;
 
-use edgeward::{Channel, Message};
+use edgeward::{Channel, Incoming, Message};
 
 const FILE: &str = "/inject/temperature";
 
@@ -30,6 +36,8 @@ struct ManualEntry {
     seen: Option<(SystemTime, String)>,
     /// The last error reading it, logged once.
     failed: Option<String>,
+    /// `--source plc`: readings come as messages, not from the file.
+    from_plc: bool,
 }
 
 fn look() -> std::io::Result<(SystemTime, String)> {
@@ -57,10 +65,26 @@ impl edgeward::Module for ManualEntry {
             entered: 0,
             seen: look().ok(),
             failed: None,
+            from_plc: edgeward::arg::<String>("--source").as_deref() == Some("plc"),
         })
     }
 
+    fn on_message(&mut self, message: Incoming<'_>) -> Result<(), i32> {
+        let Some(celsius) = message.value::<f64>().filter(|c| c.is_finite()) else {
+            return Ok(()); // not a PLC reading
+        };
+        self.entered += 1;
+        if self.entered == 1 {
+            edgeward::info(&format!("first PLC reading {celsius:.1} C"));
+        }
+        self.out
+            .send_value(&(self.entered, celsius, edgeward::now_ns()))
+    }
+
     fn on_tick(&mut self, now_ns: u64) -> Result<(), i32> {
+        if self.from_plc {
+            return Ok(());
+        }
         let now = match look() {
             Ok(now) => now,
             Err(e) => {
