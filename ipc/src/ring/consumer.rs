@@ -121,16 +121,21 @@ impl Consumer {
     /// # Errors
     /// [`RingError::Corrupt`]: the ring must stop; nothing of it is delivered.
     pub fn peek(&self) -> Result<Option<Frame>, RingError> {
-        let Some(pending) = self.next_frame()? else {
-            return Ok(None);
-        };
+        match self.next_frame()? {
+            Some(pending) => self.copy_out(&pending).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `pending`'s payload copied out and checked, as a [`Frame`].
+    fn copy_out(&self, pending: &Pending) -> Result<Frame, RingError> {
         let mut payload = vec![0u8; pending.len];
-        self.read_payload(&pending, &mut payload)?;
-        Ok(Some(Frame {
+        self.read_payload(pending, &mut payload)?;
+        Ok(Frame {
             seq: pending.seq,
             payload,
             next: pending.next,
-        }))
+        })
     }
 
     /// The header of the next frame, checked against the ring's bounds and
@@ -170,22 +175,15 @@ impl Consumer {
                 previous.next
             )));
         }
-        let Some(pending) = self.next_frame_at(
+        match self.next_frame_at(
             previous.next,
             available - ahead,
             previous.seq.wrapping_add(1),
             false,
-        )?
-        else {
-            return Ok(None);
-        };
-        let mut payload = vec![0u8; pending.len];
-        self.read_payload(&pending, &mut payload)?;
-        Ok(Some(Frame {
-            seq: pending.seq,
-            payload,
-            next: pending.next,
-        }))
+        )? {
+            Some(pending) => self.copy_out(&pending).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// [`Consumer::next_frame`] from read position `pos` with `available`
