@@ -326,7 +326,12 @@ mod tests {
                 protocol_version: 1,
                 engine_fingerprint: "abc".into(),
             },
-            FromZygote::Spawned { pid: 7 },
+            FromZygote::Spawned {
+                pid: 7,
+                placement: crate::zygote::Placement::Joins {
+                    why: "cgroup v1".into(),
+                },
+            },
         ];
         for m in &z {
             send(&a, m, &[]).unwrap();

@@ -38,6 +38,24 @@ pub enum ToZygote {
     Ping,
 }
 
+/// How a forked worker came to be in its module's cgroup.
+///
+/// Moving a running process into a cgroup (writing `cgroup.procs`) waits
+/// for an RCU grace period, 10 to 20 ms, unless the hierarchy is mounted
+/// with `favordynmods`. A process created in its cgroup by
+/// `clone3(CLONE_INTO_CGROUP)` (cgroup v2, Linux 5.7) never migrates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    /// Created in its cgroup by `clone3(CLONE_INTO_CGROUP)`: no migration.
+    Clone3,
+    /// The worker joins its cgroups itself (a migration), because `why`
+    /// (cgroup v1, a kernel without `CLONE_INTO_CGROUP`, no cgroup at all).
+    Joins {
+        /// Why `clone3(CLONE_INTO_CGROUP)` was not used, for the log.
+        why: String,
+    },
+}
+
 /// A reply from the zygote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromZygote {
@@ -53,6 +71,8 @@ pub enum FromZygote {
     Spawned {
         /// Its pid (a child of the supervisor).
         pid: u32,
+        /// How it came to be in its cgroup.
+        placement: Placement,
     },
     /// The fork failed.
     SpawnFailed {
@@ -98,7 +118,13 @@ mod tests {
                     engine_fingerprint: "0123456789abcdef".into(),
                 },
             ),
-            (1, FromZygote::Spawned { pid: 7 }),
+            (
+                1,
+                FromZygote::Spawned {
+                    pid: 7,
+                    placement: Placement::Clone3,
+                },
+            ),
             (
                 2,
                 FromZygote::SpawnFailed {

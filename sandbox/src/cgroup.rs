@@ -17,6 +17,16 @@ pub fn join_early(procs_files: &[String]) {
     }
 }
 
+/// Records that this process was created in the module's cgroup
+/// (`clone3(CLONE_INTO_CGROUP)`, see `worker/src/clone_into_cgroup.rs`), so
+/// that [`join`] writes nothing: writing one's pid into the cgroup one is
+/// already in still takes the migration lock and pays its grace period.
+pub fn born_in(procs_files: &[String]) {
+    if !procs_files.is_empty() {
+        let _ = JOINED_EARLY.set(procs_files.to_vec());
+    }
+}
+
 /// Writes our pid to each `cgroup.procs` file (unless [`join_early`]
 /// already did: a second write would migrate again, and pay again).
 pub(super) fn join(procs_files: &[String], degraded: &mut Vec<String>) -> Result<(), SandboxError> {

@@ -23,9 +23,9 @@
 //! refuses it.
 //!
 //! Hand-written classic BPF, 17 instructions, loaded with raw `seccomp(2)`
-//! rather than through libseccomp: libseccomp cannot give one call
-//! conditional ALLOW rules and an ERRNO for the rest (its unconditional rule
-//! replaces the conditional ones), and the raw call controls the flags
+//! rather than compiled by seccompiler: a seccompiler filter has one action
+//! for every matching call, so it cannot give one call conditional ALLOW
+//! rules and an ERRNO for the rest, and the raw call controls the flags
 //! exactly (`SECCOMP_FILTER_FLAG_NEW_LISTENER` alone: `TSYNC` is refused
 //! with it, and no thread exists yet) and returns the kernel's own error,
 //! which tells "no user notification here" from a real failure.
@@ -40,17 +40,15 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use libc::sock_filter;
 
+use super::arch::Arch;
 use super::SandboxError;
 
-/// `AUDIT_ARCH_X86_64`, from `<linux/audit.h>`.
-#[cfg(target_arch = "x86_64")]
-const NATIVE_ARCH: Option<u32> = Some(0xC000_003E);
-/// `AUDIT_ARCH_AARCH64`, from `<linux/audit.h>`.
-#[cfg(target_arch = "aarch64")]
-const NATIVE_ARCH: Option<u32> = Some(0xC000_00B7);
-/// No guard elsewhere: connectors refuse to run.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const NATIVE_ARCH: Option<u32> = None;
+/// This architecture's `AUDIT_ARCH_*`. No guard elsewhere: connectors
+/// refuse to run.
+const NATIVE_ARCH: Option<u32> = match Arch::native() {
+    Some(arch) => Some(arch.audit()),
+    None => None,
+};
 
 /// Offsets in `struct seccomp_data { int nr; u32 arch; u64 ip; u64 args[6]; }`.
 const NR: u32 = 0;

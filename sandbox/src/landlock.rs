@@ -37,6 +37,67 @@ const RESOLVER_FILES: [&str; 4] = [
 /// reported as degraded.
 const TARGET_ABI: ABI = ABI::V6;
 
+/// What each Landlock ABI after the first adds, as `(abi, feature, what a
+/// worker loses on a kernel without it)`. A partly enforced ruleset is
+/// reported with the features this kernel lacks ([`lacking`]), never
+/// silently. docs/operations.md ("Supported platforms") shows this table;
+/// a test keeps the two equal.
+pub const ABI_FEATURES: [(i32, &str, &str); 5] = [
+    (
+        2,
+        "moving files between directories (refer)",
+        "nothing: without it every cross-directory rename or link is refused",
+    ),
+    (
+        3,
+        "truncate",
+        "files under a read-only grant can be truncated past Landlock (WASI's rights and the file owner still stop it)",
+    ),
+    (
+        4,
+        "TCP bind/connect rules",
+        "no port wall: modules keep their empty network namespace and seccomp; connectors keep the connect guard",
+    ),
+    (
+        5,
+        "ioctl on devices",
+        "device ioctls are limited by seccomp's four allowed requests only",
+    ),
+    (
+        6,
+        "abstract Unix socket and signal scoping",
+        "a worker could signal or reach an abstract socket of another process of its uid (each module has its own uid)",
+    ),
+];
+
+/// The features of [`ABI_FEATURES`] a kernel at `abi` lacks, as the
+/// degraded report names them.
+pub fn lacking(abi: i32) -> Vec<String> {
+    ABI_FEATURES
+        .iter()
+        .filter(|(needs, _, _)| *needs > abi && *needs <= TARGET_ABI as i32)
+        .map(|(needs, feature, _)| format!("{feature} (ABI {needs})"))
+        .collect()
+}
+
+/// The degraded report of a partly enforced ruleset.
+fn partly(landlock: &LandlockStatus) -> String {
+    match landlock {
+        LandlockStatus::Available { effective_abi, .. } => {
+            let abi = *effective_abi as i32;
+            format!(
+                "landlock: kernel ABI {abi} (edgeward uses up to {}); not enforced on this kernel: {}",
+                TARGET_ABI as i32,
+                lacking(abi).join(", ")
+            )
+        }
+        _ => format!(
+            "landlock: only partly enforced (kernel below ABI {})",
+            TARGET_ABI as i32
+        ),
+    }
+}
+
 /// Restricts this process (and its future threads) to the grants.
 pub(super) fn restrict(dirs: &[DirGrant], degraded: &mut Vec<String>) -> Result<(), SandboxError> {
     let err = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
@@ -67,10 +128,7 @@ pub(super) fn restrict(dirs: &[DirGrant], degraded: &mut Vec<String>) -> Result<
         .map_err(err)?;
     match status.ruleset {
         RulesetStatus::FullyEnforced => {}
-        RulesetStatus::PartiallyEnforced => degraded.push(format!(
-            "landlock: only partly enforced (kernel below ABI {})",
-            TARGET_ABI as i32
-        )),
+        RulesetStatus::PartiallyEnforced => degraded.push(partly(&status.landlock)),
         RulesetStatus::NotEnforced => degraded.push(
             "landlock: not supported by this kernel (file access limited by WASI only)".into(),
         ),
@@ -145,10 +203,7 @@ pub(super) fn restrict_connector(
                 effective_abi as i32
             ))
         }
-        (RulesetStatus::PartiallyEnforced, _) => degraded.push(format!(
-            "landlock: only partly enforced (kernel below ABI {})",
-            TARGET_ABI as i32
-        )),
+        (RulesetStatus::PartiallyEnforced, landlock) => degraded.push(partly(&landlock)),
         (RulesetStatus::FullyEnforced, _) => {}
     }
     Ok(())
@@ -163,4 +218,69 @@ fn open_granted(path: &Path, field: &str) -> Result<PathFd, SandboxError> {
             path.display()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/operations.md, "Supported platforms", has one row per
+    /// [`ABI_FEATURES`] entry: `| ABI | Linux | feature | what is lost |`,
+    /// with the same ABI, feature and loss, in the same order.
+    #[test]
+    fn the_documented_landlock_table_is_abi_features() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+        let docs = std::fs::read_to_string(path).expect("read docs/operations.md");
+        let header = "| ABI | Linux | feature | what is lost without it |";
+        let start = docs
+            .find(header)
+            .expect("the Landlock ABI table in docs/operations.md");
+        let rows: Vec<Vec<&str>> = docs[start..]
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| line.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let documented: Vec<(i32, &str, &str)> = rows
+            .iter()
+            .map(|row| {
+                assert_eq!(row.len(), 4, "docs/operations.md Landlock row {row:?}");
+                (row[0].parse().expect("an ABI number"), row[2], row[3])
+            })
+            .collect();
+        assert_eq!(
+            documented,
+            ABI_FEATURES.to_vec(),
+            "docs/operations.md's Landlock table and landlock::ABI_FEATURES differ: change both"
+        );
+        let last = ABI_FEATURES.last().expect("features").0;
+        assert_eq!(
+            last, TARGET_ABI as i32,
+            "the table ends at the ABI edgeward asks for"
+        );
+    }
+
+    #[test]
+    fn a_kernel_below_the_target_abi_is_told_what_it_lacks() {
+        // Debian 12's 6.1 kernel: ABI 2.
+        assert_eq!(
+            lacking(2),
+            [
+                "truncate (ABI 3)",
+                "TCP bind/connect rules (ABI 4)",
+                "ioctl on devices (ABI 5)",
+                "abstract Unix socket and signal scoping (ABI 6)",
+            ]
+        );
+        assert!(lacking(TARGET_ABI as i32).is_empty());
+        assert!(lacking(7).is_empty());
+        let report = partly(&LandlockStatus::Available {
+            effective_abi: ABI::V2,
+            kernel_abi: None,
+        });
+        assert!(
+            report.starts_with("landlock: kernel ABI 2 (edgeward uses up to 6); not enforced on this kernel: truncate (ABI 3), "),
+            "{report}"
+        );
+    }
 }

@@ -22,8 +22,10 @@
 //! returned as a degraded layer, which the supervisor shows loudly in its
 //! log and in `status`.
 
+pub mod arch;
 mod capabilities;
 mod cgroup;
+pub use cgroup::born_in as born_in_cgroups;
 pub use cgroup::join_early as join_cgroups_early;
 mod connect_guard;
 #[cfg(test)]

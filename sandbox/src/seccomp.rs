@@ -1,25 +1,40 @@
 //! Step 10: install the seccomp filter built from `seccomp_allowlist.rs`.
 //! Default action: `SECCOMP_RET_TRAP` (reported by `sigsys.rs`, then the
-//! worker exits). `clone3` answers `ENOSYS`, so glibc falls back to
+//! worker exits). `clone3` answers `ENOSYS`, so the C library falls back to
 //! `clone`, whose flags the filter can inspect. The filter is synchronised
 //! to every thread (there are none yet; new ones inherit it).
 //!
 //! The filter is the same for every worker, so it is compiled to BPF once
 //! per worker-side process ([`compile`]; in the fork server, before any
-//! fork) and each worker only loads the bytes ([`install`]). A connector
-//! compiles the connector list ([`compile_for`]); its `socket` and
-//! `connect` are allowed here and decided by the network guard stacked on
-//! top (`connect_guard.rs`), which the runbook installs with it.
+//! fork) and each worker only loads the instructions ([`install`]). A
+//! connector compiles the connector list ([`compile_for`]); its `socket`
+//! and `connect` are allowed here and decided by the network guard stacked
+//! on top (`connect_guard.rs`), which the runbook installs with it.
+//!
+//! The rules are compiled by seccompiler (pure Rust, so the worker binaries
+//! link statically on musl, and a filter for the other architecture can be
+//! compiled and tested on any host). It gives a filter one action for every
+//! matching call, so `clone3`'s `ENOSYS` is a short hand-written prefix run
+//! before seccompiler's program ([`early_answers`]); the zygote's x32 block
+//! uses the same prefix (`zygote_guard.rs`).
 
-use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use std::collections::BTreeMap;
 
+use libc::sock_filter;
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+};
+
+use super::arch::Arch;
 use super::seccomp_allowlist::{Allowlist, Only, MAX_SIGNAL};
 use super::SandboxError;
 
-/// An allowlist compiled to a classic BPF program (`struct sock_filter[]`).
+/// An allowlist compiled to a classic BPF program (`struct sock_filter[]`)
+/// for one architecture.
 pub struct CompiledFilter {
-    bpf: Vec<u8>,
+    program: Vec<sock_filter>,
     list: Allowlist,
+    arch: Arch,
 }
 
 impl CompiledFilter {
@@ -28,148 +43,269 @@ impl CompiledFilter {
     pub fn allowlist(&self) -> Allowlist {
         self.list
     }
+
+    /// The architecture it was compiled for.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// The BPF instructions, as the kernel gets them.
+    pub fn instructions(&self) -> &[sock_filter] {
+        &self.program
+    }
 }
 
-/// Compiles the module filter.
+/// Compiles the module filter for this architecture.
 ///
 /// # Errors
-/// If libseccomp rejects a rule or cannot export the program.
+/// On an architecture without allowlists, or if a rule cannot be compiled
+/// (a name unknown on this architecture, a program too long).
 pub fn compile() -> Result<CompiledFilter, SandboxError> {
     compile_for(Allowlist::Module)
 }
 
-/// Compiles the filter for `list`.
+/// Compiles the filter for `list` for this architecture.
 ///
 /// # Errors
-/// If libseccomp rejects a rule or cannot export the program.
+/// As [`compile`].
 pub fn compile_for(list: Allowlist) -> Result<CompiledFilter, SandboxError> {
-    let filter = build_for(list).map_err(|e| SandboxError::Seccomp(format!("{e:#}")))?;
-    // libseccomp exports to an fd; a pipe holds the program (a few KiB).
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SandboxError::Seccomp(format!("pipe: {e}")))?;
-    filter
-        .export_bpf(&write_end)
-        .map_err(|e| SandboxError::Seccomp(format!("cannot export the filter: {e}")))?;
-    drop(write_end);
-    let mut bpf = Vec::new();
-    std::io::Read::read_to_end(&mut std::fs::File::from(read_end), &mut bpf)
-        .map_err(|e| SandboxError::Seccomp(format!("cannot read the exported filter: {e}")))?;
-    if bpf.is_empty() || bpf.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
-        return Err(SandboxError::Seccomp(format!(
-            "filter has a bad size ({} bytes)",
-            bpf.len()
-        )));
-    }
-    Ok(CompiledFilter { bpf, list })
+    let arch = Arch::native().ok_or_else(|| {
+        SandboxError::Seccomp(format!(
+            "no seccomp allowlist for {} (workers run on x86_64 and aarch64)",
+            std::env::consts::ARCH
+        ))
+    })?;
+    compile_for_arch(list, arch)
+}
+
+/// Compiles the filter for `list` for `arch`, which need not be this
+/// host's (for tests and tools; only a native filter can be installed).
+///
+/// # Errors
+/// If an entry names a call `arch` does not have, or seccompiler refuses
+/// the rules (a program longer than the kernel takes).
+pub fn compile_for_arch(list: Allowlist, arch: Arch) -> Result<CompiledFilter, SandboxError> {
+    let fail = |what: String| {
+        SandboxError::Seccomp(format!(
+            "cannot compile the {} allowlist for {}: {what}",
+            list.name(),
+            arch.name()
+        ))
+    };
+    let rules = rules(list, arch).map_err(fail)?;
+    let clone3 = arch
+        .number("clone3")
+        .ok_or_else(|| fail(format!("clone3 is not a system call on {}", arch.name())))?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        arch.target(),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let compiled: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| fail(e.to_string()))?;
+    let enosys = libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA);
+    let program = with_prefix(
+        early_answers(arch, &[(Early::Is(clone3), enosys)]),
+        &compiled,
+    )
+    .map_err(fail)?;
+    Ok(CompiledFilter {
+        program,
+        list,
+        arch,
+    })
 }
 
 /// Loads a compiled filter into this process, for all its threads.
 ///
 /// # Errors
-/// If the kernel refuses the program (no seccomp, or no no_new_privs).
+/// If the filter was compiled for another architecture, or the kernel
+/// refuses the program (no seccomp, or no no_new_privs).
 pub fn install(filter: &CompiledFilter) -> Result<(), SandboxError> {
-    let program = libc::sock_fprog {
-        len: (filter.bpf.len() / std::mem::size_of::<libc::sock_filter>()) as u16,
-        filter: filter.bpf.as_ptr() as *mut libc::sock_filter,
+    if Some(filter.arch) != Arch::native() {
+        return Err(SandboxError::Seccomp(format!(
+            "the filter was compiled for {}, this is {} (seccomp::compile_for)",
+            filter.arch.name(),
+            std::env::consts::ARCH
+        )));
+    }
+    load(&filter.program, libc::SECCOMP_FILTER_FLAG_TSYNC)
+        .map_err(|e| SandboxError::Seccomp(format!("cannot load the filter: {e}")))
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, program)`.
+///
+/// # Errors
+/// The kernel's error; with `TSYNC`, a thread that could not be
+/// synchronised.
+pub(crate) fn load(program: &[sock_filter], flags: libc::c_ulong) -> Result<(), String> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| format!("{} instructions is too long a program", program.len()))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
     };
-    // SAFETY: `program` points at `filter.bpf`, a whole number of sock_filter
-    // records that outlive the call; the kernel copies the program.
+    // SAFETY: `fprog` points at `program`, `len` valid instructions that
+    // outlive the call; the kernel copies the program.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &program as *const libc::sock_fprog,
+            flags,
+            &fprog as *const libc::sock_fprog,
         )
     };
-    if rc != 0 {
-        return Err(SandboxError::Seccomp(format!(
-            "cannot load the filter: {}",
-            std::io::Error::last_os_error()
-        )));
+    match rc {
+        0 => Ok(()),
+        rc if rc > 0 => Err(format!("thread {rc} could not be synchronised")),
+        _ => Err(std::io::Error::last_os_error().to_string()),
     }
-    Ok(())
 }
 
-/// The module filter, not loaded.
-///
-/// # Errors
-/// If libseccomp rejects a rule (an unknown name on this architecture).
-pub fn build() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
-    build_for(Allowlist::Module)
+/// The number of `name` on `arch`, or why not.
+pub(crate) fn number(arch: Arch, name: &str) -> Result<i64, String> {
+    arch.number(name)
+        .map(i64::from)
+        .ok_or_else(|| format!("{name} is not a system call on {}", arch.name()))
 }
 
-/// The filter for `list`, not loaded.
-///
-/// # Errors
-/// If libseccomp rejects a rule (an unknown name on this architecture).
-pub fn build_for(list: Allowlist) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
-    let mut filter = ScmpFilterContext::new(ScmpAction::Trap)?;
-    filter.set_ctl_tsync(true)?;
-    for entry in list.entries() {
-        let syscall = ScmpSyscall::from_name(entry.name)?;
-        match entry.only {
-            // A guarded call is decided by the network guard, stacked on
-            // this filter: libseccomp cannot give one call conditional
-            // ALLOW rules and an ERRNO for the rest (an unconditional rule
-            // replaces the conditional ones), the guard's own program can.
-            Only::Always | Only::Guarded { .. } => {
-                filter.add_rule(ScmpAction::Allow, syscall)?;
-            }
-            Only::AllOf(tests) => {
-                let compares: Vec<ScmpArgCompare> = tests
-                    .iter()
-                    .map(|t| {
-                        let op = if t.mask == u64::MAX {
-                            ScmpCompareOp::Equal
-                        } else {
-                            ScmpCompareOp::MaskedEqual(t.mask)
-                        };
-                        ScmpArgCompare::new(t.arg, op, t.value)
-                    })
-                    .collect();
-                filter.add_rule_conditional(ScmpAction::Allow, syscall, &compares)?;
-            }
-            Only::ArgEq { arg, value } => {
-                filter.add_rule_conditional(
-                    ScmpAction::Allow,
-                    syscall,
-                    &[ScmpArgCompare::new(arg, ScmpCompareOp::Equal, value)],
-                )?;
-            }
-            Only::ArgMasked { arg, mask, value } => {
-                filter.add_rule_conditional(
-                    ScmpAction::Allow,
-                    syscall,
-                    &[ScmpArgCompare::new(
-                        arg,
-                        ScmpCompareOp::MaskedEqual(mask),
-                        value,
-                    )],
-                )?;
-            }
-            // libseccomp compares each argument at most once per rule, so
-            // the allowed range is one rule per aligned block.
-            Only::SignalOtherThan { arg, signal } => {
-                for (mask, value) in blocks_without(signal, MAX_SIGNAL) {
-                    filter.add_rule_conditional(
-                        ScmpAction::Allow,
-                        syscall,
-                        &[ScmpArgCompare::new(
-                            arg,
-                            ScmpCompareOp::MaskedEqual(mask),
-                            value,
-                        )],
-                    )?;
-                }
-            }
+/// The allowlist's entries for `arch` as seccompiler rules: per call number,
+/// the rules of which any one allows it (an empty list: always).
+fn rules(list: Allowlist, arch: Arch) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
+    // None: allowed with any arguments, which no conditional rule narrows.
+    let mut by_number: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
+    for entry in list.entries_on(arch) {
+        let nr = number(arch, entry.name)?;
+        let rules = entry_rules(entry.only).map_err(|e| format!("{}: {e}", entry.name))?;
+        match (by_number.entry(nr).or_insert(Some(Vec::new())), rules) {
+            (slot, None) => *slot = None,
+            (Some(existing), Some(mut more)) => existing.append(&mut more),
+            (None, Some(_)) => {}
         }
     }
-    filter.add_rule(
-        ScmpAction::Errno(libc::ENOSYS),
-        ScmpSyscall::from_name("clone3")?,
-    )?;
-    Ok(filter)
+    Ok(by_number
+        .into_iter()
+        .map(|(nr, rules)| (nr, rules.unwrap_or_default()))
+        .collect())
+}
+
+/// The rules for one condition; `None` for no condition.
+fn entry_rules(only: Only) -> Result<Option<Vec<SeccompRule>>, seccompiler::BackendError> {
+    let test = |arg: u32, mask: u64, value: u64| {
+        let op = if mask == u64::MAX {
+            SeccompCmpOp::Eq
+        } else {
+            SeccompCmpOp::MaskedEq(mask)
+        };
+        // Argument indexes are 0..=5, which seccompiler checks.
+        SeccompCondition::new(
+            u8::try_from(arg).unwrap_or(u8::MAX),
+            SeccompCmpArgLen::Qword,
+            op,
+            value,
+        )
+    };
+    let rule = |conditions: Vec<SeccompCondition>| SeccompRule::new(conditions);
+    Ok(Some(match only {
+        // A guarded call is decided by the network guard, stacked on this
+        // filter (connect_guard.rs): here it is simply allowed.
+        Only::Always | Only::Guarded { .. } => return Ok(None),
+        Only::ArgEq { arg, value } => vec![rule(vec![test(arg, u64::MAX, value)?])?],
+        Only::ArgMasked { arg, mask, value } => vec![rule(vec![test(arg, mask, value)?])?],
+        Only::AllOf(tests) => vec![rule(
+            tests
+                .iter()
+                .map(|t| test(t.arg, t.mask, t.value))
+                .collect::<Result<_, _>>()?,
+        )?],
+        // An allowed range is one masked-equal rule per aligned block.
+        Only::SignalOtherThan { arg, signal } => blocks_without(signal, MAX_SIGNAL)
+            .into_iter()
+            .map(|(mask, value)| rule(vec![test(arg, mask, value)?]))
+            .collect::<Result<_, _>>()?,
+    }))
+}
+
+/// What an early answer tests: the call number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Early {
+    /// The number is exactly this.
+    Is(u32),
+    /// The number is this or higher (x32 calls on x86_64).
+    AtLeast(u32),
+}
+
+/// A hand-written program start: for a call of `arch` whose number passes a
+/// test, return that test's action at once; anything else (another
+/// architecture included) falls through to the program that follows, which
+/// does its own architecture check. Classic BPF jumps only forward and
+/// within a program, so a prefix cannot disturb the jumps after it.
+pub(crate) fn early_answers(arch: Arch, answers: &[(Early, u32)]) -> Vec<sock_filter> {
+    if answers.is_empty() {
+        return Vec::new();
+    }
+    const fn stmt(code: u32, k: u32) -> sock_filter {
+        sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    const fn jump(op: u32, k: u32, jt: u8, jf: u8) -> sock_filter {
+        sock_filter {
+            code: (libc::BPF_JMP | op | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    // Offsets in `struct seccomp_data { int nr; u32 arch; ... }`.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let load = |offset| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset);
+    // Not this arch: skip the number load and every test/return pair.
+    let skip = u8::try_from(1 + 2 * answers.len()).unwrap_or(u8::MAX);
+    let mut program = vec![
+        load(ARCH),
+        jump(libc::BPF_JEQ, arch.audit(), 0, skip),
+        load(NR),
+    ];
+    for &(test, action) in answers {
+        program.push(match test {
+            Early::Is(nr) => jump(libc::BPF_JEQ, nr, 0, 1),
+            Early::AtLeast(nr) => jump(libc::BPF_JGE, nr, 0, 1),
+        });
+        program.push(stmt(libc::BPF_RET | libc::BPF_K, action));
+    }
+    program
+}
+
+/// `prefix` then seccompiler's `program`, as the kernel's instruction type.
+///
+/// # Errors
+/// If the whole is longer than the kernel takes (`BPF_MAXINSNS`).
+pub(crate) fn with_prefix(
+    mut prefix: Vec<sock_filter>,
+    program: &[seccompiler::sock_filter],
+) -> Result<Vec<sock_filter>, String> {
+    prefix.extend(program.iter().map(|i| sock_filter {
+        code: i.code,
+        jt: i.jt,
+        jf: i.jf,
+        k: i.k,
+    }));
+    const BPF_MAXINSNS: usize = 4096;
+    if prefix.len() > BPF_MAXINSNS {
+        return Err(format!(
+            "{} instructions, the kernel takes {BPF_MAXINSNS}",
+            prefix.len()
+        ));
+    }
+    Ok(prefix)
 }
 
 /// `0..=max` without `except`, as aligned blocks for masked-equal rules: a
@@ -280,5 +416,112 @@ mod tests {
             matches!(status, WaitStatus::Exited(_, 0)),
             "rt_sigaction(SIGUSR1) was refused: {status:?}"
         );
+    }
+    /// Forks a child that loads `program` (with `flags`) and then makes the
+    /// raw call `nr` with no arguments; returns how it ended and, if it
+    /// returned, the call's result (`-errno` on failure) as its exit code.
+    fn raw_call_in_filtered_child(
+        program: &[sock_filter],
+        nr: libc::c_long,
+    ) -> nix::sys::wait::WaitStatus {
+        use nix::unistd::{fork, ForkResult};
+        // SAFETY: the child only makes system calls (async-signal-safe) and
+        // leaves with _exit; nothing it inherited from other threads is used.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                use nix::sys::resource::{setrlimit, Resource};
+                let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+                if nix::sys::prctl::set_no_new_privs().is_err() || load(program, 0).is_err() {
+                    // SAFETY: leave the forked child at once.
+                    unsafe { libc::_exit(90) }
+                }
+                // SAFETY: a raw call with zero arguments; the ones tested
+                // here are refused by the filter, or harmless (clone3 with
+                // a null argument fails with EFAULT or EINVAL).
+                let rc = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) };
+                let code = if rc < 0 {
+                    nix::errno::Errno::last_raw()
+                } else {
+                    100
+                };
+                // SAFETY: leave the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).expect("waitpid"),
+        }
+    }
+
+    #[test]
+    fn clone3_answers_enosys_so_the_c_library_falls_back_to_clone() {
+        use nix::sys::wait::WaitStatus;
+        for list in [Allowlist::Module, Allowlist::Connector] {
+            let filter = compile_for(list).unwrap();
+            let status = raw_call_in_filtered_child(filter.instructions(), libc::SYS_clone3);
+            assert!(
+                matches!(status, WaitStatus::Exited(_, libc::ENOSYS)),
+                "{} filter: clone3 did not answer ENOSYS: {status:?}",
+                list.name()
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_calls_are_refused_by_the_allowlist_and_the_zygote_denylist() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        // getpid through the x32 ABI: allowed as an x86_64 call, and
+        // without a filter the kernel answers ENOSYS where x32 is off.
+        let x32_getpid = libc::c_long::from(crate::arch::X32_SYSCALL_BIT) | libc::SYS_getpid;
+        let allowlist = compile().unwrap();
+        let status = raw_call_in_filtered_child(allowlist.instructions(), x32_getpid);
+        assert!(
+            matches!(status, WaitStatus::Signaled(_, Signal::SIGSYS, _)),
+            "the allowlist let an x32 call through: {status:?}"
+        );
+        let denylist = crate::zygote_guard::compile(Arch::X86_64).unwrap();
+        let status = raw_call_in_filtered_child(&denylist, x32_getpid);
+        assert!(
+            matches!(status, WaitStatus::Exited(_, libc::EPERM)),
+            "the zygote denylist did not refuse an x32 call with EPERM: {status:?}"
+        );
+        // Its x86_64 calls: named ones refused, others allowed.
+        let status = raw_call_in_filtered_child(&denylist, libc::SYS_socket);
+        assert!(
+            matches!(status, WaitStatus::Exited(_, libc::EPERM)),
+            "socket: {status:?}"
+        );
+        let status = raw_call_in_filtered_child(&denylist, libc::SYS_getpid);
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 100)),
+            "getpid: {status:?}"
+        );
+    }
+
+    #[test]
+    fn both_lists_compile_for_both_architectures() {
+        for arch in Arch::ALL {
+            for list in [Allowlist::Module, Allowlist::Connector] {
+                let filter = compile_for_arch(list, arch)
+                    .unwrap_or_else(|e| panic!("{} on {}: {e}", list.name(), arch.name()));
+                let program = filter.instructions();
+                // The prefix checks the arch first, then seccompiler does.
+                assert_eq!(program[0].k, 4, "loads seccomp_data.arch");
+                assert_eq!(program[1].k, arch.audit());
+                assert!(program.iter().any(|i| i.k == arch.audit() && i.jt == 1));
+                assert_eq!(filter.arch(), arch);
+            }
+            assert!(crate::zygote_guard::compile(arch).is_ok());
+        }
+        // Only a filter for this host can be installed.
+        let foreign = Arch::ALL
+            .into_iter()
+            .find(|a| Some(*a) != Arch::native())
+            .unwrap();
+        let filter = compile_for_arch(Allowlist::Module, foreign).unwrap();
+        assert!(install(&filter)
+            .unwrap_err()
+            .to_string()
+            .contains("compiled for"));
     }
 }

@@ -15,6 +15,14 @@
 //! and any `open*` outside Landlock's and WASI's grants (`openat` is allowed,
 //! but Landlock confines its paths).
 //!
+//! Every entry says which architectures it applies to ([`Arches`]): x86_64
+//! keeps old calls that aarch64 never had (`open`, `stat`, `lstat`,
+//! `readlink`, `poll`, `epoll_wait`, `mkdir`, `rename`, `unlink`, `rmdir`,
+//! `fork`, `vfork`), and the C libraries call them there (musl, in the
+//! static build, more of them than glibc); aarch64 has only the `*at` and
+//! `p*` forms, which are in the list for both. Names are the kernel's, resolved
+//! per architecture by `arch.rs`.
+//!
 //! The connector extras were made by tracing a tokio (current-thread) TCP
 //! client with `getaddrinfo` through `/etc/hosts`, a non-blocking connect,
 //! `TCP_NODELAY`, reads, writes and shutdown, and a file-backed queue
@@ -25,6 +33,8 @@
 //! the whole connector profile. rustls and ring make no system calls of
 //! their own besides `getrandom`. The connector still has no `bind`,
 //! `listen` or `accept*`: it is a client only.
+
+use crate::arch::{Arch, Arches};
 
 /// When an allowed call is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +70,8 @@ pub enum Only {
         /// The one signal the call may not name.
         signal: u64,
     },
-    /// When every test holds (each on a different argument: libseccomp
-    /// compares an argument at most once per rule).
+    /// When every test holds (AND; each on a different argument, so that
+    /// the rule reads as the table shows it).
     AllOf(&'static [ArgTest]),
     /// Allowed by this filter, and decided by the connector's network guard,
     /// a second filter stacked on this one (`connect_guard.rs`): the
@@ -128,8 +138,11 @@ pub const MAX_SIGNAL: u64 = 64;
 /// One allowlist entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Allowed {
-    /// System call name (x86_64 / aarch64 names, resolved by libseccomp).
+    /// System call name, as the kernel spells it (resolved per architecture
+    /// by [`Arch::number`]).
     pub name: &'static str,
+    /// The architectures it applies to.
+    pub arch: Arches,
     /// Argument condition.
     pub only: Only,
     /// Why a worker needs it.
@@ -139,13 +152,38 @@ pub struct Allowed {
 const fn always(name: &'static str, why: &'static str) -> Allowed {
     Allowed {
         name,
+        arch: Arches::Both,
         only: Only::Always,
         why,
     }
 }
 
 const fn when(name: &'static str, only: Only, why: &'static str) -> Allowed {
-    Allowed { name, only, why }
+    Allowed {
+        name,
+        arch: Arches::Both,
+        only,
+        why,
+    }
+}
+
+/// `entry` on x86_64 only: a call aarch64 does not have.
+const fn x86_64_only(entry: Allowed) -> Allowed {
+    Allowed {
+        arch: Arches::Only(Arch::X86_64),
+        ..entry
+    }
+}
+
+/// An ioctl request as the filter compares it (the whole 64-bit argument).
+/// The constants are `c_ulong` in glibc's `libc` and `c_int` in musl's, and
+/// the C libraries pass them on alike only below `0x8000_0000`: musl's
+/// `ioctl(int, int, ...)` sign-extends its request into the 64-bit
+/// argument, glibc's zero-extends it. Every request in the list is below
+/// that (a unit test checks it), so both builds match the same value.
+#[allow(clippy::unnecessary_cast, reason = "c_ulong on glibc, c_int on musl")]
+const fn ioctl_request(request: libc::Ioctl) -> u64 {
+    request as u64
 }
 
 const PROT_EXEC: u64 = libc::PROT_EXEC as u64;
@@ -232,10 +270,10 @@ pub const ALLOWLIST: &[Allowed] = &[
         "getcwd",
         "Rust's panic message (a runtime panic must be reported as itself, not as a denied call)",
     ),
-    always(
+    x86_64_only(always(
         "readlink",
-        "Rust's panic backtrace finds its own binary (/proc/self/exe); a panic must be reported as itself",
-    ),
+        "Rust's panic backtrace finds its own binary (/proc/self/exe); a panic must be reported as itself (readlinkat elsewhere)",
+    )),
     always("getrandom", "WASI random_get and hash-map seeds"),
     always(
         "clock_gettime",
@@ -247,12 +285,15 @@ pub const ALLOWLIST: &[Allowed] = &[
     // The worker's event loop and control socket.
     always("epoll_create1", "the reactor loop and tokio"),
     always("epoll_ctl", "the reactor loop and tokio"),
-    always("epoll_wait", "the reactor loop and tokio"),
+    x86_64_only(always(
+        "epoll_wait",
+        "the reactor loop and tokio (epoll_pwait elsewhere)",
+    )),
     always("epoll_pwait", "the reactor loop and tokio"),
     always("eventfd2", "tokio's wakeups"),
     always("timerfd_create", "the tick timer"),
     always("timerfd_settime", "the tick timer"),
-    always("poll", "WASI poll_oneoff"),
+    x86_64_only(always("poll", "WASI poll_oneoff (ppoll elsewhere)")),
     always("ppoll", "WASI poll_oneoff"),
     always("recvmsg", "control messages from the supervisor"),
     always("sendmsg", "control messages to the supervisor"),
@@ -282,6 +323,18 @@ pub const ALLOWLIST: &[Allowed] = &[
     always("fstat", "WASI fd_filestat_get"),
     always("newfstatat", "WASI path_filestat_get"),
     always("statx", "WASI path_filestat_get"),
+    x86_64_only(always(
+        "stat",
+        "musl's stat() (std::fs::metadata) in the static build (newfstatat elsewhere)",
+    )),
+    x86_64_only(always(
+        "lstat",
+        "musl's lstat() (std::fs::symlink_metadata) in the static build (newfstatat elsewhere)",
+    )),
+    x86_64_only(always(
+        "open",
+        "musl's open() (std's File::open, fopen) in the static build; Landlock limits its paths as openat's",
+    )),
     always(
         "openat",
         "WASI path_open beneath a preopened dir (Landlock limits paths)",
@@ -314,7 +367,7 @@ pub const ALLOWLIST: &[Allowed] = &[
         "ioctl",
         Only::ArgEq {
             arg: 1,
-            value: libc::TCGETS,
+            value: ioctl_request(libc::TCGETS),
         },
         "isatty() on stdout/stderr",
     ),
@@ -322,7 +375,7 @@ pub const ALLOWLIST: &[Allowed] = &[
         "ioctl",
         Only::ArgEq {
             arg: 1,
-            value: libc::TIOCGWINSZ,
+            value: ioctl_request(libc::TIOCGWINSZ),
         },
         "terminal size query on stdout",
     ),
@@ -330,7 +383,7 @@ pub const ALLOWLIST: &[Allowed] = &[
         "ioctl",
         Only::ArgEq {
             arg: 1,
-            value: libc::FIONBIO,
+            value: ioctl_request(libc::FIONBIO),
         },
         "tokio making fds non-blocking",
     ),
@@ -338,7 +391,7 @@ pub const ALLOWLIST: &[Allowed] = &[
         "ioctl",
         Only::ArgEq {
             arg: 1,
-            value: libc::FIOCLEX,
+            value: ioctl_request(libc::FIOCLEX),
         },
         "setting close-on-exec",
     ),
@@ -360,36 +413,132 @@ pub const ALLOWLIST: &[Allowed] = &[
     ),
 ];
 
+/// A call the self-test proves is denied, on the architectures it exists on.
+#[derive(Debug, Clone, Copy)]
+pub struct Forbidden {
+    /// System call name, as the kernel spells it.
+    pub name: &'static str,
+    /// The architectures that have it.
+    pub arch: Arches,
+}
+
 /// System calls a hostile module might want; none may be in the allowlist.
-pub const FORBIDDEN: &[&str] = &[
-    "socket",
-    "connect",
-    "bind",
-    "listen",
-    "accept4",
-    "execve",
-    "execveat",
-    "fork",
-    "vfork",
-    "ptrace",
-    "mount",
-    "umount2",
-    "bpf",
-    "io_uring_setup",
-    "io_uring_enter",
-    "userfaultfd",
-    "memfd_create",
-    "unshare",
-    "setns",
-    "kill",
-    "setuid",
-    "chroot",
-    "pivot_root",
-    "init_module",
-    "kexec_load",
-    "perf_event_open",
-    "process_vm_readv",
-    "keyctl",
+/// All exist on both architectures but `fork` and `vfork` (x86_64 only;
+/// elsewhere a process is made with `clone`, which the allowlist allows for
+/// threads only).
+pub const FORBIDDEN: &[Forbidden] = &[
+    Forbidden {
+        name: "socket",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "connect",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "bind",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "listen",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "accept4",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "execve",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "execveat",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "fork",
+        arch: Arches::Only(Arch::X86_64),
+    },
+    Forbidden {
+        name: "vfork",
+        arch: Arches::Only(Arch::X86_64),
+    },
+    Forbidden {
+        name: "ptrace",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "mount",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "umount2",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "bpf",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "io_uring_setup",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "io_uring_enter",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "userfaultfd",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "memfd_create",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "unshare",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "setns",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "kill",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "setuid",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "chroot",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "pivot_root",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "init_module",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "kexec_load",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "perf_event_open",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "process_vm_readv",
+        arch: Arches::Both,
+    },
+    Forbidden {
+        name: "keyctl",
+        arch: Arches::Both,
+    },
 ];
 
 const MSG_FASTOPEN: u64 = libc::MSG_FASTOPEN as u64;
@@ -464,23 +613,31 @@ pub const CONNECTOR_EXTRA: &[Allowed] = &[
         "uname",
         "glibc's getaddrinfo reads the host name while it loads resolv.conf",
     ),
-    always(
+    x86_64_only(always(
         "mkdir",
         "the durable queue: Rust's fs::create_dir on x86_64 (mkdirat elsewhere); Landlock allows writes beneath the state dir only",
-    ),
-    always(
+    )),
+    x86_64_only(always(
         "rename",
         "the durable queue: Rust's fs::rename on x86_64 (renameat elsewhere); state dir only, by Landlock",
-    ),
-    always(
+    )),
+    x86_64_only(always(
         "unlink",
         "the durable queue: Rust's fs::remove_file on x86_64 (unlinkat elsewhere); state dir only, by Landlock",
-    ),
-    always(
+    )),
+    x86_64_only(always(
         "rmdir",
         "the durable queue: Rust's fs::remove_dir on x86_64 (unlinkat elsewhere); state dir only, by Landlock",
-    ),
+    )),
 ];
+
+/// The names in [`FORBIDDEN`] that exist on `arch`.
+pub fn forbidden_on(arch: Arch) -> impl Iterator<Item = &'static str> {
+    FORBIDDEN
+        .iter()
+        .filter(move |f| f.arch.has(arch))
+        .map(|f| f.name)
+}
 
 /// The network calls a connector is allowed although [`FORBIDDEN`] lists
 /// them: both are [`Only::Guarded`].
@@ -497,7 +654,15 @@ pub enum Allowlist {
 }
 
 impl Allowlist {
-    /// The entries, in table order.
+    /// The entries that apply on `arch`, in table order.
+    pub fn entries_on(self, arch: Arch) -> Vec<Allowed> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e.arch.has(arch))
+            .collect()
+    }
+
+    /// The entries for every architecture, in table order.
     pub fn entries(self) -> Vec<Allowed> {
         match self {
             Allowlist::Module => ALLOWLIST.to_vec(),
@@ -519,14 +684,16 @@ impl Allowlist {
     }
 }
 
-/// The allowlist as a Markdown table (`| system call | allowed when | why |`),
-/// as `edgeward-worker seccomp-table` prints it and docs/security.md shows it.
+/// The allowlist as a Markdown table (`| system call | arch | allowed when |
+/// why |`, both architectures), as `edgeward-worker seccomp-table` prints
+/// it and docs/security.md shows it.
 pub fn markdown_table(list: Allowlist) -> String {
-    let mut table = String::from("| system call | allowed when | why |\n| --- | --- | --- |\n");
+    let mut table =
+        String::from("| system call | arch | allowed when | why |\n| --- | --- | --- | --- |\n");
     for entry in list.entries() {
         table.push_str(&format!(
-            "| `{}` | {} | {} |\n",
-            entry.name, entry.only, entry.why
+            "| `{}` | {} | {} | {} |\n",
+            entry.name, entry.arch, entry.only, entry.why
         ));
     }
     table
@@ -553,23 +720,106 @@ mod tests {
     }
 
     #[test]
-    fn every_name_is_a_system_call_here() {
+    fn every_name_is_a_system_call_on_each_architecture_it_claims_and_only_there() {
         for list in BOTH {
             for entry in list.entries() {
-                assert!(
-                    libseccomp::ScmpSyscall::from_name(entry.name).is_ok(),
-                    "{} is not a system call on this architecture",
-                    entry.name
+                for arch in Arch::ALL {
+                    assert_eq!(
+                        arch.number(entry.name).is_some(),
+                        entry.arch.has(arch),
+                        "{} allowlist: {} is marked {} but {} a system call on {}",
+                        list.name(),
+                        entry.name,
+                        entry.arch,
+                        if arch.number(entry.name).is_some() {
+                            "is"
+                        } else {
+                            "is not"
+                        },
+                        arch.name()
+                    );
+                }
+            }
+        }
+        for forbidden in FORBIDDEN {
+            for arch in Arch::ALL {
+                assert_eq!(
+                    arch.number(forbidden.name).is_some(),
+                    forbidden.arch.has(arch),
+                    "FORBIDDEN {} on {}",
+                    forbidden.name,
+                    arch.name()
                 );
             }
         }
     }
 
     #[test]
+    fn the_aarch64_lists_have_none_of_the_x86_64_only_calls() {
+        for list in BOTH {
+            let names: Vec<&str> = list
+                .entries_on(Arch::Aarch64)
+                .iter()
+                .map(|e| e.name)
+                .collect();
+            for x86_only in [
+                "open",
+                "stat",
+                "lstat",
+                "poll",
+                "readlink",
+                "epoll_wait",
+                "mkdir",
+                "rename",
+                "unlink",
+                "rmdir",
+                "fork",
+                "vfork",
+            ] {
+                assert!(
+                    !names.contains(&x86_only),
+                    "{} list on aarch64 has {x86_only}",
+                    list.name()
+                );
+            }
+            // Their replacements are there, and aarch64's stat call by its kernel name.
+            for name in [
+                "newfstatat",
+                "ppoll",
+                "readlinkat",
+                "epoll_pwait",
+                "mkdirat",
+                "unlinkat",
+                "renameat",
+            ] {
+                assert!(
+                    names.contains(&name),
+                    "{} list on aarch64 lacks {name}",
+                    list.name()
+                );
+            }
+        }
+        let forbidden: Vec<&str> = forbidden_on(Arch::Aarch64).collect();
+        assert!(!forbidden.contains(&"fork") && forbidden.contains(&"execve"));
+        assert_eq!(forbidden.len(), FORBIDDEN.len() - 2);
+        assert_eq!(forbidden_on(Arch::X86_64).count(), FORBIDDEN.len());
+    }
+
+    #[test]
+    fn ioctl_requests_read_the_same_from_glibc_and_musl() {
+        for entry in ALLOWLIST.iter().filter(|e| e.name == "ioctl") {
+            let Only::ArgEq { value, .. } = entry.only else {
+                panic!("ioctl entry without a request: {entry:?}");
+            };
+            assert!(value < 0x8000_0000, "request {value:#x} has bit 31 set");
+        }
+    }
+
+    #[test]
     fn nothing_forbidden_is_allowed() {
-        for name in FORBIDDEN {
+        for name in FORBIDDEN.iter().map(|f| f.name) {
             assert!(
-                !ALLOWLIST.iter().any(|e| e.name == *name),
+                !ALLOWLIST.iter().any(|e| e.name == name),
                 "{name} must not be in the allowlist"
             );
         }
@@ -578,9 +828,10 @@ mod tests {
     #[test]
     fn a_connector_gets_only_guarded_sockets_and_no_server_calls() {
         let connector = Allowlist::Connector.entries();
-        for name in FORBIDDEN.iter().chain(&["accept", "sendmmsg", "recvmmsg"]) {
-            let entries: Vec<_> = connector.iter().filter(|e| e.name == *name).collect();
-            if CONNECTOR_GUARDED.contains(name) {
+        let forbidden = FORBIDDEN.iter().map(|f| f.name);
+        for name in forbidden.chain(["accept", "sendmmsg", "recvmmsg"]) {
+            let entries: Vec<_> = connector.iter().filter(|e| e.name == name).collect();
+            if CONNECTOR_GUARDED.contains(&name) {
                 assert!(
                     entries.len() == 1 && matches!(entries[0].only, Only::Guarded { .. }),
                     "{name} must be allowed once, guarded: {entries:?}"
@@ -602,16 +853,20 @@ mod tests {
     fn the_module_table_is_the_module_list_and_renders_every_condition() {
         let table = markdown_table(Allowlist::Module);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines[0], "| system call | allowed when | why |");
-        assert_eq!(lines[1], "| --- | --- | --- |");
+        assert_eq!(lines[0], "| system call | arch | allowed when | why |");
+        assert_eq!(lines[1], "| --- | --- | --- | --- |");
         assert_eq!(lines.len(), ALLOWLIST.len() + 2);
         assert!(table.contains(
-            "| `rt_sigaction` | arg0 <= 64 and != 31 (all 64 bits compared) | installing trap"
+            "| `rt_sigaction` | both | arg0 <= 64 and != 31 (all 64 bits compared) | installing trap"
         ));
-        assert!(table.contains("| `mmap` | arg2 & 0x4 == 0x0 | "));
-        assert!(table.contains("| `ioctl` | arg1 == 0x5401 | isatty()"));
+        assert!(table.contains("| `mmap` | both | arg2 & 0x4 == 0x0 | "));
+        assert!(table.contains("| `ioctl` | both | arg1 == 0x5401 | isatty()"));
+        assert!(table.contains("| `poll` | x86_64 | always | "));
         let connector = markdown_table(Allowlist::Connector);
-        assert!(connector.contains("| `sendto` | arg4 == 0x0 and arg3 & 0x20000000 == 0x0 | "));
-        assert!(connector.contains("| `socket` | AF_INET or AF_INET6, SOCK_STREAM"));
+        assert!(
+            connector.contains("| `sendto` | both | arg4 == 0x0 and arg3 & 0x20000000 == 0x0 | ")
+        );
+        assert!(connector.contains("| `socket` | both | AF_INET or AF_INET6, SOCK_STREAM"));
+        assert!(connector.contains("| `rmdir` | x86_64 | always | "));
     }
 }

@@ -10,6 +10,8 @@
 
 use edgeward_ipc::control::FaultKind;
 
+use super::arch::Arch;
+
 /// Where the control socket is once the sandbox is up (see `fds.rs` callers).
 pub const CONTROL_FD: i32 = 3;
 
@@ -39,7 +41,10 @@ extern "C" fn on_sigsys(
     // SAFETY: `info` points at the kernel-filled siginfo_t of this SIGSYS,
     // which is larger than 28 bytes; `field` is in bounds and aligned.
     let nr = unsafe { field.read() };
-    let name = syscalls::Sysno::new(nr as usize).map_or("unknown", |s| s.name());
+    // The kernel's names (aarch64's 79 is `newfstatat`, as on x86_64).
+    let name = Arch::native()
+        .and_then(|arch| arch.syscall_name(nr as u32))
+        .unwrap_or("unknown");
     let mut buf = [0u8; 128];
     let len = encode_fault(name, nr, &mut buf);
     // SAFETY: write(2) is async-signal-safe and `buf[..len]` is initialised.

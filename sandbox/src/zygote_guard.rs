@@ -11,9 +11,17 @@
 //! - a seccomp denylist: no sockets, no exec, no ptrace, no bpf, no
 //!   io_uring, no userfaultfd, no module or kexec loading, no keyrings.
 //!   Children inherit this filter, and their own allowlist is stacked on top.
+//!   On x86_64 it also refuses every x32 call (numbers from `0x4000_0000`
+//!   up, which arrive with the x86_64 audit arch): a denylist allows what it
+//!   does not name, and names only x86_64 numbers.
+
+use std::collections::BTreeMap;
 
 use caps::{CapSet, Capability, CapsHashSet};
-use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+use seccompiler::{SeccompAction, SeccompFilter};
+
+use super::arch::{Arch, X32_SYSCALL_BIT};
+use super::seccomp::{early_answers, load, number, with_prefix, Early};
 
 /// Capabilities the fork server keeps for its children.
 const KEEP: [Capability; 6] = [
@@ -84,13 +92,45 @@ pub fn apply() -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
-    let mut filter = ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| e.to_string())?;
+    let arch = Arch::native().ok_or_else(|| {
+        format!(
+            "no seccomp denylist for {} (workers run on x86_64 and aarch64)",
+            std::env::consts::ARCH
+        )
+    })?;
+    let program = compile(arch)?;
+    load(&program, 0).map_err(|e| format!("seccomp: {e}"))
+}
+
+/// The denylist for `arch` as BPF: default ALLOW, [`ZYGOTE_DENIED`] and
+/// (x86_64) every x32 call answer `EPERM`; a call of another architecture
+/// (32-bit x86 or ARM) kills the process.
+///
+/// # Errors
+/// If a name is not a system call on `arch` (a unit test checks they all
+/// are), or seccompiler refuses the rules.
+pub fn compile(arch: Arch) -> Result<Vec<libc::sock_filter>, String> {
+    let mut rules = BTreeMap::new();
     for name in ZYGOTE_DENIED {
-        if let Ok(syscall) = ScmpSyscall::from_name(name) {
-            filter
-                .add_rule(ScmpAction::Errno(libc::EPERM), syscall)
-                .map_err(|e| format!("seccomp rule {name}: {e}"))?;
-        }
+        rules.insert(number(arch, name)?, Vec::new());
     }
-    filter.load().map_err(|e| format!("seccomp: {e}"))
+    let eperm = libc::EPERM as u32;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(eperm),
+        arch.target(),
+    )
+    .map_err(|e| format!("seccomp denylist: {e}"))?;
+    let compiled: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| format!("seccomp denylist: {e}"))?;
+    let x32 = match arch {
+        Arch::X86_64 => vec![(
+            Early::AtLeast(X32_SYSCALL_BIT),
+            libc::SECCOMP_RET_ERRNO | (eperm & libc::SECCOMP_RET_DATA),
+        )],
+        Arch::Aarch64 => Vec::new(),
+    };
+    with_prefix(early_answers(arch, &x32), &compiled).map_err(|e| format!("seccomp denylist: {e}"))
 }

@@ -245,12 +245,16 @@ fn seccomp_table_gives_a_reason_for_every_syscall_and_docs_list_them() {
     let table = String::from_utf8_lossy(&out.stdout);
     let docs = std::fs::read_to_string(repo_root().join("docs/security.md")).unwrap();
     for row in table.lines().skip(2) {
+        // | system call | arch | allowed when | why |
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert!(cells[3].len() >= 8, "no reason in {row}");
         assert!(
-            docs.contains(cells[1]),
-            "docs/security.md does not list {}",
-            cells[1]
+            ["both", "x86_64", "aarch64"].contains(&cells[2]),
+            "no architecture in {row}"
+        );
+        assert!(cells[4].len() >= 8, "no reason in {row}");
+        assert!(
+            docs.contains(row),
+            "docs/security.md does not show this row of `edgeward-worker seccomp-table`: {row}"
         );
     }
 }
@@ -270,8 +274,13 @@ fn connector_seccomp_table_gives_a_reason_for_every_syscall_and_docs_show_it_exa
     );
     let table = String::from_utf8_lossy(&out.stdout);
     for row in table.lines().skip(2) {
+        // | system call | arch | allowed when | why |
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert!(cells[3].len() >= 8, "no reason in {row}");
+        assert!(
+            ["both", "x86_64", "aarch64"].contains(&cells[2]),
+            "no architecture in {row}"
+        );
+        assert!(cells[4].len() >= 8, "no reason in {row}");
     }
     let docs = std::fs::read_to_string(repo_root().join("docs/security.md")).unwrap();
     let section = docs

@@ -40,8 +40,10 @@ extern "C" fn on_alarm(_signal: libc::c_int) {
 
 fn timeval(d: Duration) -> libc::timeval {
     libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
+        // Not `as libc::time_t`/`suseconds_t`: deprecated aliases on musl
+        // (both fields are i64 on the 64-bit targets).
+        tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_usec: d.subsec_micros().into(),
     }
 }
 

@@ -15,6 +15,7 @@
 //! Not meant to be run by hand except `compile`, `inspect` and `fingerprint`.
 
 mod budget;
+mod clone_into_cgroup;
 mod engine;
 mod exit_code;
 mod fault;

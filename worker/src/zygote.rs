@@ -6,9 +6,12 @@
 //! process, which forks the worker and exits at once. The orphaned worker is
 //! re-parented to the nearest subreaper, the supervisor (PID 1, or a process
 //! with `PR_SET_CHILD_SUBREAPER`), which therefore reaps every worker and
-//! sees its real exit status. Plain `fork(2)` is used both times, so libc's
-//! own fork bookkeeping stays right (a raw `clone(CLONE_PARENT)` would leave
-//! glibc's cached thread id stale in the child).
+//! sees its real exit status. The worker is made with plain `fork(2)`, so
+//! libc's own fork bookkeeping stays right in it (a raw `clone(CLONE_PARENT)`
+//! would leave libc's cached thread id stale). The intermediate is made
+//! with `clone3(CLONE_INTO_CGROUP)` where the kernel and cgroup v2 allow,
+//! so the worker is born in its module's cgroup and never migrates
+//! (`clone_into_cgroup.rs`).
 //!
 //! The zygote must stay single-threaded (forking a multi-threaded process
 //! copies locks held by threads that do not exist in the child); it checks
@@ -18,9 +21,11 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use edgeward_ipc::frame::{self, FrameError};
-use edgeward_ipc::zygote::{FromZygote, ToZygote};
+use edgeward_ipc::zygote::{FromZygote, Placement, ToZygote};
 use edgeward_ipc::PROTOCOL_VERSION;
 use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::clone_into_cgroup;
 use wasmtime::bail;
 use wasmtime::error::Context;
 
@@ -69,7 +74,7 @@ pub fn run(socket: OwnedFd) -> i32 {
 /// exit code.
 fn serve_requests(
     socket: &OwnedFd,
-    mut spawn: impl FnMut(&Target<'_>, Vec<OwnedFd>) -> wasmtime::Result<Pid>,
+    mut spawn: impl FnMut(&Target<'_>, Vec<OwnedFd>) -> wasmtime::Result<(Pid, Placement)>,
 ) -> i32 {
     loop {
         let (request, fds) = match frame::recv::<ToZygote>(socket) {
@@ -93,8 +98,9 @@ fn serve_requests(
                     cgroup_procs: &cgroup_procs,
                 };
                 match spawn(&target, fds) {
-                    Ok(pid) => FromZygote::Spawned {
+                    Ok((pid, placement)) => FromZygote::Spawned {
                         pid: pid.as_raw() as u32,
+                        placement,
                     },
                     Err(e) => FromZygote::SpawnFailed {
                         reason: format!("{e:#}"),
@@ -124,7 +130,7 @@ fn spawn(
     supervisor: Pid,
     target: &Target<'_>,
     fds: Vec<OwnedFd>,
-) -> wasmtime::Result<Pid> {
+) -> wasmtime::Result<(Pid, Placement)> {
     let artifact = target.artifact;
     let [control, output]: [OwnedFd; 2] = fds
         .try_into()
@@ -140,8 +146,11 @@ fn spawn(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
 
     // SAFETY: this process is single-threaded (checked above), so the child
-    // may run arbitrary code after fork.
-    match unsafe { fork() }.context("fork")? {
+    // may run arbitrary code after fork. The intermediate only forks,
+    // writes a pid and `_exit`s, as `fork_into` requires.
+    let first = unsafe { clone_into_cgroup::fork_into(target.cgroup_procs) }.context("fork")?;
+    let placement = first.placement;
+    match first.result {
         ForkResult::Child => {
             drop(pid_read);
             // Taken before the second fork: by the time the worker runs, the
@@ -151,6 +160,14 @@ fn spawn(
             let code = match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
                     drop(pid_write);
+                    // Sandbox step 1 ahead of time (it reports a failure
+                    // itself, later), unless the worker was born in its
+                    // cgroup.
+                    if placement == Placement::Clone3 {
+                        edgeward_sandbox::born_in_cgroups(target.cgroup_procs);
+                    } else {
+                        edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
+                    }
                     become_worker(
                         prepared,
                         zygote_socket,
@@ -184,7 +201,7 @@ fn spawn(
             let read = std::fs::File::from(pid_read).read_exact(&mut bytes);
             let _ = nix::sys::wait::waitpid(intermediate, None);
             read.context("worker fork failed")?;
-            Ok(Pid::from_raw(i32::from_le_bytes(bytes)))
+            Ok((Pid::from_raw(i32::from_le_bytes(bytes)), placement))
         }
     }
 }
@@ -232,8 +249,6 @@ fn become_worker(
         // subreaper. Nobody would reap or supervise us.
         return exit_code::SUPERVISOR_GONE;
     }
-    // Sandbox step 1 ahead of time (it reports a failure itself, later).
-    edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
     module::serve(prepared, control)
 }
 
@@ -271,7 +286,7 @@ mod tests {
                 if target.module == "broken" {
                     bail!("fork: Resource temporarily unavailable");
                 }
-                Ok(Pid::from_raw(4242))
+                Ok((Pid::from_raw(4242), Placement::Clone3))
             });
             (code, spawned)
         });
@@ -297,7 +312,10 @@ mod tests {
             replies,
             [
                 FromZygote::Pong,
-                FromZygote::Spawned { pid: 4242 },
+                FromZygote::Spawned {
+                    pid: 4242,
+                    placement: Placement::Clone3
+                },
                 FromZygote::Pong,
                 FromZygote::SpawnFailed {
                     reason: "fork: Resource temporarily unavailable".into()

@@ -3,12 +3,26 @@
 //! controllers enabled in `<own>/cgroup.subtree_control` and
 //! `<own>/<group>/cgroup.subtree_control`. The supervisor's own cgroup must
 //! be delegated (writable) for this; in a container it usually is.
+//!
+//! The rule also bars enabling controllers for children of a cgroup that
+//! has processes of its own (the root excepted). A supervisor that is not
+//! in the root cgroup (a container's init with its own cgroup namespace, a
+//! systemd service with `Delegate=yes`) therefore first moves the
+//! processes of its own cgroup into a leaf beside the module cgroups,
+//! `<own>/edgeward-supervisor` (see [`SUPERVISOR_LEAF`]).
 
 use std::path::{Path, PathBuf};
 
 use super::{mkdir, read_key, under, write, CgroupDriver, CgroupError, Limits, ModuleCgroup};
 
 const CPU_PERIOD_US: u64 = 100_000;
+
+/// The leaf the supervisor's own processes move to when their cgroup must
+/// enable controllers for its children.
+pub const SUPERVISOR_LEAF: &str = "edgeward-supervisor";
+
+/// What the module cgroups need from their parents.
+const CONTROLLERS: &str = "+memory +cpu +pids";
 
 /// cgroup v2 driver.
 pub struct V2 {
@@ -27,6 +41,51 @@ impl V2 {
     }
 }
 
+impl V2 {
+    /// Enables the controllers in the supervisor's own cgroup, first moving
+    /// its processes into [`SUPERVISOR_LEAF`] if the kernel refuses because
+    /// they are there (`EBUSY`: the "no internal processes" rule).
+    fn enable_controllers(&self) -> Result<(), CgroupError> {
+        match write(&self.own, "cgroup.subtree_control", CONTROLLERS) {
+            Err(CgroupError::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
+                let leaf = self.own.join(SUPERVISOR_LEAF);
+                mkdir(&leaf)?;
+                move_processes(&self.own, &leaf)?;
+                write(&self.own, "cgroup.subtree_control", CONTROLLERS)
+            }
+            // Anything else (already enabled, not delegated) is left for
+            // the limit files to report with their path.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Moves every process of cgroup `from` into `to` (a few passes: one may
+/// fork while it is being moved).
+fn move_processes(from: &Path, to: &Path) -> Result<(), CgroupError> {
+    for _ in 0..8 {
+        let procs = std::fs::read_to_string(from.join("cgroup.procs")).map_err(|source| {
+            CgroupError::Io {
+                path: from.join("cgroup.procs"),
+                source,
+            }
+        })?;
+        let pids: Vec<&str> = procs.split_whitespace().collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in pids {
+            // A process that exited meanwhile is gone from `from` too.
+            match write(to, "cgroup.procs", pid) {
+                Err(CgroupError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::ESRCH) => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
 impl CgroupDriver for V2 {
     fn describe(&self) -> String {
         format!("cgroup v2 ({})", self.base.display())
@@ -38,10 +97,10 @@ impl CgroupDriver for V2 {
 
     fn create(&self, module: &str, limits: &Limits) -> Result<ModuleCgroup, CgroupError> {
         mkdir(&self.base)?;
-        // Enabling controllers for children may fail if they already are, or
-        // if the parent still has processes (then the limits below fail loudly).
-        let _ = write(&self.own, "cgroup.subtree_control", "+memory +cpu +pids");
-        let _ = write(&self.base, "cgroup.subtree_control", "+memory +cpu +pids");
+        self.enable_controllers()?;
+        // An error here (controllers already enabled, say) is left for the
+        // limit files below to report.
+        let _ = write(&self.base, "cgroup.subtree_control", CONTROLLERS);
         let dir = self.base.join(module);
         mkdir(&dir)?;
         write(&dir, "memory.max", &limits.memory_bytes.to_string())?;

@@ -1,6 +1,6 @@
 //! The fork server's answers to spawn requests, in request order.
 
-use edgeward_ipc::zygote::FromZygote;
+use edgeward_ipc::zygote::{FromZygote, Placement};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -36,9 +36,12 @@ impl Supervisor {
                 say!("fork server sent an unexpected {reply:?}");
                 continue;
             };
+            if let FromZygote::Spawned { placement, .. } = &reply {
+                self.log_placement(placement);
+            }
             if spare {
                 match reply {
-                    FromZygote::Spawned { pid } => {
+                    FromZygote::Spawned { pid, .. } => {
                         self.spare_spawned(i, generation, Pid::from_raw(pid as i32))
                     }
                     FromZygote::SpawnFailed { reason } => self.spare_failed(i, generation, &reason),
@@ -49,7 +52,7 @@ impl Supervisor {
                 continue;
             }
             match reply {
-                FromZygote::Spawned { pid } => {
+                FromZygote::Spawned { pid, .. } => {
                     self.spawned(i, generation, Pid::from_raw(pid as i32))
                 }
                 FromZygote::SpawnFailed { reason } => self.spawn_failed(
@@ -68,6 +71,23 @@ impl Supervisor {
                 self.close_zygote_when_idle();
             }
         }
+    }
+
+    /// Logs how workers are placed in their cgroups, once per change: born
+    /// in them by `clone3(CLONE_INTO_CGROUP)`, or migrating (and why).
+    fn log_placement(&mut self, placement: &Placement) {
+        if self.placement_logged.as_ref() == Some(placement) {
+            return;
+        }
+        match placement {
+            Placement::Clone3 => say!(
+                "cgroups: workers are created in their module's cgroup by clone3(CLONE_INTO_CGROUP) (no migration)"
+            ),
+            Placement::Joins { why } => {
+                say!("cgroups: workers join their module's cgroup themselves (a migration): {why}")
+            }
+        }
+        self.placement_logged = Some(placement.clone());
     }
 
     /// The fork server made the worker of slot `i`: record its pid.

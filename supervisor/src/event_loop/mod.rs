@@ -223,6 +223,9 @@ pub struct Supervisor {
     /// Spawn requests the fork server has not answered yet, oldest first:
     /// (slot, generation, for a spare).
     pub(crate) pending_spawns: std::collections::VecDeque<(usize, u32, bool)>,
+    /// The last way workers were placed in their cgroups that was logged
+    /// (`fork_server.rs`): each change is logged once, not every spawn.
+    pub(crate) placement_logged: Option<edgeward_ipc::zygote::Placement>,
     /// Exit statuses of children reaped before the fork server told us
     /// which module they belong to.
     pub(crate) unclaimed_exits: std::collections::HashMap<Pid, nix::sys::wait::WaitStatus>,

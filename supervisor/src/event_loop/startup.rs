@@ -232,6 +232,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         stop_queue: Vec::new(),
         ignored_signals: std::collections::HashMap::new(),
         pending_spawns: std::collections::VecDeque::new(),
+        placement_logged: None,
         unclaimed_exits: std::collections::HashMap::new(),
         all_ready_logged: false,
         sandbox,

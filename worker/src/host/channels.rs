@@ -555,7 +555,8 @@ impl Channels {
         // To the nanosecond (ppoll): a guest's timer due in 300 µs must not
         // wait for a whole millisecond.
         let timespec = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs() as libc::time_t,
+            // Not `as libc::time_t`: a deprecated alias on musl.
+            tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
             tv_nsec: t.subsec_nanos() as libc::c_long,
         });
         let timespec_ptr = timespec

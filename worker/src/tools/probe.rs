@@ -7,7 +7,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use serde::Serialize;
 
-use edgeward_sandbox::seccomp_allowlist::ALLOWLIST;
+use edgeward_sandbox::arch::Arch;
+use edgeward_sandbox::Allowlist;
 
 #[derive(Serialize)]
 struct Probe {
@@ -15,7 +16,7 @@ struct Probe {
     landlock_abi: i64,
     /// A seccomp filter could be loaded.
     seccomp: bool,
-    /// Entries in the seccomp allowlist.
+    /// Entries in the seccomp allowlist on this architecture.
     seccomp_allowed: usize,
     /// New mount, IPC and network namespaces could be entered.
     namespaces: bool,
@@ -36,7 +37,7 @@ pub fn run() -> i32 {
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
             edgeward_sandbox::seccomp::install(&filter).is_ok()
         }),
-        seccomp_allowed: ALLOWLIST.len(),
+        seccomp_allowed: Arch::native().map_or(0, |arch| Allowlist::Module.entries_on(arch).len()),
         namespaces: in_child(|| {
             let mut degraded = Vec::new();
             edgeward_sandbox::namespaces::unshare(&mut degraded).is_ok() && degraded.is_empty()
