@@ -183,6 +183,25 @@ worker_tools() {
     esac
 }
 
+# counter_survives_a_kill: once the counter module has acknowledged
+# snapshot epoch 3, SIGKILL its worker; the new worker must restore an
+# epoch at least that one, with a count above zero.
+counter_survives_a_kill() {
+    wait_until 60 "counter snapshot epoch >= 3" epoch_at_least counter 3 || return 0
+    _old=$(field counter pid)
+    _acked=$(field counter snapshot_epoch)
+    kill -KILL "$_old"
+    say "counter: worker $_old killed at acknowledged epoch $_acked"
+    # The guest logs its count, then the epoch: wait for the later line.
+    wait_until 60 "counter restored its snapshot" in_log "restored snapshot epoch " || return 0
+    _epoch=$(last_number_after "restored snapshot epoch ")
+    _ticks=$(last_number_after "restored ticks=")
+    if [ -n "$_epoch" ] && [ "$_epoch" -ge "$_acked" ]; then ok "counter: restored epoch $_epoch >= acknowledged $_acked"; else fail "counter: restored epoch '$_epoch' < acknowledged $_acked"; fi
+    if [ -n "$_ticks" ] && [ "$_ticks" -gt 0 ]; then ok "counter: restored ticks=$_ticks"; else fail "counter: restored ticks '$_ticks'"; fi
+    wait_until 30 "counter running again" state_is counter running || return 0
+    if [ "$(field counter pid)" != "$_old" ]; then ok "counter: new worker $(field counter pid)"; else fail "counter: same pid after the kill"; fi
+}
+
 # dump_log: the gateway's log tail and the kernel's recent messages, for a
 # failed run.
 dump_log() {

@@ -124,20 +124,7 @@ if [ "$used" -ge 10 ]; then ok "busy: spins ($used%)"; else fail "busy used only
 if [ $((t1 - t0)) -gt 0 ]; then ok "busy: throttled $((t1 - t0)) times"; else fail "busy was never throttled"; fi
 
 section "a killed worker comes back with its last acknowledged snapshot"
-if wait_until 60 "counter snapshot epoch >= 3" epoch_at_least counter 3; then
-    old=$(field counter pid)
-    acked=$(field counter snapshot_epoch)
-    kill -KILL "$old"
-    say "counter: worker $old killed at acknowledged epoch $acked"
-    if wait_until 60 "counter restored its snapshot" in_log "restored snapshot epoch "; then
-        epoch=$(last_number_after "restored snapshot epoch ")
-        ticks=$(last_number_after "restored ticks=")
-        if [ -n "$epoch" ] && [ "$epoch" -ge "$acked" ]; then ok "counter: restored epoch $epoch >= acknowledged $acked"; else fail "counter: restored epoch '$epoch' < acknowledged $acked"; fi
-        if [ -n "$ticks" ] && [ "$ticks" -gt 0 ]; then ok "counter: restored ticks=$ticks"; else fail "counter: restored ticks '$ticks'"; fi
-        wait_until 30 "counter running again" state_is counter running &&
-            if [ "$(field counter pid)" != "$old" ]; then ok "counter: new worker $(field counter pid)"; else fail "counter: same pid after the kill"; fi
-    fi
-fi
+counter_survives_a_kill
 
 section "the bystanders kept their workers"
 status
