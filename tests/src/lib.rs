@@ -209,17 +209,7 @@ impl Gateway {
 
     /// Runs `edgeward ARGS --control <ours>` and returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin("edgeward"))
-            .args(args)
-            .arg("--control")
-            .arg(&self.control)
-            .output()
-            .expect("run edgeward CLI");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cli_on(&self.control, args)
     }
 
     /// `edgeward status --json`, parsed; `None` while the supervisor is not
@@ -289,16 +279,7 @@ impl Gateway {
 
     /// Waits up to `timeout` for the supervisor to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     /// Pids of the supervisor's live children (workers and fork server).
@@ -320,6 +301,36 @@ impl Drop for Gateway {
                 );
             }
         }
+    }
+}
+
+/// Runs the host's `edgeward ARGS --control CONTROL` and returns (exit
+/// code, stdout, stderr).
+pub fn cli_on(control: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("edgeward"))
+        .args(args)
+        .arg("--control")
+        .arg(control)
+        .output()
+        .expect("run edgeward CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits up to `timeout` for `child` to exit; `None` if it still runs.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use edgeward_tests::{bin, guest, last_number_after, repo_root};
+use edgeward_tests::{cli_on, guest, last_number_after, repo_root, wait_child};
 
 /// Start-up, compiling included, on a cold two-core CI machine.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -455,17 +455,7 @@ impl Container<'_> {
     /// The host's `edgeward ARGS --control <the volume's socket>`: exit
     /// code, stdout, stderr.
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bin("edgeward"))
-            .args(args)
-            .arg("--control")
-            .arg(self.bundle.control_socket())
-            .output()
-            .expect("run the host's edgeward");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cli_on(&self.bundle.control_socket(), args)
     }
 
     /// `edgeward status --json`, when it answers.
@@ -565,18 +555,12 @@ impl Container<'_> {
 
     /// Waits for `crun run` to exit.
     fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        wait_child(&mut self.child, timeout).unwrap_or_else(|| {
+            panic!(
                 "the container still runs {timeout:?} after it was told to stop; log:\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// The directory of module `module`'s cgroup in `controller`, as the
