@@ -405,6 +405,8 @@ const LATENESS_WINDOW: usize = 1024;
 struct Polls {
     count: u64,
     recent: std::collections::VecDeque<u32>,
+    /// Every poll so far, by lateness (`edgeward_tick_lateness_seconds`).
+    histogram: edgeward_ipc::control::LatenessHistogram,
 }
 
 /// The counters now, as reported: ring traffic as the worker's `Stats`
@@ -418,6 +420,9 @@ fn current(counters: &Counters, ring: &RingStats, polls: &mut Polls) -> (Stats, 
             .unwrap_or_else(|e| e.into_inner()),
     );
     polls.count += fresh.len() as u64;
+    for &us in &fresh {
+        polls.histogram.record(u64::from(us));
+    }
     polls.recent.extend(fresh);
     let excess = polls.recent.len().saturating_sub(LATENESS_WINDOW);
     polls.recent.drain(..excess);
@@ -427,16 +432,20 @@ fn current(counters: &Counters, ring: &RingStats, polls: &mut Polls) -> (Stats, 
         msgs_in: get(&ring.msgs_in),
         msgs_out: get(&ring.msgs_out),
         denials: get(&ring.denials),
+        path_denials: 0,
         dropped: get(&ring.dropped),
         refused: get(&ring.refused),
         wakes: get(&ring.wakes),
-        tick_lateness: lateness_of(polls.recent.iter().copied().collect()),
+        tick_lateness: lateness_of(polls.recent.iter().copied().collect(), polls.histogram),
     };
     (stats, counters.snapshot())
 }
 
 /// p50/p99/max of poll lateness samples (nearest rank), `None` if none.
-fn lateness_of(mut samples: Vec<u32>) -> Option<edgeward_ipc::control::TickLateness> {
+fn lateness_of(
+    mut samples: Vec<u32>,
+    histogram: edgeward_ipc::control::LatenessHistogram,
+) -> Option<edgeward_ipc::control::TickLateness> {
     if samples.is_empty() {
         return None;
     }
@@ -447,6 +456,7 @@ fn lateness_of(mut samples: Vec<u32>) -> Option<edgeward_ipc::control::TickLaten
         p99_us: u64::from(rank(99)),
         max_us: u64::from(*samples.last().expect("not empty")),
         ticks: samples.len() as u32,
+        histogram,
     })
 }
 
@@ -506,10 +516,10 @@ mod tests {
 
     #[test]
     fn lateness_figures_are_nearest_rank() {
-        assert_eq!(lateness_of(Vec::new()), None);
-        let l = lateness_of((1..=100).collect()).unwrap();
+        assert_eq!(lateness_of(Vec::new(), Default::default()), None);
+        let l = lateness_of((1..=100).collect(), Default::default()).unwrap();
         assert_eq!((l.p50_us, l.p99_us, l.max_us, l.ticks), (50, 99, 100, 100));
-        let l = lateness_of(vec![7]).unwrap();
+        let l = lateness_of(vec![7], Default::default()).unwrap();
         assert_eq!((l.p50_us, l.p99_us, l.max_us), (7, 7, 7));
     }
 

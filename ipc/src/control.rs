@@ -381,6 +381,9 @@ pub struct Stats {
     pub msgs_out: u64,
     /// `channel()` or `send()` calls on a channel the policy does not grant.
     pub denials: u64,
+    /// `path_open` calls refused for a path outside the module's granted
+    /// dirs or a write to a read-only one (protocol 12).
+    pub path_denials: u64,
     /// Messages dropped for a full subscriber ring (`on_full = "drop"`).
     pub dropped: u64,
     /// Sends refused: a full ring (`block` timed out, or `error`), or a
@@ -406,6 +409,50 @@ pub struct TickLateness {
     pub max_us: u64,
     /// Ticks the figures cover.
     pub ticks: u32,
+    /// Every tick of this worker so far, by lateness: the Prometheus
+    /// histogram `edgeward_tick_lateness_seconds` (protocol 12).
+    pub histogram: LatenessHistogram,
+}
+
+/// Upper bounds of the tick lateness histogram's buckets, µs; a last,
+/// unbounded bucket follows. From "on time" for a 1 ms tick to "a tick
+/// missed by a tenth of a second".
+pub const LATENESS_BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
+];
+
+/// Tick lateness counted by bucket since a worker started (not
+/// cumulative across buckets: `counts[i]` holds the ticks with lateness
+/// in `(LATENESS_BUCKETS_US[i-1], LATENESS_BUCKETS_US[i]]`, the last one
+/// those above every bound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatenessHistogram {
+    /// Ticks per bucket.
+    pub counts: [u64; LATENESS_BUCKETS_US.len() + 1],
+    /// Sum of every tick's lateness, µs.
+    pub sum_us: u64,
+}
+
+impl LatenessHistogram {
+    /// Counts one tick `lateness_us` late.
+    pub fn record(&mut self, lateness_us: u64) {
+        let bucket = LATENESS_BUCKETS_US.partition_point(|&bound| bound < lateness_us);
+        self.counts[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(lateness_us);
+    }
+
+    /// Adds another worker's counts (a module's total over its workers).
+    pub fn add(&mut self, other: &LatenessHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    /// Ticks counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 /// What went wrong in a worker, in words an operator understands.

@@ -96,3 +96,61 @@ fn exec_exit_codes_and_uids_are_documented() {
         assert!(says(OPERATIONS, &phrase), "operations.md lacks {phrase:?}");
     }
 }
+
+#[test]
+fn the_metrics_reference_lists_every_family_with_its_type() {
+    // The table's rows: | `name` | type | labels | what |
+    let mut documented: Vec<(String, String)> = OPERATIONS
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `edgeward_"))
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once("` | ")?;
+            let kind = rest.split(" | ").next()?;
+            Some((format!("edgeward_{name}"), kind.to_string()))
+        })
+        .collect();
+    documented.sort();
+    let mut exposed: Vec<(String, String)> = crate::metrics::encode::FAMILIES
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    exposed.sort();
+    assert_eq!(documented, exposed);
+}
+
+#[test]
+fn metrics_labels_and_listener_limits_are_documented() {
+    use crate::metrics::counters::{DenialKind, EndCause};
+    for cause in EndCause::ALL {
+        let phrase = format!("`{}`", cause.as_str());
+        assert!(
+            says(OPERATIONS, &phrase),
+            "operations.md lacks cause {phrase}"
+        );
+    }
+    for kind in DenialKind::ALL {
+        let row = format!("| `{}` |", kind.as_str());
+        assert!(
+            says(OPERATIONS, &row),
+            "operations.md lacks denial kind {row}"
+        );
+    }
+    for phrase in [
+        format!(
+            "It keeps at most {} connections open",
+            crate::metrics::http_limits::MAX_CONNECTIONS
+        ),
+        format!(
+            "A request head may be at most {} KiB",
+            crate::metrics::http_limits::MAX_REQUEST_BYTES >> 10
+        ),
+        format!(
+            "each connection has {} s to send its request",
+            crate::metrics::http_limits::CONNECTION_DEADLINE.as_secs()
+        ),
+        "Lines are limited to one a second per module and kind".to_string(),
+    ] {
+        assert!(says(OPERATIONS, &phrase), "operations.md lacks {phrase:?}");
+    }
+    assert_eq!(crate::audit::AUDIT_LOG_EVERY.as_secs(), 1);
+}

@@ -182,19 +182,200 @@ pub fn global() -> &'static Sink {
     })
 }
 
-/// Queues a line on the process's stdout (module output).
-pub fn out(text: String) {
-    global().line(Stream::Out, text);
+/// How log lines are written (`edgeward run --log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for people: `edgeward: …` for the supervisor, `[module] …`
+    /// for a module's output and log.
+    #[default]
+    Text,
+    /// One JSON object a line: `time` (RFC 3339, UTC, ms), `level`,
+    /// `module` (absent for the supervisor's own), `event`, `msg` and the
+    /// event's fields.
+    Json,
 }
 
-/// Queues a line on the process's stderr (the supervisor's messages).
-pub fn err(text: String) {
-    global().line(Stream::Err, text);
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+/// Sets the format, once, before the first line (later calls are ignored).
+pub fn set_format(format: Format) {
+    let _ = FORMAT.set(format);
+}
+
+fn format() -> Format {
+    FORMAT.get().copied().unwrap_or_default()
+}
+
+/// A line's severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Detail for debugging a module.
+    Debug,
+    /// What happened.
+    Info,
+    /// Something is wrong but handled.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl Level {
+    /// Its name in JSON lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// One structured log event: what JSON lines carry; text lines are
+/// rendered by the caller as before.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// Severity.
+    pub level: Level,
+    /// The module it is about, if one.
+    pub module: Option<&'a str>,
+    /// What happened, a stable word: `output`, `log`, `denied`,
+    /// `supervisor`, … (docs/operations.md, "Log format").
+    pub event: &'a str,
+    /// The line in words.
+    pub msg: &'a str,
+    /// More fields, by name.
+    pub fields: &'a [(&'a str, serde_json::Value)],
+}
+
+impl Event<'_> {
+    /// The JSON line (without its newline).
+    pub fn json(&self, time: std::time::SystemTime) -> String {
+        let mut object = serde_json::Map::new();
+        object.insert(
+            "time".into(),
+            humantime::format_rfc3339_millis(time).to_string().into(),
+        );
+        object.insert("level".into(), self.level.as_str().into());
+        if let Some(module) = self.module {
+            object.insert("module".into(), module.into());
+        }
+        object.insert("event".into(), self.event.into());
+        object.insert("msg".into(), self.msg.into());
+        for (name, value) in self.fields {
+            object.insert((*name).into(), value.clone());
+        }
+        serde_json::Value::Object(object).to_string()
+    }
+}
+
+/// Queues `event` on `stream`: as its JSON line, or as `text()` in the
+/// text format.
+pub fn emit(stream: Stream, event: Event<'_>, text: impl FnOnce() -> String) {
+    let line = match format() {
+        Format::Text => text(),
+        Format::Json => event.json(std::time::SystemTime::now()),
+    };
+    global().line(stream, line);
+}
+
+/// Queues a module's output line (stdout, or stderr with `stderr`).
+pub fn module_output(module: &str, line: &str) {
+    emit(
+        Stream::Out,
+        Event {
+            level: Level::Info,
+            module: Some(module),
+            event: "output",
+            msg: line,
+            fields: &[],
+        },
+        || format!("[{module}] {line}"),
+    );
+}
+
+/// Queues a line a module logged through `edgeward.log` at `level`.
+pub fn module_log(module: &str, level: edgeward_ipc::control::LogLevel, line: &str) {
+    use edgeward_ipc::control::LogLevel;
+    emit(
+        Stream::Out,
+        Event {
+            level: match level {
+                LogLevel::Error => Level::Error,
+                LogLevel::Warn => Level::Warn,
+                LogLevel::Info => Level::Info,
+                LogLevel::Debug => Level::Debug,
+            },
+            module: Some(module),
+            event: "log",
+            msg: line,
+            fields: &[],
+        },
+        || format!("[{module}] {}: {line}", level.as_str()),
+    );
+}
+
+/// Says that the line limit dropped `dropped` of a module's `what`
+/// (`output` or `log`) lines since it last said so.
+pub fn lines_dropped(module: &str, dropped: u64, what: &str) {
+    let limit = edgeward_ipc::rate::LINES_PER_SECOND;
+    let msg = format!("{dropped} {what} lines dropped (limit {limit} lines/s)");
+    emit(
+        Stream::Out,
+        Event {
+            level: Level::Warn,
+            module: Some(module),
+            event: "lines_dropped",
+            msg: &msg,
+            fields: &[("dropped", dropped.into()), ("stream", what.into())],
+        },
+        || format!("[{module}] edgeward: {msg}"),
+    );
+}
+
+/// The error `edgeward run` ends with.
+pub fn fatal(error: &str) {
+    emit(
+        Stream::Err,
+        Event {
+            level: Level::Error,
+            module: None,
+            event: "fatal",
+            msg: error,
+            fields: &[],
+        },
+        || format!("edgeward: error: {error}"),
+    );
+}
+
+/// Prints a supervisor message on stderr. In JSON, a message about one
+/// module (`module NAME: …`, the form every such message has) carries
+/// that module, and a `WARNING: …` one the level `warn`.
+pub fn supervisor_line(text: String) {
+    emit(
+        Stream::Err,
+        Event {
+            level: if text.starts_with("WARNING") {
+                Level::Warn
+            } else {
+                Level::Info
+            },
+            module: text
+                .strip_prefix("module ")
+                .and_then(|rest| rest.split_once(": "))
+                .map(|(name, _)| name)
+                .filter(|name| !name.contains(' ')),
+            event: "supervisor",
+            msg: &text,
+            fields: &[],
+        },
+        || format!("edgeward: {text}"),
+    );
 }
 
 /// Prints a supervisor message on stderr (through the log writer: never blocks).
 macro_rules! say {
-    ($($arg:tt)*) => { crate::log_sink::err(format!("edgeward: {}", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { crate::log_sink::supervisor_line(format!($($arg)*)) };
 }
 pub(crate) use say;
 
@@ -205,6 +386,27 @@ mod tests {
 
     fn pipe() -> (OwnedFd, OwnedFd) {
         nix::unistd::pipe().expect("pipe")
+    }
+
+    #[test]
+    fn json_lines_carry_time_level_module_event_and_fields() {
+        let fields = [("kind", serde_json::Value::from("channel"))];
+        let line = Event {
+            level: Level::Warn,
+            module: Some("m"),
+            event: "denied",
+            msg: "a \"quoted\" word",
+            fields: &fields,
+        }
+        .json(std::time::UNIX_EPOCH + Duration::from_millis(1_500));
+        let value: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(value["time"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(value["level"], "warn");
+        assert_eq!(value["module"], "m");
+        assert_eq!(value["event"], "denied");
+        assert_eq!(value["msg"], "a \"quoted\" word");
+        assert_eq!(value["kind"], "channel");
+        assert!(!line.contains('\n'));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The supervisor never links wasmtime: compiling and running guests happens
 //! in `edgeward-worker` processes (see `docs/architecture.md`).
 
+mod audit;
 mod cgroup;
 mod channels;
 mod cli;
@@ -18,6 +19,7 @@ mod jobs;
 mod launcher;
 mod lifecycle;
 mod log_sink;
+mod metrics;
 mod net_grant;
 mod output;
 mod policy;
@@ -46,6 +48,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_run = matches!(cli.command, Command::Run { .. });
     let is_exec = matches!(cli.command, Command::Exec { .. });
+    if let Command::Run { log_format, .. } = &cli.command {
+        log_sink::set_format(*log_format);
+    }
     let result = match cli.command {
         Command::Run {
             policies,
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
             ready_timeout_ms,
             uid_base,
             runtime_overhead_mib,
+            metrics,
+            log_format: _,
         } => event_loop::run(
             event_loop::Options {
                 policies,
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
                 uid_base,
                 runtime_overhead_mib,
                 worker_bin: cli::worker_bin(),
+                metrics,
             },
             started,
         ),
@@ -123,10 +131,13 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             if is_run {
-                // The supervisor's queued messages come before its last word.
+                // The supervisor's queued messages come before its last
+                // word, in the log's format.
+                log_sink::fatal(&format!("{e:#}"));
                 log_sink::global().flush(Duration::from_secs(2));
+            } else {
+                eprintln!("edgeward: error: {e:#}");
             }
-            eprintln!("edgeward: error: {e:#}");
             // exec's own failures must not read as the module's exit code.
             ExitCode::from(if is_exec {
                 cli::exec::EXIT_CANNOT_RUN as u8

@@ -38,6 +38,9 @@ pub struct OutputPipe {
     partial: Vec<u8>,
     /// The module's output rate (lines per second, per stream).
     limit: LineLimit,
+    /// Lines the limit dropped from this pipe
+    /// (`edgeward_module_log_lines_dropped_total`).
+    pub dropped: u64,
 }
 
 impl OutputPipe {
@@ -47,6 +50,7 @@ impl OutputPipe {
             fd,
             partial: Vec::with_capacity(256),
             limit: LineLimit::default(),
+            dropped: 0,
         }
     }
 
@@ -95,17 +99,15 @@ impl OutputPipe {
         match self.limit.admit() {
             Ok(true) => {}
             Ok(false) => {
+                self.dropped += 1;
                 self.partial.clear();
                 return;
             }
-            Err(dropped) => crate::log_sink::out(format!(
-                "[{module}] edgeward: {dropped} output lines dropped (limit {} lines/s)",
-                edgeward_ipc::rate::LINES_PER_SECOND
-            )),
+            Err(dropped) => crate::log_sink::lines_dropped(module, dropped, "output"),
         }
         let line = worker_text::one_line(&self.partial, MAX_LINE);
         self.partial.clear();
-        crate::log_sink::out(format!("[{module}] {line}{suffix}"));
+        crate::log_sink::module_output(module, &format!("{line}{suffix}"));
     }
 
     /// Prints a last unterminated line.

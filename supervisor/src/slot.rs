@@ -36,6 +36,9 @@ pub struct Worker {
     pub fault: Option<String>,
     /// The supervisor killed it, and why.
     pub killed_because: Option<String>,
+    /// Why it ended, as a `/metrics` label, once known (set with
+    /// `fault` or `killed_because`).
+    pub end_cause: Option<crate::metrics::counters::EndCause>,
     /// OOM kills in the module's cgroup when this worker started.
     pub oom_kills_at_start: u64,
     /// When it closed its control socket while still running: a worker
@@ -189,9 +192,13 @@ pub struct Slot {
     /// A connector's network: connections the sandbox granted and denied,
     /// over all its workers.
     pub network: NetworkCounts,
-    /// When a denial was last logged, and the denial count then (one line
-    /// a second at most: `event_loop/connector.rs`).
-    pub denial_logged: Option<(Instant, u64)>,
+    /// Its counters for `/metrics` (restarts by cause, traps, denials).
+    pub counters: crate::metrics::counters::ModuleCounters,
+    /// Why its last worker ended: the cause its next restart counts under.
+    pub last_end: Option<crate::metrics::counters::EndCause>,
+    /// Denials audited (`audit.rs`): when each kind was last logged and
+    /// how many came since.
+    pub audit: crate::audit::AuditLimit,
 }
 
 /// Connections a connector's guard answered.
@@ -233,7 +240,9 @@ impl Slot {
             net_grants: None,
             resolving: None,
             network: NetworkCounts::default(),
-            denial_logged: None,
+            counters: Default::default(),
+            last_end: None,
+            audit: Default::default(),
         }
     }
 
@@ -329,6 +338,9 @@ impl Slot {
     /// own counters are totals already (its next worker restores them from
     /// its snapshot); only their live part ends with the worker.
     pub fn fold_stats(&mut self) {
+        if let Some(lateness) = self.stats.tick_lateness {
+            self.counters.lateness_before.add(&lateness.histogram);
+        }
         if let Some(connector) = &mut self.connector {
             connector.connected = false;
         }
@@ -337,6 +349,7 @@ impl Slot {
         a.msgs_in += b.msgs_in;
         a.msgs_out += b.msgs_out;
         a.denials += b.denials;
+        a.path_denials += b.path_denials;
         a.dropped += b.dropped;
         a.refused += b.refused;
         a.wakes += b.wakes;

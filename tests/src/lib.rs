@@ -272,6 +272,22 @@ impl Gateway {
         last_number_after(&self.log(), needle).expect("a number after the needle")
     }
 
+    /// The address of `--metrics` (started as `127.0.0.1:0`: the kernel
+    /// picks the port, the log names it).
+    pub fn metrics_addr(&self, timeout: Duration) -> std::net::SocketAddr {
+        let needle = "metrics at http://";
+        self.wait_log(needle, timeout);
+        let log = self.log();
+        let at = log.find(needle).expect("found") + needle.len();
+        let addr = &log[at..at + log[at..].find('/').expect("a path after the address")];
+        addr.parse().expect("a socket address")
+    }
+
+    /// `GET path` from the `--metrics` listener: (status code, body).
+    pub fn metrics_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_addr(Duration::from_secs(10)), path)
+    }
+
     /// Sends a signal to the supervisor.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
@@ -305,6 +321,33 @@ impl Drop for Gateway {
 }
 
 /// Runs the host's `edgeward ARGS --control CONTROL` and returns (exit
+/// `GET path` over HTTP/1.1 from `addr`: (status code, body). Panics on a
+/// connection error or no answer within 10 s.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
+}
+
 /// code, stdout, stderr).
 pub fn cli_on(control: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin("edgeward"))

@@ -60,7 +60,7 @@ const IMAGE_MEMORY_LIMIT: u64 = 24 << 20;
 /// `CAP_FSETID`, `CAP_MKNOD`, `CAP_NET_*`, `CAP_SYS_CHROOT`,
 /// `CAP_AUDIT_WRITE`, `CAP_SETFCAP`, `CAP_DAC_READ_SEARCH`, …) changed what
 /// a gateway of modules, rw and ro dirs and an MQTT connector does.
-const CAPABILITIES: [(&str, &str); 7] = [
+const CAPABILITIES: [(&str, &str); 8] = [
     (
         "CAP_SETUID",
         "each worker switches to its module's own uid (sandbox step 4); without it every module fails at `setresuid`",
@@ -88,6 +88,10 @@ const CAPABILITIES: [(&str, &str); 7] = [
     (
         "CAP_DAC_OVERRIDE",
         "the supervisor writes into a connector's state dir it gave away, and opens granted dirs root does not own; without it connectors fail to start",
+    ),
+    (
+        "CAP_SYS_PTRACE",
+        "the supervisor reads the address a connector passes to `connect` from the connector's memory (`process_vm_readv`, another uid) to decide its grant; without it every connection of every connector is refused (EPERM)",
     ),
 ];
 

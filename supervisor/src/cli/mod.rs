@@ -61,6 +61,14 @@ pub enum Command {
         /// (the worker's own runtime).
         #[arg(long, env = "EDGEWARD_RUNTIME_OVERHEAD_MIB", default_value_t = crate::sandbox_plan::DEFAULT_RUNTIME_OVERHEAD_MIB)]
         runtime_overhead_mib: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics and the status
+        /// page at http://ADDR/ (e.g. 127.0.0.1:9477; off when not given).
+        #[arg(long, env = "EDGEWARD_METRICS", value_name = "HOST:PORT")]
+        metrics: Option<String>,
+        /// How edgeward writes its log: `text` lines, or `json` (one
+        /// object a line: time, level, module, event, fields).
+        #[arg(long, env = "EDGEWARD_LOG_FORMAT", value_enum, default_value_t = crate::log_sink::Format::Text)]
+        log_format: crate::log_sink::Format,
     },
     /// Run one command module once, in a worker's sandbox, with this
     /// terminal's stdin, stdout and stderr; exit with its exit code (134 if

@@ -7,7 +7,6 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
 
 use edgeward_ipc::control::{ConnectorCounters, ConnectorInit};
 
@@ -15,10 +14,6 @@ use super::background::{AfterJob, Output};
 use super::{say, Supervisor, Token};
 use crate::net_grant::resolve::{parse_endpoint, resolve};
 use crate::net_grant::{ConnectGuard, Verdict};
-
-/// At most one denial line per connector this often (each denial is
-/// counted, the line says how many since the last one).
-const DENIAL_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Notifications answered per readiness of one guard before the loop
 /// serves others.
@@ -170,6 +165,7 @@ impl Supervisor {
         let Some(guard) = worker.guard.as_mut() else {
             return;
         };
+        let mut denied = Vec::new();
         for _ in 0..ANSWERS_PER_TURN {
             match guard.answer_one() {
                 Ok(None) => break,
@@ -181,24 +177,7 @@ impl Supervisor {
                 }
                 Ok(Some(Verdict::Denied { what })) => {
                     slot.network.denied += 1;
-                    let now = Instant::now();
-                    let due = slot
-                        .denial_logged
-                        .is_none_or(|(at, _)| now.duration_since(at) >= DENIAL_LOG_EVERY);
-                    if due {
-                        let before = slot.denial_logged.map_or(0, |(_, count)| count);
-                        let others = slot.network.denied - before - 1;
-                        let more = if others > 0 {
-                            format!(" ({others} more since the last report)")
-                        } else {
-                            String::new()
-                        };
-                        say!(
-                            "module {name}: denied a connection to {what}: not in [network] connect{more} (denials: {})",
-                            slot.network.denied
-                        );
-                        slot.denial_logged = Some((now, slot.network.denied));
-                    }
+                    denied.push(what);
                 }
                 Err(e) => {
                     // The connector is gone (or its filter is): stop
@@ -212,6 +191,14 @@ impl Supervisor {
                     break;
                 }
             }
+        }
+        for what in denied {
+            self.audit(
+                i,
+                crate::metrics::counters::DenialKind::Network,
+                1,
+                &format!("a connection to {what}: not in [network] connect"),
+            );
         }
     }
 

@@ -63,6 +63,7 @@ impl Supervisor {
         }
         if let Some(mut output) = worker.output.take() {
             output.flush(&slot.name);
+            slot.counters.log_dropped += output.dropped;
             super::unwatch(&self.epoll, &output.fd);
         }
         if let Some(cgroup) = &slot.cgroup {
@@ -71,6 +72,7 @@ impl Supervisor {
             {
                 let limit = cgroup.memory_limit_bytes().unwrap_or(0) >> 20;
                 worker.killed_because = Some(format!("out of memory: cgroup limit {limit} MiB"));
+                worker.end_cause = Some(crate::metrics::counters::EndCause::Oom);
             }
         }
         slot.fold_stats();
@@ -84,6 +86,11 @@ impl Supervisor {
         }
         let slot = &mut self.slots[i];
         let clean = matches!(status, WaitStatus::Exited(_, 0)) && worker.killed_because.is_none();
+        let cause = end_cause(&worker, slot.state, status, clean);
+        slot.last_end = Some(cause);
+        if cause.is_trap() {
+            crate::metrics::counters::bump(&mut slot.counters.traps, cause);
+        }
         if !clean {
             slot.last_error = Some(
                 worker
@@ -92,6 +99,7 @@ impl Supervisor {
                     .unwrap_or_else(|| describe(status)),
             );
         }
+        let fault = slot.last_error.clone().unwrap_or_default();
         let ran_for = worker
             .ready_at
             .map_or(std::time::Duration::ZERO, |t| t.elapsed());
@@ -105,6 +113,20 @@ impl Supervisor {
                     .map_or_else(|| "?".to_string(), |p| p.to_string()),
                 slot.last_error.as_deref().unwrap_or("?")
             );
+        }
+        match cause {
+            crate::metrics::counters::EndCause::CallBudget => {
+                self.audit(
+                    i,
+                    crate::metrics::counters::DenialKind::CallBudget,
+                    1,
+                    &fault,
+                );
+            }
+            crate::metrics::counters::EndCause::Seccomp => {
+                self.audit(i, crate::metrics::counters::DenialKind::Seccomp, 1, &fault);
+            }
+            _ => {}
         }
         self.reset_rings_of_dead(i);
         self.ended(i, clean, ran_for);
@@ -121,6 +143,26 @@ impl Supervisor {
         }
         self.start_failed(i, reason);
         self.after_worker_gone(i);
+    }
+}
+
+/// Why a worker ended, for `/metrics`: a stop edgeward asked for, what
+/// the worker or the supervisor said, else its exit status.
+fn end_cause(
+    worker: &crate::slot::Worker,
+    state: State,
+    status: WaitStatus,
+    clean: bool,
+) -> crate::metrics::counters::EndCause {
+    if let Some(cause) = worker.end_cause {
+        return cause;
+    }
+    if clean || matches!(state, State::Stopping { .. }) {
+        return crate::metrics::counters::EndCause::Requested;
+    }
+    match status {
+        WaitStatus::Signaled(..) => crate::metrics::counters::EndCause::Signal,
+        _ => crate::metrics::counters::EndCause::Exit,
     }
 }
 

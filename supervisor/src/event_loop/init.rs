@@ -22,6 +22,7 @@ impl Supervisor {
                 say!("module {}: {reason}", slot.name);
                 if let Some(worker) = slot.worker.as_mut() {
                     worker.killed_because = Some(reason);
+                    worker.end_cause = Some(crate::metrics::counters::EndCause::Load);
                     worker.kill();
                 }
                 return;

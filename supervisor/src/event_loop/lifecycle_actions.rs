@@ -33,6 +33,11 @@ impl Supervisor {
             Action::Nothing => {}
             Action::Spawn => {
                 slot.restarts += 1;
+                let cause = slot
+                    .last_end
+                    .take()
+                    .unwrap_or(crate::metrics::counters::EndCause::Requested);
+                crate::metrics::counters::bump(&mut slot.counters.restarts, cause);
                 self.spawn(i);
             }
             Action::SendStop => {

@@ -140,17 +140,37 @@ impl Supervisor {
                 for line in worker_text::lines(&text, usize::MAX) {
                     match worker.log_limit.admit() {
                         Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(dropped) => crate::log_sink::out(format!(
-                            "[{}] edgeward: {dropped} log lines dropped (over the supervisor's limit of {} lines/s)",
-                            slot.name,
-                            2.0 * edgeward_ipc::rate::LINES_PER_SECOND
-                        )),
+                        Ok(false) => {
+                            slot.counters.log_dropped += 1;
+                            continue;
+                        }
+                        Err(dropped) => crate::log_sink::lines_dropped(&slot.name, dropped, "log"),
                     }
-                    crate::log_sink::out(format!("[{}] {}: {line}", slot.name, level.as_str()));
+                    crate::log_sink::module_log(&slot.name, level, &line);
                 }
             }
-            FromWorker::Heartbeat(stats) => slot.stats = stats,
+            FromWorker::Heartbeat(stats) => {
+                use crate::metrics::counters::DenialKind;
+                let channels = stats.denials.saturating_sub(slot.stats.denials);
+                let paths = stats.path_denials.saturating_sub(slot.stats.path_denials);
+                slot.stats = stats;
+                if channels > 0 {
+                    self.audit(
+                        i,
+                        DenialKind::Channel,
+                        channels,
+                        "a channel its policy does not grant ([channels] publish/subscribe)",
+                    );
+                }
+                if paths > 0 {
+                    self.audit(
+                        i,
+                        DenialKind::Path,
+                        paths,
+                        "a path outside its granted dirs, or a write to a read-only one ([wasi] dirs)",
+                    );
+                }
+            }
             FromWorker::Fault(fault) => {
                 for (n, line) in worker_text::lines(&fault.message, worker_text::MAX_MESSAGE_LINES)
                     .iter()
@@ -160,6 +180,9 @@ impl Supervisor {
                     say!("module {}: {gap}{line}", slot.name);
                 }
                 worker.fault = Some(worker_text::message(&fault.message));
+                worker
+                    .end_cause
+                    .get_or_insert(crate::metrics::counters::EndCause::of_fault(fault.kind));
                 if fault.kind == FaultKind::Artifact {
                     // A damaged cache entry, not a bad module: compiled
                     // again, and the module starts once it is.
@@ -223,6 +246,7 @@ impl Supervisor {
         let reason = format!("protocol violation: {what}; worker killed");
         say!("module {}: {reason}", slot.name);
         worker.killed_because = Some(reason);
+        worker.end_cause = Some(crate::metrics::counters::EndCause::Protocol);
         worker.kill();
         self.close_control(i);
     }

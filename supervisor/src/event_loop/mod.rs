@@ -27,6 +27,7 @@
 //! wake-up, output goes to a bounded queue (`log_sink.rs`), and slow work
 //! runs on job threads.
 
+mod audit;
 pub(crate) mod background;
 mod connector;
 mod exits;
@@ -35,6 +36,7 @@ mod groups;
 mod init;
 mod lifecycle_actions;
 mod messages;
+mod metrics;
 mod order;
 mod prepare;
 pub(crate) mod reload;
@@ -100,6 +102,8 @@ pub struct Options {
     pub uid_base: u32,
     /// Memory added to `memory_mib` for a module's cgroup limit.
     pub runtime_overhead_mib: u64,
+    /// Where to serve `/metrics` and the status page (`--metrics`).
+    pub metrics: Option<String>,
 }
 
 /// epoll token layout: kind in bits 0..8, slot index in 8..32, generation in 32..64.
@@ -244,6 +248,10 @@ pub struct Supervisor {
     pub(crate) upgrades: crate::upgrade::record::UpgradeDir,
     /// Whether quota volumes can be made on this host (why not).
     pub(crate) quota: Result<(), String>,
+    /// The `--metrics` listener, and when its view is refreshed next.
+    pub(crate) metrics: Option<(crate::metrics::Exporter, Instant)>,
+    /// The supervisor's own counters for `/metrics`.
+    pub(crate) totals: crate::metrics::counters::Totals,
 }
 
 pub(crate) use crate::log_sink::say;
@@ -346,6 +354,7 @@ impl Supervisor {
             }
         };
         consider(self.next_watchdog_deadline());
+        consider(self.next_metrics_deadline());
         for slot in &self.slots {
             consider(slot.state.deadline());
             consider(slot.upgrade.as_ref().and_then(|u| u.deadline()));
@@ -370,6 +379,7 @@ impl Supervisor {
             }
         }
         self.watchdog(now);
+        self.publish_metrics(now);
         for i in 0..self.slots.len() {
             self.upgrade_deadline(i, now);
             if self.slots[i].state.deadline().is_some_and(|t| now >= t) {
@@ -391,6 +401,9 @@ impl Supervisor {
                 worker.killed_because.get_or_insert_with(|| {
                     "closed its control socket and did not exit; worker killed".into()
                 });
+                worker
+                    .end_cause
+                    .get_or_insert(crate::metrics::counters::EndCause::Protocol);
                 worker.kill();
             }
             if worker.ready_at.is_none()
@@ -403,6 +416,7 @@ impl Supervisor {
                 );
                 say!("module {}: {reason}", slot.name);
                 worker.killed_because = Some(reason);
+                worker.end_cause = Some(crate::metrics::counters::EndCause::Watchdog);
                 worker.kill();
             }
         }

@@ -482,6 +482,7 @@ impl Supervisor {
         if self.shutdown_deadline.is_some() {
             return;
         }
+        self.totals.reloads += 1;
         let ReloadPlan {
             removed,
             changed,

@@ -38,46 +38,10 @@ impl Supervisor {
 
     fn handle_now(&mut self, request: Request) -> Response {
         match request {
-            Request::Status => {
-                let now = Instant::now();
-                Response {
-                    status: Some(StatusReport {
-                        modules: self
-                            .slots
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, s)| s.state != State::Removed)
-                            .map(|(i, s)| {
-                                let mut row = s.status(now);
-                                row.snapshot_epoch = self.acknowledged_epoch(&s.name);
-                                // A waiting module says what for.
-                                let waiting = self.waiting_for(i);
-                                if s.state == State::Waiting
-                                    && !waiting.is_empty()
-                                    && row.last_error.is_none()
-                                {
-                                    row.last_error =
-                                        Some(format!("waiting for {} (after)", waiting.join(", ")));
-                                }
-                                row
-                            })
-                            .collect(),
-                        warnings: self.sandbox.warnings.clone(),
-                        rings: self.wiring.status(|i| self.slots[i].name.clone()),
-                        snapshot_flushes: self
-                            .snapshots
-                            .store
-                            .as_ref()
-                            .map_or(0, |s| s.storage().flushes),
-                        snapshot_error: self.snapshots.error.clone(),
-                        snapshot_commit_p50_us: self.snapshots.commit_times.quantile(0.5),
-                        snapshot_commit_p99_us: self.snapshots.commit_times.quantile(0.99),
-                        log_dropped: crate::log_sink::global().dropped(),
-                        control_refused: self.clients.refused_busy,
-                    }),
-                    ..Response::done("")
-                }
-            }
+            Request::Status => Response {
+                status: Some(self.status_report()),
+                ..Response::done("")
+            },
             Request::Stop => {
                 if self.shutdown_deadline.is_none() {
                     say!("stop requested over the control socket");
@@ -89,6 +53,44 @@ impl Supervisor {
             Request::Snapshot { .. } | Request::Upgrade { .. } | Request::Reload { .. } => {
                 Response::refused("internal: answered later")
             }
+        }
+    }
+
+    /// What `edgeward status` shows now (also the view `/metrics` and
+    /// the status page get).
+    pub(crate) fn status_report(&self) -> StatusReport {
+        let now = Instant::now();
+        StatusReport {
+            modules: self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state != State::Removed)
+                .map(|(i, s)| {
+                    let mut row = s.status(now);
+                    row.snapshot_epoch = self.acknowledged_epoch(&s.name);
+                    // A waiting module says what for.
+                    let waiting = self.waiting_for(i);
+                    if s.state == State::Waiting && !waiting.is_empty() && row.last_error.is_none()
+                    {
+                        row.last_error =
+                            Some(format!("waiting for {} (after)", waiting.join(", ")));
+                    }
+                    row
+                })
+                .collect(),
+            warnings: self.sandbox.warnings.clone(),
+            rings: self.wiring.status(|i| self.slots[i].name.clone()),
+            snapshot_flushes: self
+                .snapshots
+                .store
+                .as_ref()
+                .map_or(0, |s| s.storage().flushes),
+            snapshot_error: self.snapshots.error.clone(),
+            snapshot_commit_p50_us: self.snapshots.commit_times.quantile(0.5),
+            snapshot_commit_p99_us: self.snapshots.commit_times.quantile(0.99),
+            log_dropped: crate::log_sink::global().dropped(),
+            control_refused: self.clients.refused_busy,
         }
     }
 

@@ -95,6 +95,7 @@ impl Supervisor {
         match self.slots[publisher].worker.as_mut() {
             Some(worker) => {
                 worker.killed_because = Some(format!("restarted: {message}"));
+                worker.end_cause = Some(crate::metrics::counters::EndCause::RingCorrupt);
                 self.transition(
                     publisher,
                     crate::lifecycle::Event::Kill {

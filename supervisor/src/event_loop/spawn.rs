@@ -119,6 +119,7 @@ impl Supervisor {
             said_hello: false,
             fault: None,
             killed_because: None,
+            end_cause: None,
             oom_kills_at_start,
             closed_at: None,
             snapshots: false,

@@ -48,6 +48,17 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
     let _state_lock = crate::state_lock::StateLock::acquire(&options.state)?;
     let loaded = policy::check_across(loaded, &options.state, &[]);
     let control = ControlServer::bind(&options.control)?;
+    let metrics = match options.metrics.as_deref() {
+        Some(addr) => {
+            let exporter = crate::metrics::Exporter::start(addr)?;
+            say!(
+                "metrics at http://{0}/metrics, status page at http://{0}/",
+                exporter.local_addr()
+            );
+            Some((exporter, Instant::now()))
+        }
+        None => None,
+    };
     let model = ProcessModel::from_env()?;
     if !options.worker_bin.is_file() {
         anyhow::bail!(
@@ -242,6 +253,8 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         reload: super::reload::ReloadProgress::Idle,
         upgrades,
         quota,
+        metrics,
+        totals: Default::default(),
     };
     supervisor.open_snapshots();
     say!(

@@ -111,6 +111,7 @@ impl Supervisor {
                 let reason = format!("watchdog: no heartbeat for {} ms", silent.as_millis());
                 say!("module {}: {reason}; worker killed", slot.name);
                 worker.killed_because = Some(reason);
+                worker.end_cause = Some(crate::metrics::counters::EndCause::Watchdog);
                 worker.kill();
             } else if silent >= ping && worker.pinged_at.is_none() {
                 worker.pinged_at = Some(now);

@@ -77,6 +77,8 @@ pub(crate) struct Snapshots {
     pub failure_logged: Option<Instant>,
     /// How long recent rounds took from asking the modules to durable.
     pub commit_times: CommitTimes,
+    /// When each module's newest snapshot became durable in this run.
+    pub committed_at: std::collections::HashMap<String, std::time::SystemTime>,
 }
 
 /// The durations of the last [`CommitTimes::KEPT`] rounds that made
@@ -303,6 +305,13 @@ impl Supervisor {
             Ok(acknowledged) => {
                 if !acknowledged.is_empty() {
                     self.snapshots.commit_times.record(asked_at.elapsed());
+                    self.totals
+                        .snapshot_commit
+                        .observe(asked_at.elapsed().as_secs_f64());
+                }
+                let now = std::time::SystemTime::now();
+                for (module, _) in acknowledged {
+                    self.snapshots.committed_at.insert(module, now);
                 }
                 if self.snapshots.failed_commits > 0 {
                     say!(

@@ -356,6 +356,15 @@ impl<S: Storage> Store<S> {
         }
     }
 
+    /// The newest acknowledged record of `module`: its epoch and the
+    /// guest's bytes in it.
+    pub fn newest(&self, module: &str) -> Option<(u64, usize)> {
+        self.live
+            .get(module)
+            .and_then(|l| l.first())
+            .map(|r| (r.epoch, r.payload.len()))
+    }
+
     /// The newest acknowledged epoch of `module`.
     pub fn acknowledged(&self, module: &str) -> Option<u64> {
         self.live

@@ -331,6 +331,7 @@ impl Supervisor {
             slot.name,
             short(&upgrade.to.0)
         );
+        crate::metrics::counters::bump(&mut self.totals.upgrades, "committed");
         self.end_upgrade(i, Ok(message));
         self.ensure_spare(i);
     }
@@ -342,6 +343,7 @@ impl Supervisor {
             return;
         };
         let (from_sha, from_artifact) = upgrade.from.clone();
+        crate::metrics::counters::bump(&mut self.totals.upgrades, "rolled_back");
         self.settle_upgrade_record(i, &from_sha);
         let slot = &mut self.slots[i];
         slot.artifact = Some(from_artifact);
@@ -351,6 +353,7 @@ impl Supervisor {
         let respawn = match slot.worker.as_mut() {
             Some(worker) => {
                 worker.killed_because = Some(message.clone());
+                worker.end_cause = Some(crate::metrics::counters::EndCause::Requested);
                 false
             }
             None => {

@@ -23,6 +23,7 @@
 //! | `forge-corrupt` | Ready; RingCorrupt for every ring end it holds, every 200 ms, without touching ring memory; otherwise idle |
 //! | `push-snapshots` | Ready without snapshots; then SnapshotPart (48 KiB) and SnapshotData frames nobody asked for, as fast as the socket takes them |
 //! | `empty-datagram` | Ready; one zero-length datagram; then idle |
+//! | `seccomp` | Ready; then what a real worker's SIGSYS handler sends when a call outside its allowlist is stopped (a `Seccomp` fault naming `ptrace`), and dies of SIGSYS as that worker does |
 //!
 //! In every mode it exits when the control socket closes, and exits 0 on
 //! Stop wherever it reads control messages (every mode but `garbage` and
@@ -181,6 +182,19 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
                 }
             })
         }
+        "seccomp" => {
+            ready(control, true);
+            send(
+                control,
+                &FromWorker::Fault(Fault {
+                    kind: FaultKind::Seccomp,
+                    message: "seccomp: denied syscall ptrace".into(),
+                }),
+            );
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSYS);
+            // SIGSYS's default action ends the process; if it was ignored:
+            159
+        }
         "empty-datagram" => {
             ready(control, true);
             send_raw(control, &[]);
@@ -188,7 +202,7 @@ fn serve(control: &OwnedFd, module: &str) -> i32 {
         }
         other => {
             eprintln!(
-                "rogue-worker[{module}]: unknown mode {other:?} in [wasi] args (modes: garbage, idle, ignore-stop, log-flood, log-oversized, forge-text, forge-corrupt, push-snapshots, empty-datagram)"
+                "rogue-worker[{module}]: unknown mode {other:?} in [wasi] args (modes: garbage, idle, ignore-stop, log-flood, log-oversized, forge-text, forge-corrupt, push-snapshots, empty-datagram, seccomp)"
             );
             64
         }

@@ -86,7 +86,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 ///
 /// # Errors
 /// A module without a `memory` export (a trap, as in wasmtime-wasi).
-fn guest<'a>(
+pub(super) fn guest<'a>(
     caller: &'a mut Caller<'_, HostState>,
 ) -> wasmtime::Result<(&'a mut [u8], &'a mut HostState)> {
     let fuel = caller.as_context_mut().hostcall_fuel();
@@ -100,7 +100,7 @@ fn guest<'a>(
 
 /// Runs one of wasmtime-wasi's preview 1 functions the way its own
 /// synchronous bindings do.
-fn wasi<F: std::future::Future<Output = wiggle::error::Result<i32>>>(
+pub(super) fn wasi<F: std::future::Future<Output = wiggle::error::Result<i32>>>(
     call: F,
 ) -> wasmtime::Result<i32> {
     wasmtime_wasi::runtime::in_tokio(call)

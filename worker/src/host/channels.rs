@@ -101,7 +101,7 @@ pub struct Channels {
 /// at each `send`/`recv`, its control thread reports them (the guest
 /// thread may be blocked in the guest for any time).
 #[derive(Default)]
-pub struct SharedStats([std::sync::atomic::AtomicU64; 7]);
+pub struct SharedStats([std::sync::atomic::AtomicU64; 8]);
 
 impl SharedStats {
     /// Stores `stats`.
@@ -114,6 +114,7 @@ impl SharedStats {
             stats.dropped,
             stats.refused,
             stats.wakes,
+            stats.path_denials,
         ];
         for (slot, value) in self.0.iter().zip(values) {
             // SYNC: Relaxed: counters for display; no other data depends on them.
@@ -133,6 +134,7 @@ impl SharedStats {
             dropped: v[4],
             refused: v[5],
             wakes: v[6],
+            path_denials: v[7],
             // A command module has no tick loop, so no tick lateness.
             tick_lateness: None,
         }
@@ -383,7 +385,7 @@ impl Channels {
     }
 
     /// For command modules: mirrors the counters for the control thread.
-    fn maybe_heartbeat(&self, stats: &Stats) {
+    pub(crate) fn maybe_heartbeat(&self, stats: &Stats) {
         if let Some(shared) = &self.shared_stats {
             shared.store(stats);
         }

@@ -35,6 +35,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "snapshot_put", snapshot_put)?;
     linker.func_wrap(MODULE, "snapshot_get", snapshot_get)?;
     super::channel_fd::add_to_linker(linker)?;
+    super::path_audit::add_to_linker(linker)?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod channels;
 pub mod errors;
 pub mod imports;
 pub mod limits;
+pub mod path_audit;
 pub mod wasi;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //! since the *oldest* expiration it covers, so a missed tick shows as one
 //! long lateness rather than disappearing.
 
-use edgeward_ipc::control::TickLateness;
+use edgeward_ipc::control::{LatenessHistogram, TickLateness};
 
 /// Ticks the statistic covers: about a second at 1 ms ticks, a ring of
 /// 4 KiB, allocated only by modules that tick.
@@ -47,6 +47,8 @@ pub struct LatenessWindow {
     /// µs, saturating at `u32::MAX` (71 minutes); a ring once full.
     samples: Vec<u32>,
     next: usize,
+    /// Every tick since the worker started, by bucket.
+    histogram: LatenessHistogram,
 }
 
 impl LatenessWindow {
@@ -55,11 +57,13 @@ impl LatenessWindow {
         Self {
             samples: Vec::with_capacity(WINDOW),
             next: 0,
+            histogram: LatenessHistogram::default(),
         }
     }
 
     /// A tick call started `lateness_ns` after its due time.
     pub fn record(&mut self, lateness_ns: u64) {
+        self.histogram.record(lateness_ns / 1000);
         let us = u32::try_from(lateness_ns / 1000).unwrap_or(u32::MAX);
         if self.samples.len() < WINDOW {
             self.samples.push(us);
@@ -89,6 +93,7 @@ impl LatenessWindow {
             p99_us: u64::from(rank(99)),
             max_us: u64::from(sorted[n - 1]),
             ticks: n as u32,
+            histogram: self.histogram,
         })
     }
 }
@@ -135,7 +140,12 @@ mod tests {
             (s.p50_us, s.p99_us, s.max_us, s.ticks),
             (20, 20, 20, WINDOW as u32)
         );
-        // Absurd lateness saturates instead of wrapping.
+        // The histogram counts every tick, not just the window's.
+        let h = window.summary().unwrap().histogram;
+        assert_eq!(h.count(), 2 * WINDOW as u64);
+        assert_eq!(h.counts[0], WINDOW as u64); // 20 µs ≤ 50 µs
+        assert_eq!(h.counts[6], WINDOW as u64); // 5 ms ≤ 5 ms
+                                                // Absurd lateness saturates instead of wrapping.
         window.record(u64::MAX);
         assert_eq!(window.summary().unwrap().max_us, u64::from(u32::MAX));
     }
