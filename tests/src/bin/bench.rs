@@ -9,8 +9,9 @@
 //! plane), `state` (snapshots: recovery time, commit latency, device
 //! flushes), `gateway` (issue 13's figures for the 32-module demo,
 //! `tests/src/bench_gateway.rs`), `connectors` (MQTT and Modbus connectors
-//! against real peers, `tests/src/bench_connectors.rs`). With no suite,
-//! all run.
+//! against real peers, `tests/src/bench_connectors.rs`), `observability`
+//! (tick lateness beside the metrics listener and a log flood,
+//! `tests/src/bench_observability.rs`). With no suite, all run.
 
 // Beside the library's files, not in src/bin/, where Cargo would take it
 // for a binary of its own.
@@ -18,6 +19,8 @@
 mod connectors;
 #[path = "../bench_gateway.rs"]
 mod gateway;
+#[path = "../bench_observability.rs"]
+mod observability;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -89,10 +92,20 @@ fn main() {
     let all = suites.is_empty() || suites.contains(&"all");
     let mut figures = Vec::new();
     for suite in &suites {
-        if !["all", "start", "ring", "state", "gateway", "connectors"].contains(suite) {
+        if ![
+            "all",
+            "start",
+            "ring",
+            "state",
+            "gateway",
+            "connectors",
+            "observability",
+        ]
+        .contains(suite)
+        {
             eprintln!(
-                "unknown suite {suite:?}; suites: start, ring, state, gateway, connectors \
-                 (default: all)"
+                "unknown suite {suite:?}; suites: start, ring, state, gateway, connectors, \
+                 observability (default: all)"
             );
             std::process::exit(2);
         }
@@ -118,6 +131,9 @@ fn main() {
     }
     if wants("connectors") {
         figures.extend(connectors::suite(json));
+    }
+    if wants("observability") {
+        figures.extend(observability::suite(json));
     }
     for f in &figures {
         if json {
