@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use super::Supervisor;
 use crate::lifecycle::State;
-use crate::metrics::probe::UsageFiles;
 use crate::metrics::published::{ModuleFacts, Published, SnapshotFacts};
 
 impl Supervisor {
@@ -46,7 +45,10 @@ impl Supervisor {
                 ModuleFacts {
                     lateness: (lateness.count() > 0).then_some(lateness),
                     counters,
-                    usage: slot.cgroup.as_ref().map(|c| UsageFiles::of(&c.dirs)),
+                    cgroup_dirs: slot
+                        .cgroup
+                        .as_ref()
+                        .map_or_else(Vec::new, |c| c.dirs.clone()),
                     snapshot: store
                         .and_then(|s| s.newest(&slot.name))
                         .map(|(epoch, bytes)| SnapshotFacts {

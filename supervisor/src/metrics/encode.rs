@@ -124,6 +124,12 @@ impl Collector for View {
         let e = &mut encoder;
         let now = SystemTime::now();
         let rows = || view.status.modules.iter().zip(&view.modules);
+        // Which cgroup files count each module, found once per scrape.
+        let usage: Vec<probe::UsageFiles> = view
+            .modules
+            .iter()
+            .map(|f| probe::UsageFiles::of(&f.cgroup_dirs))
+            .collect();
         fn module(name: &str) -> Vec<(&str, &str)> {
             vec![("module", name)]
         }
@@ -183,10 +189,9 @@ impl Collector for View {
             e,
             "edgeward_module_memory_bytes",
             "Memory the module's cgroup charges (its worker's pages and kernel memory).",
-            rows().filter_map(|(m, f)| {
-                let bytes = f.usage.as_ref()?.memory_bytes()?;
-                Some((module(&m.name), bytes))
-            }),
+            rows()
+                .zip(&usage)
+                .filter_map(|((m, _), u)| Some((module(&m.name), u.memory_bytes()?))),
         )?;
         gauge(
             e,
@@ -198,11 +203,9 @@ impl Collector for View {
             e,
             "edgeward_module_cpu_seconds",
             "CPU time of the module's cgroup (of its current worker where it has no cgroup CPU counter).",
-            rows().filter_map(|(m, f)| {
-                let seconds = f
-                    .usage
-                    .as_ref()
-                    .and_then(|u| u.cpu_seconds())
+            rows().zip(&usage).filter_map(|((m, _), u)| {
+                let seconds = u
+                    .cpu_seconds()
                     .or_else(|| probe::process_cpu_seconds(m.pid?))?;
                 Some((module(&m.name), seconds))
             }),

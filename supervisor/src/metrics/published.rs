@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use edgeward_ipc::control::LatenessHistogram;
 
 use super::counters::{ModuleCounters, Totals};
-use super::probe::UsageFiles;
 use crate::status::StatusReport;
 
 /// Everything `/metrics`, `/` and `/status.json` show.
@@ -27,17 +26,7 @@ impl Published {
     /// An empty view, before the loop made the first one.
     pub fn empty() -> Published {
         Published {
-            status: StatusReport {
-                modules: Vec::new(),
-                warnings: Vec::new(),
-                rings: Vec::new(),
-                snapshot_flushes: 0,
-                snapshot_error: None,
-                snapshot_commit_p50_us: None,
-                snapshot_commit_p99_us: None,
-                log_dropped: 0,
-                control_refused: 0,
-            },
+            status: StatusReport::default(),
             modules: Vec::new(),
             totals: Totals::default(),
             made_at: SystemTime::now(),
@@ -53,7 +42,9 @@ pub struct ModuleFacts {
     /// Tick lateness over all its workers; `None` if it never ticked.
     pub lateness: Option<LatenessHistogram>,
     /// Its cgroup's counters, if it has a cgroup.
-    pub usage: Option<UsageFiles>,
+    /// Its cgroup's directories (empty without one); which files count
+    /// its memory and CPU is found at scrape time (`probe.rs`).
+    pub cgroup_dirs: Vec<std::path::PathBuf>,
     /// Its newest durable snapshot.
     pub snapshot: Option<SnapshotFacts>,
 }
