@@ -22,7 +22,7 @@ pub mod zygote;
 /// Version of the control protocol. Both sides send it first (in `Hello`) and
 /// refuse to talk to a peer with another version: the supervisor and its
 /// workers always come from one build, so a mismatch means a stale binary.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// Largest control message, in bytes. Anything larger is refused by the
 /// sender and rejected as truncated by the receiver.

@@ -5,12 +5,16 @@
 //! copy-on-write. Every worker ends up a child of the supervisor (see
 //! `worker/src/zygote.rs`), which reaps it like any other child.
 //!
-//! The zygote answers requests one at a time, in order: each
-//! [`ToZygote::Spawn`] with [`FromZygote::Spawned`] or
-//! [`FromZygote::SpawnFailed`], each [`ToZygote::Ping`] with
-//! [`FromZygote::Pong`]. The supervisor watches it like a worker: every
-//! reply is a sign of life; a zygote silent for a while is pinged, and
-//! killed if it stays silent (stopped, or stuck in a fork).
+//! The zygote reads requests in order but answers spawns as they complete:
+//! it forks a spawn's intermediate process and goes on to the next request
+//! while the intermediate forks the worker, so spawns overlap. Each
+//! [`ToZygote::Spawn`] carries a request number that its
+//! [`FromZygote::Spawned`] or [`FromZygote::SpawnFailed`] repeats. Each
+//! [`ToZygote::Ping`] is answered with [`FromZygote::Pong`] once every
+//! spawn requested before it is answered. The supervisor watches the zygote
+//! like a worker: every reply is a sign of life; a zygote silent for a
+//! while is pinged, and killed if it stays silent (stopped, or stuck in a
+//! fork).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +25,9 @@ pub enum ToZygote {
     /// its control socketpair, then the write end of its output pipe (the
     /// worker's stdout and stderr).
     Spawn {
+        /// Chosen by the supervisor, unique among its outstanding requests;
+        /// the reply repeats it (replies come in completion order).
+        request: u64,
         /// Module name, for the worker's process title and reports.
         module: String,
         /// Artifact the worker will load; the zygote maps it first so all
@@ -32,8 +39,8 @@ pub enum ToZygote {
         /// period of 10 to 20 ms).
         cgroup_procs: Vec<String>,
     },
-    /// Are you alive? Answered with [`FromZygote::Pong`] once the requests
-    /// sent before it are answered. No fds travel with it (any that do are
+    /// Are you alive? Answered with [`FromZygote::Pong`] once the spawn
+    /// requests sent before it are answered. No fds travel with it (any that do are
     /// closed).
     Ping,
 }
@@ -69,6 +76,8 @@ pub enum FromZygote {
     },
     /// The worker was forked.
     Spawned {
+        /// The [`ToZygote::Spawn`] this answers.
+        request: u64,
         /// Its pid (a child of the supervisor).
         pid: u32,
         /// How it came to be in its cgroup.
@@ -76,12 +85,12 @@ pub enum FromZygote {
     },
     /// The fork failed.
     SpawnFailed {
+        /// The [`ToZygote::Spawn`] this answers.
+        request: u64,
         /// Why.
         reason: String,
     },
-    /// The answer to [`ToZygote::Ping`]. Not the answer to a `Spawn`: the
-    /// supervisor matches spawn replies to its requests in order and must
-    /// skip this one.
+    /// The answer to [`ToZygote::Ping`]. Not the answer to a `Spawn`.
     Pong,
 }
 
@@ -98,6 +107,7 @@ mod tests {
             (
                 0,
                 ToZygote::Spawn {
+                    request: 1,
                     module: "counter".into(),
                     artifact: "/cache/counter.cwasm".into(),
                     cgroup_procs: vec![],
@@ -121,6 +131,7 @@ mod tests {
             (
                 1,
                 FromZygote::Spawned {
+                    request: 1,
                     pid: 7,
                     placement: Placement::Clone3,
                 },
@@ -128,6 +139,7 @@ mod tests {
             (
                 2,
                 FromZygote::SpawnFailed {
+                    request: 2,
                     reason: "fork: EAGAIN".into(),
                 },
             ),

@@ -41,6 +41,7 @@ pub use profile::{Applied, ConnectorGrants, Profile};
 mod rlimits;
 pub mod seccomp;
 pub mod seccomp_allowlist;
+mod seccomp_fast_path;
 pub mod sigsys;
 pub mod zygote_guard;
 

@@ -45,13 +45,23 @@ impl ProcessModel {
 
 /// A started worker: our ends of its channels.
 pub struct Spawned {
-    /// Its pid (our child). With the fork server it arrives later, as a
-    /// [`FromZygote::Spawned`] reply read by the event loop.
-    pub pid: Option<Pid>,
+    /// Its pid (our child), or, with the fork server, the number of the
+    /// request whose [`FromZygote::Spawned`] reply, read by the event loop,
+    /// will carry it.
+    pub pid: WorkerPid,
     /// Our end of its control socketpair.
     pub control: OwnedFd,
     /// Read end of its stdout/stderr pipe.
     pub output: OwnedFd,
+}
+
+/// A new worker's pid: known at once (exec'd), or asked of the fork server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPid {
+    /// Our child, running.
+    Known(Pid),
+    /// The fork server's reply to request number `.0` will carry it.
+    Requested(u64),
 }
 
 /// A running fork server.
@@ -72,6 +82,9 @@ pub struct Launcher {
     starting: Option<(Pid, OwnedFd)>,
     /// Set when a new fork server socket appeared, for the event loop to watch.
     new_zygote: bool,
+    /// The number of the next spawn request (unique for this launcher's life,
+    /// across fork servers).
+    next_request: u64,
 }
 
 impl Launcher {
@@ -83,6 +96,7 @@ impl Launcher {
             zygote: None,
             starting: None,
             new_zygote: false,
+            next_request: 1,
         }
     }
 
@@ -109,9 +123,10 @@ impl Launcher {
             .map(|z| std::os::fd::AsFd::as_fd(&z.socket))
     }
 
-    /// Reads one reply of the fork server without blocking, in the order
-    /// the requests were sent: a [`FromZygote::Spawned`] or
-    /// [`FromZygote::SpawnFailed`] per `Spawn`, a [`FromZygote::Pong`] per
+    /// Reads one reply of the fork server without blocking: a
+    /// [`FromZygote::Spawned`] or [`FromZygote::SpawnFailed`] per `Spawn`,
+    /// in completion order and numbered as the request
+    /// ([`WorkerPid::Requested`]), a [`FromZygote::Pong`] per
     /// [`Launcher::ping_zygote`]. `Ok(None)`: nothing pending. `Err`: the
     /// fork server is gone.
     ///
@@ -132,8 +147,8 @@ impl Launcher {
     }
 
     /// Asks the fork server whether it is alive, without waiting: sends
-    /// [`ToZygote::Ping`]. It answers [`FromZygote::Pong`] once the requests
-    /// sent before it are answered; [`Launcher::next_reply`] returns the Pong
+    /// [`ToZygote::Ping`]. It answers [`FromZygote::Pong`] once the spawn
+    /// requests sent before it are answered; [`Launcher::next_reply`] returns the Pong
     /// like any reply, and it answers no spawn request.
     ///
     /// `Ok(false)` when there is no fork server to watch: the exec process
@@ -229,8 +244,10 @@ impl Launcher {
         let pid = match self.model {
             ProcessModel::Zygote => {
                 let artifact = artifact.to_string_lossy().into_owned();
+                let number = self.next_request;
                 let zygote = self.zygote()?;
                 let request = ToZygote::Spawn {
+                    request: number,
                     module: module.to_string(),
                     artifact,
                     cgroup_procs,
@@ -245,9 +262,10 @@ impl Launcher {
                     self.zygote = None;
                     bail!("fork server unreachable: {e}");
                 }
-                None
+                self.next_request += 1;
+                WorkerPid::Requested(number)
             }
-            ProcessModel::Exec => Some(exec_serve(
+            ProcessModel::Exec => WorkerPid::Known(exec_serve(
                 &self.worker_bin,
                 module,
                 &theirs,
@@ -280,7 +298,7 @@ impl Launcher {
         }
         let pid = exec_serve(connector_bin, module, &theirs, &output_write)?;
         Ok(Spawned {
-            pid: Some(pid),
+            pid: WorkerPid::Known(pid),
             control: ours,
             output,
         })

@@ -16,16 +16,15 @@
 //! process like any other.
 //!
 //! Where `clone3(CLONE_INTO_CGROUP)` cannot be used (cgroup v1, several
-//! hierarchies, an older kernel) the caller falls back to `fork` and the
-//! worker joins its cgroup itself; [`Fork::placement`] says which happened
-//! and why, so the supervisor can log it.
+//! hierarchies, an older kernel) [`fork_into`] says why and the caller
+//! makes the worker another way (`vfork_intermediate.rs`); the worker then
+//! joins its cgroup itself, and the supervisor logs the reason.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use edgeward_ipc::zygote::Placement;
 use nix::errno::Errno;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h, Linux 5.7).
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -51,50 +50,25 @@ struct CloneArgs {
 /// `cgroup` field: no need to ask it again for every worker.
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// A fork that may have placed the child in its cgroup.
-pub struct Fork {
-    /// Which side of the fork this is.
-    pub result: ForkResult,
-    /// How the child came to be in its cgroup.
-    pub placement: Placement,
-}
-
-/// Forks, creating the child in the cgroup of `procs_files` when that is a
-/// single cgroup v2 directory and the kernel has `CLONE_INTO_CGROUP`;
-/// otherwise a plain `fork` whose [`Fork::placement`] says why not.
+/// Forks into the cgroup of `procs_files` with `clone3(CLONE_INTO_CGROUP)`
+/// when that is a single cgroup v2 directory and the kernel can; the child
+/// continues on a copy of this stack, as after `fork(2)`. `Err` says why
+/// not, and nothing was forked.
 ///
 /// # Safety
 /// As for `fork(2)`: the calling process must be single-threaded, so that
 /// the child may run arbitrary code.
-///
-/// # Errors
-/// If the process cannot be forked at all.
-pub unsafe fn fork_into(procs_files: &[String]) -> nix::Result<Fork> {
-    let why = match cgroup_v2_dir(procs_files) {
-        Ok(dir) => {
-            // SAFETY: single-threaded, as this function's contract demands.
-            match unsafe { clone3_into(&dir) } {
-                Ok(result) => {
-                    return Ok(Fork {
-                        result,
-                        placement: Placement::Clone3,
-                    })
-                }
-                Err(Errno::ENOSYS | Errno::E2BIG) => {
-                    UNSUPPORTED.store(true, Ordering::Relaxed);
-                    "this kernel has no clone3(CLONE_INTO_CGROUP) (Linux 5.7)".to_string()
-                }
-                Err(e) => format!("clone3(CLONE_INTO_CGROUP) failed: {e}"),
-            }
-        }
-        Err(why) => why,
-    };
+pub unsafe fn fork_into(procs_files: &[String]) -> Result<ForkResult, String> {
+    let dir = cgroup_v2_dir(procs_files)?;
     // SAFETY: single-threaded, as this function's contract demands.
-    let result = unsafe { fork() }?;
-    Ok(Fork {
-        result,
-        placement: Placement::Joins { why },
-    })
+    match unsafe { clone3_into(&dir) } {
+        Ok(result) => Ok(result),
+        Err(Errno::ENOSYS | Errno::E2BIG) => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            Err("this kernel has no clone3(CLONE_INTO_CGROUP) (Linux 5.7)".to_string())
+        }
+        Err(e) => Err(format!("clone3(CLONE_INTO_CGROUP) failed: {e}")),
+    }
 }
 
 /// The cgroup directory to clone into, or why there is none.

@@ -21,9 +21,11 @@ mod exit_code;
 mod fault;
 mod host;
 mod module;
+mod pid_pipe;
 mod report;
 
 mod tools;
+mod vfork_intermediate;
 mod zygote;
 
 use std::os::fd::{FromRawFd, OwnedFd};

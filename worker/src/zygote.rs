@@ -3,7 +3,12 @@
 //! copy-on-write.
 //!
 //! Each worker is made with a double fork: the zygote forks an intermediate
-//! process, which forks the worker and exits at once. The orphaned worker is
+//! process, which forks the worker, writes its pid to a pipe and exits at
+//! once. The zygote does not wait for it: it goes on to the next request
+//! and reports the pid when the pipe has it, so the second fork of one
+//! spawn overlaps the first fork of the next (replies carry the request's
+//! number and come in completion order). The kernel reaps the
+//! intermediates (`SIGCHLD` is ignored here). The orphaned worker is
 //! re-parented to the nearest subreaper, the supervisor (PID 1, or a process
 //! with `PR_SET_CHILD_SUBREAPER`), which therefore reaps every worker and
 //! sees its real exit status. The worker is made with plain `fork(2)`, so
@@ -17,15 +22,17 @@
 //! copies locks held by threads that do not exist in the child); it checks
 //! this before every fork and refuses otherwise.
 
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::zygote::{FromZygote, Placement, ToZygote};
 use edgeward_ipc::PROTOCOL_VERSION;
+use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::clone_into_cgroup;
+use crate::pid_pipe;
+use crate::vfork_intermediate;
 use wasmtime::bail;
 use wasmtime::error::Context;
 
@@ -53,6 +60,13 @@ pub fn run(socket: OwnedFd) -> i32 {
         return exit_code::LOAD_FAILED;
     }
     prepared.namespaces = Some(degraded);
+    // The kernel reaps the intermediate processes of spawns (`spawn`): the
+    // zygote learns what it needs from their pid pipes, never their status.
+    // SAFETY: ignoring a signal installs no handler.
+    if let Err(e) = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) } {
+        eprintln!("edgeward-worker zygote: cannot ignore SIGCHLD: {e}");
+        return exit_code::LOAD_FAILED;
+    }
     if let Err(e) = edgeward_sandbox::zygote_guard::apply() {
         eprintln!("edgeward-worker zygote: cannot harden the fork server: {e}");
         return exit_code::LOAD_FAILED;
@@ -64,57 +78,160 @@ pub fn run(socket: OwnedFd) -> i32 {
     if frame::send(&socket, &hello, &[]).is_err() {
         return exit_code::SUPERVISOR_GONE;
     }
+    // Where intermediates that share this process's memory run (cgroup v1).
+    let stack = match vfork_intermediate::IntermediateStack::new() {
+        Ok(stack) => stack,
+        Err(e) => {
+            eprintln!("edgeward-worker zygote: cannot map the intermediates' stack: {e}");
+            return exit_code::LOAD_FAILED;
+        }
+    };
     serve_requests(&socket, |target, fds| {
-        spawn(&mut prepared, &socket, supervisor, target, fds)
+        spawn(&mut prepared, &stack, &socket, supervisor, target, fds)
     })
 }
 
-/// Answers the supervisor's requests on `socket` one at a time, in order,
-/// until it closes the socket; `spawn` makes a worker. Returns the process
-/// exit code.
+/// A spawn whose intermediate process was forked: it reports the worker's
+/// pid through `pid_pipe`.
+struct Started {
+    /// Read end of the pipe the intermediate writes the worker's pid to
+    /// ([`pid_pipe::report`]); end of file if it died first.
+    pid_pipe: OwnedFd,
+    /// How the worker came to be in its cgroup.
+    placement: Placement,
+}
+
+/// A spawn request not answered yet.
+struct InFlight {
+    request: u64,
+    /// Count of spawn requests read before this one: a Ping waits for the
+    /// spawns read before it, and only those.
+    sequence: u64,
+    started: Started,
+}
+
+/// Serves the supervisor's requests on `socket` until it closes it: reads
+/// them in order, starts each spawn with `spawn` without waiting for the
+/// worker's pid, and answers each spawn when its pid (or failure) is known.
+/// Returns the process exit code.
 fn serve_requests(
     socket: &OwnedFd,
-    mut spawn: impl FnMut(&Target<'_>, Vec<OwnedFd>) -> wasmtime::Result<(Pid, Placement)>,
+    mut spawn: impl FnMut(&Target<'_>, Vec<OwnedFd>) -> wasmtime::Result<Started>,
 ) -> i32 {
+    let mut in_flight: Vec<InFlight> = Vec::new();
+    // Each unanswered Ping: the number of spawn requests read before it.
+    let mut pings: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    let mut spawns_read: u64 = 0;
     loop {
-        let (request, fds) = match frame::recv::<ToZygote>(socket) {
-            Ok(r) => r,
-            Err(FrameError::Closed) => return exit_code::OK,
-            Err(FrameError::WouldBlock) => continue,
+        let (socket_ready, finished) = match wait(socket, &in_flight) {
+            Ok(ready) => ready,
             Err(e) => {
-                eprintln!("edgeward-worker zygote: bad request from supervisor: {e}");
+                eprintln!("edgeward-worker zygote: poll: {e}");
                 return exit_code::LOAD_FAILED;
             }
         };
-        let reply = match request {
-            ToZygote::Spawn {
-                module,
-                artifact,
-                cgroup_procs,
-            } => {
-                let target = Target {
-                    module: &module,
-                    artifact: &artifact,
-                    cgroup_procs: &cgroup_procs,
-                };
-                match spawn(&target, fds) {
-                    Ok((pid, placement)) => FromZygote::Spawned {
-                        pid: pid.as_raw() as u32,
-                        placement,
+        // Highest index first, so the lower ones stay valid.
+        for index in finished.into_iter().rev() {
+            let done = in_flight.swap_remove(index);
+            let reply = match pid_pipe::read(&done.started.pid_pipe) {
+                Ok(pid) => FromZygote::Spawned {
+                    request: done.request,
+                    pid,
+                    placement: done.started.placement,
+                },
+                Err(reason) => FromZygote::SpawnFailed {
+                    request: done.request,
+                    reason,
+                },
+            };
+            if frame::send(socket, &reply, &[]).is_err() {
+                return exit_code::SUPERVISOR_GONE;
+            }
+        }
+        if socket_ready {
+            match frame::recv::<ToZygote>(socket) {
+                Ok((
+                    ToZygote::Spawn {
+                        request,
+                        module,
+                        artifact,
+                        cgroup_procs,
                     },
-                    Err(e) => FromZygote::SpawnFailed {
-                        reason: format!("{e:#}"),
-                    },
+                    fds,
+                )) => {
+                    let target = Target {
+                        module: &module,
+                        artifact: &artifact,
+                        cgroup_procs: &cgroup_procs,
+                    };
+                    let sequence = spawns_read;
+                    spawns_read += 1;
+                    match spawn(&target, fds) {
+                        Ok(started) => in_flight.push(InFlight {
+                            request,
+                            sequence,
+                            started,
+                        }),
+                        Err(e) => {
+                            let reply = FromZygote::SpawnFailed {
+                                request,
+                                reason: format!("{e:#}"),
+                            };
+                            if frame::send(socket, &reply, &[]).is_err() {
+                                return exit_code::SUPERVISOR_GONE;
+                            }
+                        }
+                    }
+                }
+                // Any fds that came with it close here.
+                Ok((ToZygote::Ping, _)) => pings.push_back(spawns_read),
+                Err(FrameError::Closed) => return exit_code::OK,
+                Err(FrameError::WouldBlock) => {}
+                Err(e) => {
+                    eprintln!("edgeward-worker zygote: bad request from supervisor: {e}");
+                    return exit_code::LOAD_FAILED;
                 }
             }
-            // Alive and reading: the requests before it are answered. Any
-            // fds that came with it close here.
-            ToZygote::Ping => FromZygote::Pong,
-        };
-        if frame::send(socket, &reply, &[]).is_err() {
-            return exit_code::SUPERVISOR_GONE;
+        }
+        // A Ping is answered once no spawn read before it is in flight.
+        let oldest = in_flight.iter().map(|f| f.sequence).min();
+        while pings
+            .front()
+            .is_some_and(|&before| oldest.is_none_or(|oldest| oldest >= before))
+        {
+            pings.pop_front();
+            if frame::send(socket, &FromZygote::Pong, &[]).is_err() {
+                return exit_code::SUPERVISOR_GONE;
+            }
         }
     }
+}
+
+/// Blocks until the supervisor's socket or a spawn's pid pipe is readable
+/// (or hung up). Returns whether the socket is, and the indices in
+/// `in_flight` of the spawns whose pipes are, in increasing order.
+fn wait(socket: &OwnedFd, in_flight: &[InFlight]) -> nix::Result<(bool, Vec<usize>)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds: Vec<PollFd<'_>> = std::iter::once(socket.as_fd())
+        .chain(in_flight.iter().map(|f| f.started.pid_pipe.as_fd()))
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+    let finished = fds[1..]
+        .iter()
+        .enumerate()
+        .filter(|(_, fd)| ready(fd))
+        .map(|(i, _)| i)
+        .collect();
+    Ok((ready(&fds[0]), finished))
 }
 
 /// What a spawn request asks for.
@@ -124,13 +241,16 @@ struct Target<'a> {
     cgroup_procs: &'a [String],
 }
 
+/// Forks the intermediate process of one spawn and returns at once; the
+/// intermediate forks the worker and reports its pid ([`Started`]).
 fn spawn(
     prepared: &mut Prepared,
+    stack: &vfork_intermediate::IntermediateStack,
     zygote_socket: &OwnedFd,
     supervisor: Pid,
     target: &Target<'_>,
     fds: Vec<OwnedFd>,
-) -> wasmtime::Result<(Pid, Placement)> {
+) -> wasmtime::Result<Started> {
     let artifact = target.artifact;
     let [control, output]: [OwnedFd; 2] = fds
         .try_into()
@@ -148,27 +268,24 @@ fn spawn(
     // SAFETY: this process is single-threaded (checked above), so the child
     // may run arbitrary code after fork. The intermediate only forks,
     // writes a pid and `_exit`s, as `fork_into` requires.
-    let first = unsafe { clone_into_cgroup::fork_into(target.cgroup_procs) }.context("fork")?;
-    let placement = first.placement;
-    match first.result {
-        ForkResult::Child => {
+    let why = match unsafe { clone_into_cgroup::fork_into(target.cgroup_procs) } {
+        Ok(ForkResult::Child) => {
             drop(pid_read);
+            // The zygote ignores SIGCHLD so that the kernel reaps its
+            // intermediates; the worker gets the default back.
+            // SAFETY: restoring the default disposition installs no handler.
+            let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
             // Taken before the second fork: by the time the worker runs, the
             // intermediate may already be gone.
             let intermediate = nix::unistd::getpid();
             // SAFETY: still single-threaded, as the parent was.
-            let code = match unsafe { fork() } {
+            let fork = match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
                     drop(pid_write);
-                    // Sandbox step 1 ahead of time (it reports a failure
-                    // itself, later), unless the worker was born in its
+                    // Sandbox step 1 is done: the worker was born in its
                     // cgroup.
-                    if placement == Placement::Clone3 {
-                        edgeward_sandbox::born_in_cgroups(target.cgroup_procs);
-                    } else {
-                        edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
-                    }
-                    become_worker(
+                    edgeward_sandbox::born_in_cgroups(target.cgroup_procs);
+                    let code = become_worker(
                         prepared,
                         zygote_socket,
                         supervisor,
@@ -176,34 +293,65 @@ fn spawn(
                         target,
                         control,
                         output,
-                    )
+                    );
+                    // SAFETY: _exit ends this forked process without running
+                    // the zygote's destructors or atexit handlers.
+                    unsafe { libc::_exit(code) }
                 }
-                Ok(ForkResult::Parent { child }) => {
-                    let bytes = child.as_raw().to_le_bytes();
-                    match nix::unistd::write(&pid_write, &bytes) {
-                        Ok(4) => exit_code::OK,
-                        _ => exit_code::LOAD_FAILED,
-                    }
-                }
-                Err(_) => exit_code::LOAD_FAILED,
+                Ok(ForkResult::Parent { child }) => Ok(child),
+                Err(errno) => Err(errno),
+            };
+            let code = if pid_pipe::report(&pid_write, fork) {
+                exit_code::OK
+            } else {
+                exit_code::LOAD_FAILED
             };
             // SAFETY: _exit ends this forked process without running the
             // zygote's destructors or atexit handlers a second time.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent {
-            child: intermediate,
-        } => {
-            drop(pid_write);
-            drop(control);
-            drop(output);
-            let mut bytes = [0u8; 4];
-            let read = std::fs::File::from(pid_read).read_exact(&mut bytes);
-            let _ = nix::sys::wait::waitpid(intermediate, None);
-            read.context("worker fork failed")?;
-            Ok((Pid::from_raw(i32::from_le_bytes(bytes)), placement))
+        Ok(ForkResult::Parent { .. }) => {
+            return Ok(Started {
+                pid_pipe: pid_read,
+                placement: Placement::Clone3,
+            })
         }
-    }
+        Err(why) => why,
+    };
+    // No clone3 into the cgroup: an intermediate that shares our memory
+    // forks the worker, which joins its cgroups itself.
+    let (mut control, mut output) = (Some(control), Some(output));
+    let pid_write_raw = pid_write.as_raw_fd();
+    let mut worker = |intermediate: Pid| -> i32 {
+        // In the worker, a process of its own: close the pid pipe's end.
+        // SAFETY: the fd is this process's copy; its `OwnedFd` is never
+        // dropped here (the worker leaves through `_exit`).
+        unsafe { libc::close(pid_write_raw) };
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
+        // Sandbox step 1 ahead of time (it reports a failure itself, later).
+        edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
+        let (Some(control), Some(output)) = (control.take(), output.take()) else {
+            return exit_code::LOAD_FAILED;
+        };
+        become_worker(
+            prepared,
+            zygote_socket,
+            supervisor,
+            intermediate,
+            target,
+            control,
+            output,
+        )
+    };
+    // SAFETY: single-threaded (checked above); `worker` runs only in the
+    // forked worker, which may run anything, on its own copy of `stack`.
+    unsafe { vfork_intermediate::spawn(stack, &pid_write, &mut worker) }
+        .context("clone of the intermediate")?;
+    Ok(Started {
+        pid_pipe: pid_read,
+        placement: Placement::Joins { why },
+    })
 }
 
 /// In the forked worker: wire stdio, wait to belong to the supervisor, run.
@@ -276,60 +424,113 @@ fn ensure_single_threaded() -> wasmtime::Result<()> {
 mod tests {
     use super::*;
 
+    /// A spawn as the test's fake `spawn` makes it: the pipe's write end
+    /// plays the intermediate.
+    fn started(placement: Placement) -> (Started, OwnedFd) {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        (
+            Started {
+                pid_pipe: read,
+                placement,
+            },
+            write,
+        )
+    }
+
+    fn spawn_request(request: u64, module: &str) -> ToZygote {
+        ToZygote::Spawn {
+            request,
+            module: module.into(),
+            artifact: format!("/cache/{module}.cwasm"),
+            cgroup_procs: vec![],
+        }
+    }
+
     #[test]
-    fn a_ping_is_answered_with_a_pong_in_order_with_spawn_replies() {
+    fn spawns_are_answered_as_they_complete_and_a_ping_after_the_spawns_before_it() {
         let (supervisor, zygote) = frame::seqpacket_pair().unwrap();
+        let (slow_tx, slow_rx) = std::sync::mpsc::channel::<OwnedFd>();
         let server = std::thread::spawn(move || {
             let mut spawned = Vec::new();
             let code = serve_requests(&zygote, |target, fds| {
                 spawned.push((target.module.to_string(), fds.len()));
-                if target.module == "broken" {
-                    bail!("fork: Resource temporarily unavailable");
+                match target.module {
+                    "broken" => bail!("fork: Resource temporarily unavailable"),
+                    "slow" => {
+                        // Its intermediate reports later, when the test says.
+                        let (started, write) = started(Placement::Clone3);
+                        slow_tx.send(write).unwrap();
+                        Ok(started)
+                    }
+                    "vanished" => Ok(started(Placement::Clone3).0),
+                    _ => {
+                        let (started, write) = started(Placement::Joins {
+                            why: "cgroup v1".into(),
+                        });
+                        assert!(pid_pipe::report(&write, Ok(Pid::from_raw(4242))));
+                        Ok(started)
+                    }
                 }
-                Ok((Pid::from_raw(4242), Placement::Clone3))
             });
             (code, spawned)
         });
-        let spawn = |module: &str| ToZygote::Spawn {
-            module: module.into(),
-            artifact: format!("/cache/{module}.cwasm"),
-            cgroup_procs: vec![],
-        };
         // All requests go out before any reply is read, as the supervisor's
         // event loop does.
         frame::send(&supervisor, &ToZygote::Ping, &[]).unwrap();
-        frame::send(&supervisor, &spawn("counter"), &[]).unwrap();
+        frame::send(&supervisor, &spawn_request(1, "slow"), &[]).unwrap();
         frame::send(&supervisor, &ToZygote::Ping, &[]).unwrap();
-        frame::send(&supervisor, &spawn("broken"), &[]).unwrap();
-        frame::send(&supervisor, &ToZygote::Ping, &[]).unwrap();
+        frame::send(&supervisor, &spawn_request(2, "counter"), &[]).unwrap();
+        frame::send(&supervisor, &spawn_request(3, "broken"), &[]).unwrap();
+        frame::send(&supervisor, &spawn_request(4, "vanished"), &[]).unwrap();
         let mut replies = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..4 {
             let (reply, fds) = frame::recv::<FromZygote>(&supervisor).unwrap();
             assert!(fds.is_empty());
             replies.push(reply);
         }
+        // Nothing was in flight at the first Ping; the slow spawn has not
+        // reported, so neither it nor the second Ping is answered yet, and
+        // the spawns after it were not held up by it.
+        assert_eq!(replies[0], FromZygote::Pong);
+        replies[1..].sort_by_key(|r| format!("{r:?}"));
         assert_eq!(
-            replies,
+            replies[1..],
             [
-                FromZygote::Pong,
-                FromZygote::Spawned {
-                    pid: 4242,
-                    placement: Placement::Clone3
-                },
-                FromZygote::Pong,
                 FromZygote::SpawnFailed {
+                    request: 3,
                     reason: "fork: Resource temporarily unavailable".into()
                 },
-                FromZygote::Pong,
+                FromZygote::SpawnFailed {
+                    request: 4,
+                    reason: "worker fork failed: the intermediate process ended without reporting its pid".into()
+                },
+                FromZygote::Spawned {
+                    request: 2,
+                    pid: 4242,
+                    placement: Placement::Joins {
+                        why: "cgroup v1".into()
+                    }
+                },
             ]
         );
+        let slow = slow_rx.recv().unwrap();
+        assert!(pid_pipe::report(&slow, Ok(Pid::from_raw(777))));
+        let (reply, _) = frame::recv::<FromZygote>(&supervisor).unwrap();
+        assert_eq!(
+            reply,
+            FromZygote::Spawned {
+                request: 1,
+                pid: 777,
+                placement: Placement::Clone3
+            }
+        );
+        let (reply, _) = frame::recv::<FromZygote>(&supervisor).unwrap();
+        assert_eq!(reply, FromZygote::Pong);
         // Closing the socket ends the fork server; pings made no workers.
         drop(supervisor);
         let (code, spawned) = server.join().unwrap();
         assert_eq!(code, exit_code::OK);
-        assert_eq!(
-            spawned,
-            [("counter".to_string(), 0), ("broken".to_string(), 0)]
-        );
+        let names: Vec<&str> = spawned.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(names, ["slow", "counter", "broken", "vanished"]);
     }
 }

@@ -41,6 +41,9 @@ pub struct ModuleCgroup {
     pub oom_events: PathBuf,
     /// The memory limit file (`memory.limit_in_bytes` or `memory.max`).
     pub memory_limit: PathBuf,
+    /// Every directory was made by this `create`: no earlier run left
+    /// tasks in them, so there is nothing to evict.
+    pub fresh: bool,
 }
 
 impl ModuleCgroup {
@@ -60,6 +63,9 @@ impl ModuleCgroup {
     /// many it killed and how long it waited.
     pub fn evict_stale(&self, timeout: std::time::Duration) -> (usize, std::time::Duration) {
         let started = std::time::Instant::now();
+        if self.fresh {
+            return (0, std::time::Duration::ZERO);
+        }
         let members = || -> Vec<i32> {
             let mut pids: Vec<i32> = self
                 .procs
@@ -236,11 +242,30 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupErr
 }
 
 /// Creates `dir` and its parents.
-pub(crate) fn mkdir(dir: &Path) -> Result<(), CgroupError> {
-    std::fs::create_dir_all(dir).map_err(|source| CgroupError::Io {
+/// Creates `dir` (and missing parents). Returns `true` if `dir` itself was
+/// made now, `false` if it existed: a cgroup made now has no tasks.
+pub(crate) fn mkdir(dir: &Path) -> Result<bool, CgroupError> {
+    let io = |source| CgroupError::Io {
         path: dir.to_path_buf(),
         source,
-    })
+    };
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+                    Ok(false)
+                }
+                Err(e) => Err(io(e)),
+            }
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// Reads `key N` from a flat-keyed cgroup file.

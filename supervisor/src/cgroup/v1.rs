@@ -49,8 +49,9 @@ impl CgroupDriver for V1 {
         let memory = self.memory.join(module);
         let cpu = self.cpu.join(module);
         let pids = self.pids.join(module);
+        let mut fresh = true;
         for dir in [&memory, &cpu, &pids] {
-            mkdir(dir)?;
+            fresh &= mkdir(dir)?;
         }
         write(
             &memory,
@@ -72,6 +73,7 @@ impl CgroupDriver for V1 {
             oom_events: memory.join("memory.oom_control"),
             memory_limit: memory.join("memory.limit_in_bytes"),
             dirs: vec![memory, cpu, pids],
+            fresh,
         })
     }
 

@@ -49,7 +49,7 @@ impl V2 {
         match write(&self.own, "cgroup.subtree_control", CONTROLLERS) {
             Err(CgroupError::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
                 let leaf = self.own.join(SUPERVISOR_LEAF);
-                mkdir(&leaf)?;
+                let _ = mkdir(&leaf)?;
                 move_processes(&self.own, &leaf)?;
                 write(&self.own, "cgroup.subtree_control", CONTROLLERS)
             }
@@ -96,13 +96,13 @@ impl CgroupDriver for V2 {
     }
 
     fn create(&self, module: &str, limits: &Limits) -> Result<ModuleCgroup, CgroupError> {
-        mkdir(&self.base)?;
+        let _ = mkdir(&self.base)?;
         self.enable_controllers()?;
         // An error here (controllers already enabled, say) is left for the
         // limit files below to report.
         let _ = write(&self.base, "cgroup.subtree_control", CONTROLLERS);
         let dir = self.base.join(module);
-        mkdir(&dir)?;
+        let fresh = mkdir(&dir)?;
         write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
         let _ = write(&dir, "memory.swap.max", "0");
         let quota = CPU_PERIOD_US * u64::from(limits.cpu_percent) / 100;
@@ -113,6 +113,7 @@ impl CgroupDriver for V2 {
             oom_events: dir.join("memory.events"),
             memory_limit: dir.join("memory.max"),
             dirs: vec![dir],
+            fresh,
         })
     }
 

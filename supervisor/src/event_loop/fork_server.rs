@@ -1,13 +1,14 @@
-//! The fork server's answers to spawn requests, in request order.
+//! The fork server's answers to spawn requests, matched to the requests by
+//! number (they come in completion order).
 
 use edgeward_ipc::zygote::{FromZygote, Placement};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{say, Supervisor};
+use super::{say, PendingSpawn, Supervisor};
 
 impl Supervisor {
-    /// Reads the fork server's answers to spawn requests (in request order).
+    /// Reads the fork server's answers to spawn requests.
     pub(crate) fn on_zygote_replies(&mut self) {
         loop {
             let reply = match self.launcher.next_reply() {
@@ -18,51 +19,46 @@ impl Supervisor {
                         "{e:#}; failing {} pending start(s)",
                         self.pending_spawns.len()
                     );
-                    while let Some((slot, generation, spare)) = self.pending_spawns.pop_front() {
-                        if spare {
-                            self.spare_failed(slot, generation, &format!("{e:#}"));
-                        } else {
-                            self.spawn_failed(slot, generation, format!("{e:#}"));
-                        }
+                    while let Some(pending) = self.pending_spawns.pop_front() {
+                        self.settle_spawn(pending, Err(format!("{e:#}")));
                     }
                     break;
                 }
             };
             self.fork_server_answered();
-            if reply == FromZygote::Pong {
-                continue;
-            }
-            let Some((i, generation, spare)) = self.pending_spawns.pop_front() else {
-                say!("fork server sent an unexpected {reply:?}");
+            let (request, answer) = match reply {
+                FromZygote::Pong => continue,
+                FromZygote::Spawned {
+                    request,
+                    pid,
+                    placement,
+                } => {
+                    self.log_placement(&placement);
+                    (request, Ok(Pid::from_raw(pid as i32)))
+                }
+                FromZygote::SpawnFailed { request, reason } => (
+                    request,
+                    Err(format!("fork server could not start the worker: {reason}")),
+                ),
+                FromZygote::Hello { .. } => {
+                    say!("fork server sent an unexpected {reply:?}");
+                    continue;
+                }
+            };
+            let Some(at) = self
+                .pending_spawns
+                .iter()
+                .position(|p| p.request == request)
+            else {
+                say!("fork server answered spawn request {request}, which is not pending");
+                if let Ok(pid) = answer {
+                    // Nobody would supervise it.
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
                 continue;
             };
-            if let FromZygote::Spawned { placement, .. } = &reply {
-                self.log_placement(placement);
-            }
-            if spare {
-                match reply {
-                    FromZygote::Spawned { pid, .. } => {
-                        self.spare_spawned(i, generation, Pid::from_raw(pid as i32))
-                    }
-                    FromZygote::SpawnFailed { reason } => self.spare_failed(i, generation, &reason),
-                    FromZygote::Hello { .. } | FromZygote::Pong => {
-                        self.spare_failed(i, generation, "fork server protocol error")
-                    }
-                }
-                continue;
-            }
-            match reply {
-                FromZygote::Spawned { pid, .. } => {
-                    self.spawned(i, generation, Pid::from_raw(pid as i32))
-                }
-                FromZygote::SpawnFailed { reason } => self.spawn_failed(
-                    i,
-                    generation,
-                    format!("fork server could not start the worker: {reason}"),
-                ),
-                FromZygote::Hello { .. } | FromZygote::Pong => {
-                    self.spawn_failed(i, generation, "fork server protocol error".into())
-                }
+            if let Some(pending) = self.pending_spawns.remove(at) {
+                self.settle_spawn(pending, answer);
             }
         }
         if self.pending_spawns.is_empty() {
@@ -70,6 +66,23 @@ impl Supervisor {
             if self.shutdown_deadline.is_some() {
                 self.close_zygote_when_idle();
             }
+        }
+    }
+
+    /// Hands the fork server's answer (the worker's pid, or why there is
+    /// none) to the worker or spare it was asked for.
+    fn settle_spawn(&mut self, pending: PendingSpawn, answer: Result<Pid, String>) {
+        let PendingSpawn {
+            slot,
+            generation,
+            spare,
+            ..
+        } = pending;
+        match (spare, answer) {
+            (false, Ok(pid)) => self.spawned(slot, generation, pid),
+            (false, Err(reason)) => self.spawn_failed(slot, generation, reason),
+            (true, Ok(pid)) => self.spare_spawned(slot, generation, pid),
+            (true, Err(reason)) => self.spare_failed(slot, generation, &reason),
         }
     }
 

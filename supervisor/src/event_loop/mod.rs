@@ -196,6 +196,19 @@ impl Token {
     }
 }
 
+/// A worker the fork server was asked for and has not answered about yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingSpawn {
+    /// The request's number, repeated by the reply.
+    pub(crate) request: u64,
+    /// The slot it is for.
+    pub(crate) slot: usize,
+    /// The slot's generation when it was asked for.
+    pub(crate) generation: u32,
+    /// For the slot's spare, not its worker.
+    pub(crate) spare: bool,
+}
+
 /// The running supervisor.
 pub struct Supervisor {
     pub(crate) options: Options,
@@ -224,9 +237,9 @@ pub struct Supervisor {
     pub(crate) ignored_signals: std::collections::HashMap<i32, (Option<Instant>, u64)>,
     /// Modules to stop, in the reverse of the start order (`order.rs`).
     pub(crate) stop_queue: Vec<(usize, crate::lifecycle::Then)>,
-    /// Spawn requests the fork server has not answered yet, oldest first:
-    /// (slot, generation, for a spare).
-    pub(crate) pending_spawns: std::collections::VecDeque<(usize, u32, bool)>,
+    /// Spawn requests the fork server has not answered yet, oldest first
+    /// (it answers them in completion order).
+    pub(crate) pending_spawns: std::collections::VecDeque<PendingSpawn>,
     /// The last way workers were placed in their cgroups that was logged
     /// (`fork_server.rs`): each change is logged once, not every spawn.
     pub(crate) placement_logged: Option<edgeward_ipc::zygote::Placement>,

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::{say, Supervisor, Token};
+use crate::launcher::WorkerPid;
 use crate::lifecycle::Event;
 use crate::output::OutputPipe;
 use crate::slot::{State, Worker};
@@ -91,9 +92,18 @@ impl Supervisor {
         } else {
             self.launcher.spawn(&slot.name, &artifact, procs)?
         };
-        if spawned.pid.is_none() {
-            self.pending_spawns.push_back((i, generation, spare));
-        }
+        let pid = match spawned.pid {
+            WorkerPid::Known(pid) => Some(pid),
+            WorkerPid::Requested(request) => {
+                self.pending_spawns.push_back(super::PendingSpawn {
+                    request,
+                    slot: i,
+                    generation,
+                    spare,
+                });
+                None
+            }
+        };
         if let Some(fd) = self.launcher.take_new_zygote_socket() {
             // A new fork server: its watchdog starts now.
             self.fork_server_heard = Instant::now();
@@ -109,7 +119,7 @@ impl Supervisor {
             }
         }
         Ok(Worker {
-            pid: spawned.pid,
+            pid,
             hello_pid: None,
             kill_pending: false,
             control: Some(spawned.control),

@@ -1,7 +1,7 @@
 //! `edgeward run`'s start-up: policies loaded and checked, the state dir
-//! locked, the fork server started while the cgroups are prepared, every
-//! wasm compiled (or found in the cache), the rings made, then the first
-//! workers spawned and the event loop entered.
+//! locked, the fork server started, every wasm compiled (or found in the
+//! cache), the rings made, then each module's cgroup made and its worker
+//! spawned in start order, and the event loop entered.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         );
     }
     let mut launcher = Launcher::new(model, options.worker_bin.clone());
-    // The fork server initialises its engine while we prepare the cgroups.
+    // The fork server initialises its engine while we detect the sandbox.
     launcher.prestart()?;
     let mut sandbox = crate::sandbox_plan::HostSandbox::detect(
         options.uid_base,
@@ -76,12 +76,6 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
     );
     // Before the first worker migrates (cgroup v1 only).
     sandbox.favor_migrations();
-    let prepared_cgroups: Vec<(String, Result<Option<crate::cgroup::ModuleCgroup>, String>)> =
-        loaded
-            .iter()
-            .filter_map(|l| l.result.as_ref().ok())
-            .map(|p| (p.name.clone(), sandbox.cgroup(p).map_err(|e| e.to_string())))
-            .collect();
     let fingerprint = launcher.fingerprint()?;
 
     let cache = CompileCache::open(&options.state, fingerprint)?;
@@ -181,25 +175,6 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
         )?;
     }
 
-    for (name, cgroup) in prepared_cgroups {
-        if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
-            match cgroup {
-                Ok(cgroup) => {
-                    let (stale, waited) = cgroup.as_ref().map_or((0, Duration::ZERO), |c| {
-                        c.evict_stale(Duration::from_secs(2))
-                    });
-                    if stale > 0 || waited > Duration::from_millis(5) {
-                        say!(
-                            "module {name}: an earlier run left tasks in its cgroup: killed {stale}, waited {} ms for them to be reaped",
-                            waited.as_millis()
-                        );
-                    }
-                    slot.cgroup = cgroup;
-                }
-                Err(e) => say!("module {name}: cannot set up its cgroup yet: {e}"),
-            }
-        }
-    }
     say!(
         "sandbox: {}; module uids from {}",
         sandbox.cgroup_description(),
@@ -276,9 +251,39 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
             supervisor.slots.iter().map(|s| s.policy.as_ref()).collect();
         policy::start_order(&policies)
     };
+    // Each module's cgroup is made just before its spawn, so the fork
+    // server forks the first workers while the later cgroups are made.
     for i in order {
+        supervisor.prepare_cgroup(i);
         supervisor.spawn(i);
     }
 
     supervisor.event_loop()
+}
+
+impl Supervisor {
+    /// Makes slot `i`'s cgroup at start-up, killing what an earlier run left
+    /// in it (a cgroup made now has nothing to evict). A failure is logged;
+    /// `spawn` tries again and fails the start with the reason.
+    fn prepare_cgroup(&mut self, i: usize) {
+        let Some(policy) = self.slots[i].policy.as_ref() else {
+            return;
+        };
+        let name = &self.slots[i].name;
+        match self.sandbox.cgroup(policy) {
+            Ok(cgroup) => {
+                let (stale, waited) = cgroup.as_ref().map_or((0, Duration::ZERO), |c| {
+                    c.evict_stale(Duration::from_secs(2))
+                });
+                if stale > 0 || waited > Duration::from_millis(5) {
+                    say!(
+                        "module {name}: an earlier run left tasks in its cgroup: killed {stale}, waited {} ms for them to be reaped",
+                        waited.as_millis()
+                    );
+                }
+                self.slots[i].cgroup = cgroup;
+            }
+            Err(e) => say!("module {name}: cannot set up its cgroup yet: {e}"),
+        }
+    }
 }

@@ -220,7 +220,61 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Vec<Loaded>> {
         })
         .collect();
     files.sort();
-    Ok(files.iter().map(|f| load_file(f)).collect())
+    let mut digests = WasmDigests::default();
+    Ok(files
+        .iter()
+        .map(|f| load_file_with(f, &mut digests))
+        .collect())
+}
+
+/// The sha256 and language of the wasm files read while loading policies,
+/// so that modules sharing one wasm (the gateway's 14 Go modules share a
+/// 2.8 MB one) read and hash it once per load. An entry is used again only
+/// while the file's size, modification time and inode are unchanged.
+#[derive(Default)]
+pub(crate) struct WasmDigests {
+    seen: std::collections::HashMap<PathBuf, (FileStamp, String, Option<&'static str>)>,
+}
+
+/// What tells one version of a file from another, short of reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl WasmDigests {
+    /// The hex sha256 and language of the wasm at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub(crate) fn of(&mut self, path: &Path) -> std::io::Result<(String, Option<&'static str>)> {
+        use sha2::{Digest, Sha256};
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |m: &std::fs::Metadata| FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok(),
+        };
+        let before = stamp(&std::fs::metadata(path)?);
+        if let Some((seen, sha, language)) = self.seen.get(path) {
+            if *seen == before {
+                return Ok((sha.clone(), *language));
+            }
+        }
+        let bytes = std::fs::read(path)?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let language = crate::wasm_language::language(&bytes);
+        // Changed while read: hash it again next time.
+        if stamp(&std::fs::metadata(path)?) == before {
+            self.seen
+                .insert(path.to_path_buf(), (before, sha.clone(), language));
+        }
+        Ok((sha, language))
+    }
 }
 
 impl Policy {
@@ -268,17 +322,23 @@ impl Policy {
 /// # Errors
 /// Every error found, each naming `file`, the line and the fix.
 pub fn parse_text(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
-    validate::parse(file, name, text)
+    validate::parse(file, name, text, &mut WasmDigests::default())
 }
 
 /// Loads and validates one policy file.
+#[cfg(test)]
 pub fn load_file(file: &Path) -> Loaded {
+    load_file_with(file, &mut WasmDigests::default())
+}
+
+/// [`load_file`], with the digests of wasm files already read.
+fn load_file_with(file: &Path, digests: &mut WasmDigests) -> Loaded {
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let result = match std::fs::read_to_string(file) {
-        Ok(text) => validate::parse(file, &name, &text),
+        Ok(text) => validate::parse(file, &name, &text, digests),
         Err(e) => Err(vec![PolicyError::whole_file(
             file,
             format!("cannot read policy: {e}"),

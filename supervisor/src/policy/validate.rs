@@ -28,7 +28,12 @@ const NAME_RULES: &str =
     "use lower-case letters, digits, '-' and '_' (at most 63, starting with a letter or digit)";
 
 /// Parses and validates the policy `text` read from `file`.
-pub(super) fn parse(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
+pub(super) fn parse(
+    file: &Path,
+    name: &str,
+    text: &str,
+    digests: &mut super::WasmDigests,
+) -> Result<Policy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     if !valid_name(name) {
         errors.push(PolicyError::whole_file(
@@ -44,7 +49,12 @@ pub(super) fn parse(file: &Path, name: &str, text: &str) -> Result<Policy, Vec<P
             return Err(errors);
         }
     };
-    let mut v = Validator { file, text, errors };
+    let mut v = Validator {
+        file,
+        text,
+        errors,
+        digests,
+    };
     let policy = v.policy(name, raw);
     if v.errors.is_empty() {
         Ok(policy)
@@ -57,6 +67,7 @@ struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<PolicyError>,
+    digests: &'a mut super::WasmDigests,
 }
 
 impl Validator<'_> {
@@ -367,8 +378,8 @@ impl Validator<'_> {
         let wasm = std::fs::canonicalize(&wasm)
             .or_else(|_| std::path::absolute(&wasm))
             .unwrap_or(wasm);
-        let bytes = match std::fs::read(&wasm) {
-            Ok(b) => b,
+        let (sha, language) = match self.digests.of(&wasm) {
+            Ok(digest) => digest,
             Err(e) => {
                 let reason = format!("cannot read module file {}: {e}", wasm.display());
                 self.error(
@@ -380,7 +391,6 @@ impl Validator<'_> {
                 return (wasm, String::new(), None);
             }
         };
-        let sha = hex::encode(Sha256::digest(&bytes));
         if let Some(pin) = pin {
             let want = pin.get_ref().to_ascii_lowercase();
             if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -403,7 +413,6 @@ impl Validator<'_> {
                 );
             }
         }
-        let language = crate::wasm_language::language(&bytes);
         (wasm, sha, language)
     }
 

@@ -693,3 +693,35 @@ fn connector_mistakes_name_their_key_and_fix() {
         );
     }
 }
+
+#[test]
+fn modules_sharing_a_wasm_get_its_digest_and_a_rewritten_wasm_a_new_one() {
+    let f = Fixture::new();
+    let mut digests = super::super::WasmDigests::default();
+    let wasm = f.dir.path().join("m.wasm");
+    let first = digests.of(&wasm).unwrap();
+    assert_eq!(
+        first.0,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"\0asm\x01\0\0\0"))
+    );
+    assert_eq!(digests.of(&wasm).unwrap(), first);
+    // Another build in its place (a new inode, as a deploy's rename makes).
+    let next = f.dir.path().join("m.wasm.new");
+    std::fs::write(&next, b"\0asm\x01\0\0\0\0").unwrap();
+    std::fs::rename(&next, &wasm).unwrap();
+    let second = digests.of(&wasm).unwrap();
+    assert_ne!(second, first);
+    assert_eq!(
+        second.0,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"\0asm\x01\0\0\0\0"))
+    );
+    // Two policies of one directory load carry the same digest.
+    f.write("a.toml", MINIMAL);
+    f.write("b.toml", MINIMAL);
+    let loaded = super::super::load_dir(f.dir.path()).unwrap();
+    let shas: Vec<&str> = loaded
+        .iter()
+        .map(|l| l.result.as_ref().unwrap().wasm_sha256.as_str())
+        .collect();
+    assert_eq!(shas, [second.0.as_str(), second.0.as_str()]);
+}
