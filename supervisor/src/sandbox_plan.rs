@@ -174,6 +174,17 @@ impl HostSandbox {
         driver.create(&policy.name, &limits).map(Some)
     }
 
+    /// Whether an earlier run left `policy`'s cgroup behind (it may hold
+    /// that run's tasks, to evict before this run's workers exist).
+    pub fn cgroup_left_over(&self, policy: &Policy) -> bool {
+        self.cgroups.as_ref().is_some_and(|driver| {
+            driver
+                .group_dirs()
+                .iter()
+                .any(|group| group.join(&policy.name).is_dir())
+        })
+    }
+
     /// The cgroup memory limit: the guest's cap plus the runtime's overhead.
     pub fn memory_limit_bytes(&self, policy: &Policy) -> u64 {
         (u64::from(policy.resources.memory_mib) + self.overhead_mib) << 20

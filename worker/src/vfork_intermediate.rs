@@ -18,7 +18,10 @@
 //! abort would signal the fork server's thread, whose id libc still holds);
 //! it only forks, writes a pid to a pipe and returns. The worker, a real
 //! fork, then runs on a copy of the intermediate's stack for its whole
-//! life: [`WORKER_STACK`] bytes, below a guard page.
+//! life: [`WORKER_STACK`] bytes, above [`GUARD`] bytes of guard. A
+//! worker's stack overflow there is a plain `SIGSEGV` (Rust's "has
+//! overflowed its stack" message knows only the main stack); guests are
+//! bounded well below it by wasmtime's `max_wasm_stack`.
 
 use std::ffi::c_void;
 use std::os::fd::OwnedFd;
@@ -32,21 +35,25 @@ use nix::unistd::Pid;
 /// (`ulimit -s`). Only the pages it touches are ever made.
 pub const WORKER_STACK: usize = 8 * 1024 * 1024;
 
+/// Inaccessible bytes below the stack: a frame that overflows it faults
+/// (64 KiB: a multiple of 4, 16 and 64 KiB pages, and wider than most
+/// frames that skip stack probes).
+pub const GUARD: usize = 64 * 1024;
+
 /// The stack every intermediate (one at a time) and so every worker's copy
-/// starts on: mapped once, guard page at the bottom.
+/// starts on: mapped once, [`GUARD`] at the bottom.
 pub struct IntermediateStack {
     base: NonNull<c_void>,
     len: usize,
 }
 
 impl IntermediateStack {
-    /// Maps [`WORKER_STACK`] bytes and a guard page below them.
+    /// Maps [`WORKER_STACK`] bytes and [`GUARD`] bytes of guard below them.
     ///
     /// # Errors
     /// The mapping cannot be made.
     pub fn new() -> nix::Result<Self> {
-        let page = 4096;
-        let len = WORKER_STACK + page;
+        let len = WORKER_STACK + GUARD;
         let length = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
         // SAFETY: a fresh anonymous mapping aliases nothing.
         let base = unsafe {
@@ -57,8 +64,9 @@ impl IntermediateStack {
                 MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_STACK,
             )
         }?;
-        // SAFETY: the lowest page of the mapping just made, which nothing uses.
-        unsafe { mprotect(base, page, ProtFlags::PROT_NONE) }?;
+        // SAFETY: the lowest bytes of the mapping just made, which nothing
+        // uses; GUARD is a multiple of every page size Linux has.
+        unsafe { mprotect(base, GUARD, ProtFlags::PROT_NONE) }?;
         Ok(Self { base, len })
     }
 
@@ -122,6 +130,13 @@ extern "C" fn intermediate(job: *mut c_void) -> libc::c_int {
     // Read before the fork: the worker may run only after this process is
     // gone, when its parent is already someone else.
     let me = Pid::this();
+    // The fork server ignores SIGCHLD (the kernel reaps intermediates); a
+    // worker that ended before this process would then be reaped unseen,
+    // and the supervisor, its parent from then on, never learn of it. The
+    // handler table is this process's own (no CLONE_SIGHAND): nothing
+    // shared is written.
+    // SAFETY: the default disposition installs no handler.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     // SAFETY: the fork server is single-threaded (the caller's contract),
     // and so is this process; the child is a full copy and may run
     // anything.
@@ -137,7 +152,8 @@ extern "C" fn intermediate(job: *mut c_void) -> libc::c_int {
     } else {
         Err(Errno::last())
     };
-    // The return value ends this process (libc's clone calls exit).
+    // The return value ends this process (libc's clone makes the exit
+    // system call with it).
     libc::c_int::from(!crate::pid_pipe::report(job.pid_pipe, fork))
 }
 
@@ -150,11 +166,11 @@ mod tests {
         let stack = IntermediateStack::new().unwrap();
         let (read, write) = nix::unistd::pipe().unwrap();
         let (status_read, status_write) = nix::unistd::pipe().unwrap();
-        let marker = 41u8;
+        // Written by the worker: a fork writes its own copy, never ours.
+        static TOUCHED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(41);
         let mut worker = |_intermediate: Pid| {
-            // A copy: what the worker changes, the parent never sees.
-            let mut seen = marker;
-            seen += 1;
+            TOUCHED.store(42, std::sync::atomic::Ordering::SeqCst);
+            let seen = TOUCHED.load(std::sync::atomic::Ordering::SeqCst);
             // Its own pid, not the test's or the intermediate's.
             let me = std::process::id() as i32;
             let mut line = [0u8; 5];
@@ -162,8 +178,9 @@ mod tests {
             line[1..].copy_from_slice(&me.to_le_bytes());
             i32::from(nix::unistd::write(&status_write, &line).is_err())
         };
-        // SAFETY: the test thread forks; the worker only writes to a pipe.
-        // Other test threads may exist, which the worker does not touch.
+        // SAFETY: the test harness has other threads, which `spawn`'s
+        // contract forbids: acceptable here because the worker only makes
+        // `write` calls and `_exit`s, touching no lock another thread held.
         let intermediate = unsafe { spawn(&stack, &write, &mut worker) }.unwrap();
         nix::sys::wait::waitpid(intermediate, None).unwrap();
         let pid = Pid::from_raw(crate::pid_pipe::read(&read).expect("a pid") as i32);
@@ -174,7 +191,7 @@ mod tests {
             i32::from_le_bytes(line[1..].try_into().unwrap()),
             pid.as_raw()
         );
-        assert_eq!(marker, 41);
+        assert_eq!(TOUCHED.load(std::sync::atomic::Ordering::SeqCst), 41);
         // The worker is not our child (the intermediate was), so it is not
         // ours to reap: wait for it to be gone.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -327,8 +327,6 @@ fn spawn(
         // SAFETY: the fd is this process's copy; its `OwnedFd` is never
         // dropped here (the worker leaves through `_exit`).
         unsafe { libc::close(pid_write_raw) };
-        // SAFETY: restoring the default disposition installs no handler.
-        let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
         // Sandbox step 1 ahead of time (it reports a failure itself, later).
         edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
         let (Some(control), Some(output)) = (control.take(), output.take()) else {
@@ -449,6 +447,13 @@ mod tests {
     #[test]
     fn spawns_are_answered_as_they_complete_and_a_ping_after_the_spawns_before_it() {
         let (supervisor, zygote) = frame::seqpacket_pair().unwrap();
+        // A lost or withheld reply fails the test instead of hanging it.
+        nix::sys::socket::setsockopt(
+            &supervisor,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(10, 0),
+        )
+        .unwrap();
         let (slow_tx, slow_rx) = std::sync::mpsc::channel::<OwnedFd>();
         let server = std::thread::spawn(move || {
             let mut spawned = Vec::new();
@@ -456,7 +461,7 @@ mod tests {
                 spawned.push((target.module.to_string(), fds.len()));
                 match target.module {
                     "broken" => bail!("fork: Resource temporarily unavailable"),
-                    "slow" => {
+                    "slow" | "slower" => {
                         // Its intermediate reports later, when the test says.
                         let (started, write) = started(Placement::Clone3);
                         slow_tx.send(write).unwrap();
@@ -482,6 +487,8 @@ mod tests {
         frame::send(&supervisor, &spawn_request(2, "counter"), &[]).unwrap();
         frame::send(&supervisor, &spawn_request(3, "broken"), &[]).unwrap();
         frame::send(&supervisor, &spawn_request(4, "vanished"), &[]).unwrap();
+        // Read after the second Ping: that Pong does not wait for it.
+        frame::send(&supervisor, &spawn_request(5, "slower"), &[]).unwrap();
         let mut replies = Vec::new();
         for _ in 0..4 {
             let (reply, fds) = frame::recv::<FromZygote>(&supervisor).unwrap();
@@ -526,11 +533,22 @@ mod tests {
         );
         let (reply, _) = frame::recv::<FromZygote>(&supervisor).unwrap();
         assert_eq!(reply, FromZygote::Pong);
+        let slower = slow_rx.recv().unwrap();
+        assert!(pid_pipe::report(&slower, Ok(Pid::from_raw(778))));
+        let (reply, _) = frame::recv::<FromZygote>(&supervisor).unwrap();
+        assert_eq!(
+            reply,
+            FromZygote::Spawned {
+                request: 5,
+                pid: 778,
+                placement: Placement::Clone3
+            }
+        );
         // Closing the socket ends the fork server; pings made no workers.
         drop(supervisor);
         let (code, spawned) = server.join().unwrap();
         assert_eq!(code, exit_code::OK);
         let names: Vec<&str> = spawned.iter().map(|(m, _)| m.as_str()).collect();
-        assert_eq!(names, ["slow", "counter", "broken", "vanished"]);
+        assert_eq!(names, ["slow", "counter", "broken", "vanished", "slower"]);
     }
 }

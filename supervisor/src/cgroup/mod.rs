@@ -99,14 +99,14 @@ impl ModuleCgroup {
         }
         let deadline = std::time::Instant::now() + timeout;
         while (!stale.is_empty() || charged_at_start) && std::time::Instant::now() < deadline {
-            // Ours to reap when edgeward is their subreaper (PID 1).
-            while let Ok(status) = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(-1),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            ) {
-                if status == nix::sys::wait::WaitStatus::StillAlive {
-                    break;
-                }
+            // Ours to reap when edgeward is their subreaper (PID 1). Only
+            // these pids: any other child's status belongs to the event
+            // loop (the fork server's, say).
+            for &pid in &stale {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
             }
             if members().is_empty() && !charged() {
                 break;

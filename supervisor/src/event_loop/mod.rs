@@ -207,6 +207,9 @@ pub(crate) struct PendingSpawn {
     pub(crate) generation: u32,
     /// For the slot's spare, not its worker.
     pub(crate) spare: bool,
+    /// When it was asked for: a spawn unanswered for the fork server's
+    /// watchdog period counts as silence, whatever else it answers.
+    pub(crate) asked_at: Instant,
 }
 
 /// The running supervisor.

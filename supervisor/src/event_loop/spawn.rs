@@ -100,6 +100,7 @@ impl Supervisor {
                     slot: i,
                     generation,
                     spare,
+                    asked_at: Instant::now(),
                 });
                 None
             }

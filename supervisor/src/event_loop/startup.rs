@@ -251,10 +251,24 @@ pub fn run(options: Options, started: Instant) -> anyhow::Result<i32> {
             supervisor.slots.iter().map(|s| s.policy.as_ref()).collect();
         policy::start_order(&policies)
     };
-    // Each module's cgroup is made just before its spawn, so the fork
-    // server forks the first workers while the later cgroups are made.
+    // Cgroups an earlier run left behind are emptied before any worker of
+    // this run exists: eviction may wait (up to 2 s a module), and the
+    // event loop, which answers workers and watches the fork server, is
+    // not running yet.
+    for &i in &order {
+        if let Some(policy) = supervisor.slots[i].policy.as_ref() {
+            if supervisor.sandbox.cgroup_left_over(policy) {
+                supervisor.prepare_cgroup(i);
+            }
+        }
+    }
+    // The others are made just before their spawn, so the fork server
+    // forks the first workers while the later cgroups are made; a cgroup
+    // made now has no tasks to evict.
     for i in order {
-        supervisor.prepare_cgroup(i);
+        if supervisor.slots[i].cgroup.is_none() {
+            supervisor.prepare_cgroup(i);
+        }
         supervisor.spawn(i);
     }
 

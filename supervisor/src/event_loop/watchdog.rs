@@ -72,10 +72,11 @@ impl Supervisor {
             })
         });
         let fork_server = self.launcher.zygote_pid().map(|_| {
+            let quiet_since = self.fork_server_quiet_since();
             if self.fork_server_pinged {
-                self.fork_server_heard + FORK_SERVER_WATCHDOG
+                quiet_since + FORK_SERVER_WATCHDOG
             } else {
-                self.fork_server_heard + FORK_SERVER_WATCHDOG / 2
+                quiet_since + FORK_SERVER_WATCHDOG / 2
             }
         });
         modules.chain(fork_server).min()
@@ -129,7 +130,7 @@ impl Supervisor {
         let Some(pid) = self.launcher.zygote_pid() else {
             return;
         };
-        let silent = now.saturating_duration_since(self.fork_server_heard);
+        let silent = now.saturating_duration_since(self.fork_server_quiet_since());
         if silent >= FORK_SERVER_WATCHDOG {
             say!(
                 "fork server (pid {pid}): watchdog: no answer for {} ms; killed (the next start makes a new one)",
@@ -153,6 +154,20 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Since when the fork server counts as silent: its last answer, or the
+    /// oldest spawn it has not answered if that is older. It answers spawns
+    /// as they complete, so answers to later ones must not hide one stuck
+    /// in the kernel (its Pong waits for that one too).
+    fn fork_server_quiet_since(&self) -> Instant {
+        self.pending_spawns
+            .iter()
+            .map(|p| p.asked_at)
+            .min()
+            .map_or(self.fork_server_heard, |oldest| {
+                oldest.min(self.fork_server_heard)
+            })
     }
 
     /// The fork server answered something: it is alive.
