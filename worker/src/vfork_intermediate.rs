@@ -3,7 +3,8 @@
 //! as `posix_spawn` makes its child. It forks the worker (libc's `fork`, so
 //! the worker is an ordinary process with a copy of the fork server's
 //! memory), reports the worker's pid and exits; the fork server sleeps
-//! until then.
+//! until then. What every intermediate does, this one or `clone3`'s
+//! (`clone_into_cgroup.rs`), is [`fork_worker`].
 //!
 //! Why: a fork-made intermediate costs a copy of the fork server's page
 //! tables and their teardown at its exit, for a process that lives a few
@@ -127,6 +128,21 @@ extern "C" fn intermediate(job: *mut c_void) -> libc::c_int {
     // SAFETY: `spawn` passes a `Job` that lives until this process exits
     // (the caller sleeps meanwhile).
     let job = unsafe { &mut *job.cast::<Job<'_>>() };
+    // The return value ends this process (libc's clone makes the exit
+    // system call with it, not exit(3)).
+    libc::c_int::from(!fork_worker(job.pid_pipe, job.worker))
+}
+
+/// An intermediate's whole job, however it was made (here, or by
+/// `clone3` into the module's cgroup): fork the worker, which runs
+/// `worker` with this process's pid and `_exit`s with its result, and
+/// report the worker's pid (or the fork's errno) on `pid_pipe`. Returns
+/// whether the report was written. Allocates, frees and drops nothing, so
+/// an intermediate that shares the fork server's memory may run it.
+///
+/// Must be called in a single-threaded process (an intermediate), so the
+/// worker may run anything after the fork.
+pub fn fork_worker(pid_pipe: &OwnedFd, worker: &mut dyn FnMut(Pid) -> i32) -> bool {
     // Read before the fork: the worker may run only after this process is
     // gone, when its parent is already someone else.
     let me = Pid::this();
@@ -137,12 +153,11 @@ extern "C" fn intermediate(job: *mut c_void) -> libc::c_int {
     // shared is written.
     // SAFETY: the default disposition installs no handler.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-    // SAFETY: the fork server is single-threaded (the caller's contract),
-    // and so is this process; the child is a full copy and may run
-    // anything.
+    // SAFETY: an intermediate is single-threaded (this function's
+    // contract); the child is a full copy and may run anything.
     let forked = unsafe { libc::fork() };
     if forked == 0 {
-        let code = (job.worker)(me);
+        let code = worker(me);
         // SAFETY: _exit ends the worker without running the fork
         // server's destructors or atexit handlers.
         unsafe { libc::_exit(code) }
@@ -152,9 +167,7 @@ extern "C" fn intermediate(job: *mut c_void) -> libc::c_int {
     } else {
         Err(Errno::last())
     };
-    // The return value ends this process (libc's clone makes the exit
-    // system call with it).
-    libc::c_int::from(!crate::pid_pipe::report(job.pid_pipe, fork))
+    crate::pid_pipe::report(pid_pipe, fork)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use edgeward_ipc::frame::{self, FrameError};
 use edgeward_ipc::zygote::{FromZygote, Placement, ToZygote};
 use edgeward_ipc::PROTOCOL_VERSION;
 use nix::sys::signal::{SigHandler, Signal};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use crate::clone_into_cgroup;
 use crate::pid_pipe;
@@ -265,43 +265,45 @@ fn spawn(
     let (pid_read, pid_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
 
+    // What the worker runs, whichever intermediate forks it: given the
+    // intermediate's pid and whether it was born in its cgroup.
+    let (mut control, mut output) = (Some(control), Some(output));
+    let pid_write_raw = pid_write.as_raw_fd();
+    let mut worker = |intermediate: Pid, born_in_cgroup: bool| -> i32 {
+        // In the worker, a process of its own: close the pid pipe's end.
+        // SAFETY: the fd is this process's copy; its `OwnedFd` is never
+        // dropped here (the worker leaves through `_exit`).
+        unsafe { libc::close(pid_write_raw) };
+        if born_in_cgroup {
+            edgeward_sandbox::born_in_cgroups(target.cgroup_procs);
+        } else {
+            // Sandbox step 1 ahead of time (it reports a failure itself,
+            // later).
+            edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
+        }
+        let (Some(control), Some(output)) = (control.take(), output.take()) else {
+            return exit_code::LOAD_FAILED;
+        };
+        become_worker(
+            prepared,
+            zygote_socket,
+            supervisor,
+            intermediate,
+            target,
+            control,
+            output,
+        )
+    };
     // SAFETY: this process is single-threaded (checked above), so the child
     // may run arbitrary code after fork. The intermediate only forks,
     // writes a pid and `_exit`s, as `fork_into` requires.
     let why = match unsafe { clone_into_cgroup::fork_into(target.cgroup_procs) } {
         Ok(ForkResult::Child) => {
             drop(pid_read);
-            // The zygote ignores SIGCHLD so that the kernel reaps its
-            // intermediates; the worker gets the default back.
-            // SAFETY: restoring the default disposition installs no handler.
-            let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
-            // Taken before the second fork: by the time the worker runs, the
-            // intermediate may already be gone.
-            let intermediate = nix::unistd::getpid();
-            // SAFETY: still single-threaded, as the parent was.
-            let fork = match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    drop(pid_write);
-                    // Sandbox step 1 is done: the worker was born in its
-                    // cgroup.
-                    edgeward_sandbox::born_in_cgroups(target.cgroup_procs);
-                    let code = become_worker(
-                        prepared,
-                        zygote_socket,
-                        supervisor,
-                        intermediate,
-                        target,
-                        control,
-                        output,
-                    );
-                    // SAFETY: _exit ends this forked process without running
-                    // the zygote's destructors or atexit handlers.
-                    unsafe { libc::_exit(code) }
-                }
-                Ok(ForkResult::Parent { child }) => Ok(child),
-                Err(errno) => Err(errno),
-            };
-            let code = if pid_pipe::report(&pid_write, fork) {
+            let reported = vfork_intermediate::fork_worker(&pid_write, &mut |intermediate| {
+                worker(intermediate, true)
+            });
+            let code = if reported {
                 exit_code::OK
             } else {
                 exit_code::LOAD_FAILED
@@ -320,32 +322,14 @@ fn spawn(
     };
     // No clone3 into the cgroup: an intermediate that shares our memory
     // forks the worker, which joins its cgroups itself.
-    let (mut control, mut output) = (Some(control), Some(output));
-    let pid_write_raw = pid_write.as_raw_fd();
-    let mut worker = |intermediate: Pid| -> i32 {
-        // In the worker, a process of its own: close the pid pipe's end.
-        // SAFETY: the fd is this process's copy; its `OwnedFd` is never
-        // dropped here (the worker leaves through `_exit`).
-        unsafe { libc::close(pid_write_raw) };
-        // Sandbox step 1 ahead of time (it reports a failure itself, later).
-        edgeward_sandbox::join_cgroups_early(target.cgroup_procs);
-        let (Some(control), Some(output)) = (control.take(), output.take()) else {
-            return exit_code::LOAD_FAILED;
-        };
-        become_worker(
-            prepared,
-            zygote_socket,
-            supervisor,
-            intermediate,
-            target,
-            control,
-            output,
-        )
-    };
     // SAFETY: single-threaded (checked above); `worker` runs only in the
     // forked worker, which may run anything, on its own copy of `stack`.
-    unsafe { vfork_intermediate::spawn(stack, &pid_write, &mut worker) }
-        .context("clone of the intermediate")?;
+    unsafe {
+        vfork_intermediate::spawn(stack, &pid_write, &mut |intermediate| {
+            worker(intermediate, false)
+        })
+    }
+    .context("clone of the intermediate")?;
     Ok(Started {
         pid_pipe: pid_read,
         placement: Placement::Joins { why },
